@@ -1,0 +1,53 @@
+"""Flower clients for fedsec: a registry of client roles.
+
+A role names the kind of client a node runs (``benign`` here; later modules add
+adversarial-training devices, malicious clients and defending clients).  In
+simulation a scenario assigns roles to partition ids; in deployment the
+SuperNode's ``--node-config`` carries ``role``.  Every factory takes the run
+config, the node's partition and returns a Flower ``NumPyClient``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.client import NumPyClient
+
+from clients.benign import BenignClient, split_local
+from fedsec.config import RunConfig
+from fedsec.experiment import client_data, derive_seed, load_bundle, new_model
+from fedsec.registry import Registry
+
+LOCAL_EVAL_FRACTION = 0.1
+
+ClientFactory = Callable[..., NumPyClient]
+
+
+def benign_client(config: RunConfig, *, partition_id: int, num_partitions: int) -> BenignClient:
+    """Build the honest client for ``partition_id`` of ``num_partitions``."""
+    bundle = load_bundle(config)
+    data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
+    train_data, eval_data = split_local(
+        data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id)
+    )
+    return BenignClient(
+        config=config,
+        partition_id=partition_id,
+        model=new_model(config, bundle),
+        train_data=train_data,
+        eval_data=eval_data,
+        num_classes=bundle.num_classes,
+    )
+
+
+CLIENT_ROLES: Registry[ClientFactory] = Registry("client role", {"benign": benign_client})
+
+
+def build_client(config: RunConfig, *, partition_id: int, num_partitions: int, role: str = "benign") -> NumPyClient:
+    """Build the client for ``role`` (see :data:`CLIENT_ROLES`)."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
+    return CLIENT_ROLES[role](config, partition_id=partition_id, num_partitions=num_partitions)
+
+
+__all__ = ["CLIENT_ROLES", "BenignClient", "build_client", "benign_client"]

@@ -1,0 +1,112 @@
+"""The benign Flower client: local SGD on its own partition (FedAvg, McMahan et al. 2017).
+
+A thin ``NumPyClient`` adapter: it receives the global weights, runs
+:func:`fedsec.training.train` for the configured local epochs, and returns the
+new weights.  Malicious and defending clients in later modules reuse it by
+composition (a different ``loss_fn``, poisoned data, an update transform),
+never by copying the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from flwr.common import NDArrays, Scalar
+from torch import nn
+
+from fedsec.config import RunConfig
+from fedsec.data import TensorSplit
+from fedsec.experiment import torch_generator
+from fedsec.training import evaluate, get_weights, make_optimizer, set_weights, train
+
+logger = logging.getLogger(__name__)
+
+
+def split_local(data: TensorSplit, *, fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
+    """Split a client's partition into (train, local-evaluation) parts, deterministically."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(data))
+    cut = len(data) - int(round(fraction * len(data)))
+    return data.subset(order[:cut]), data.subset(order[cut:])
+
+
+class BenignClient(NumPyClient):
+    """Honest client: trains the global model on its data with the configured optimizer.
+
+    Parameters
+    ----------
+    config
+        The run configuration (optimizer, learning rate, epochs, batch size, seed).
+    partition_id
+        This client's partition; reported back as the ``partition-id`` metric.
+    model
+        A model of the run's architecture (its weights are overwritten each round).
+    train_data, eval_data
+        This client's local training and local evaluation data.
+    num_classes
+        Number of classes, for per-class evaluation counts.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        partition_id: int,
+        model: nn.Module,
+        train_data: TensorSplit,
+        eval_data: TensorSplit,
+        num_classes: int,
+    ) -> None:
+        if partition_id < 0:
+            raise ValueError(f"partition_id must be >= 0, got {partition_id}")
+        if len(train_data) == 0:
+            raise ValueError(f"partition {partition_id} has no training data")
+        self.config = config
+        self.partition_id = partition_id
+        self.model = model
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.num_classes = num_classes
+
+    def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
+        return get_weights(self.model)
+
+    def local_train(self, parameters: NDArrays, server_round: int) -> float:
+        """Load ``parameters`` and train locally; return the last epoch's mean loss."""
+        set_weights(self.model, parameters)
+        optimizer = make_optimizer(
+            self.config.optimizer,
+            self.model.parameters(),
+            lr=self.config.learning_rate,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+        )
+        result = train(
+            self.model,
+            self.train_data.x,
+            self.train_data.y,
+            epochs=self.config.local_epochs,
+            batch_size=self.config.batch_size,
+            optimizer=optimizer,
+            generator=torch_generator(self.config.seed, self.partition_id, server_round),
+        )
+        return result.loss
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        server_round = int(config.get("server-round", 0))
+        loss = self.local_train(parameters, server_round)
+        logger.debug("client %s round %s: train loss %.4f", self.partition_id, server_round, loss)
+        metrics: dict[str, Any] = {"partition-id": self.partition_id, "train-loss": loss}
+        return get_weights(self.model), len(self.train_data), metrics
+
+    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        set_weights(self.model, parameters)
+        data = self.eval_data if len(self.eval_data) else self.train_data
+        result = evaluate(
+            self.model, data.x, data.y, num_classes=self.num_classes, batch_size=self.config.eval_batch_size
+        )
+        return result.loss, result.num_examples, {"partition-id": self.partition_id, "accuracy": result.accuracy}

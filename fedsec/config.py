@@ -1,0 +1,219 @@
+"""Typed, frozen run configuration parsed once from Flower's run config.
+
+Flower hands every ServerApp and ClientApp a flat ``run_config`` mapping of
+kebab-case keys to ``bool | int | float | str``.  :class:`RunConfig` is the one
+schema for those keys: each field's name is the key with ``-`` turned into
+``_``, its default is the key's default (``pyproject.toml``'s
+``[tool.flwr.app.config]`` repeats them, and a test keeps the two equal), and
+its ``check`` says which values are allowed.  Unknown keys and bad values raise
+:class:`~fedsec.errors.ConfigError` naming the key and what is allowed.
+
+Names that live in registries outside this package (strategy, client role) are
+checked where those registries live; dataset, model, optimizer and partitioner
+names are checked here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedsec.errors import ConfigError
+
+ConfigValue = bool | int | float | str
+
+PARTITION_SCHEMES = ("iid", "dirichlet", "pathological")
+
+
+def _choice(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"one of: {', '.join(allowed)}"
+
+    return check
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value >= low else f">= {low:g}"
+
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "> 0"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0.0 < value <= 1.0 else "in (0, 1]"
+
+
+def _half_open_fraction(value: Any) -> str | None:
+    return None if 0.0 <= value < 0.5 else "in [0, 0.5)"
+
+
+def _absolute_or_empty(value: Any) -> str | None:
+    return None if value == "" or os.path.isabs(value) else "an absolute path (or empty for no records)"
+
+
+def _option(default: ConfigValue, help: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def _registry_names(kind: str) -> tuple[str, ...]:
+    # Imported lazily: the registries import torch, which this module need not.
+    if kind == "dataset":
+        from fedsec.data import DATASETS
+
+        return tuple(DATASETS)
+    if kind == "model":
+        from fedsec.models import MODELS
+
+        return tuple(MODELS)
+    from fedsec.training import OPTIMIZERS
+
+    return tuple(OPTIMIZERS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Every setting of a fedsec run; build it with :meth:`from_run_config`."""
+
+    # --- run
+    scenario: str = _option("quickstart", "name of the scenario this run came from (for the records)")
+    seed: int = _option(42, "the one seed every random choice derives from", _at_least(0))
+    num_server_rounds: int = _option(5, "federated rounds", _at_least(1))
+    out_dir: str = _option("", "absolute directory for metrics.jsonl, summary.json and plots", _absolute_or_empty)
+    torch_threads: int = _option(1, "intra-op threads per process (per simulated client)", _at_least(1))
+    round_timeout: float = _option(0.0, "seconds to wait for clients each round; 0 waits forever", _at_least(0))
+    # --- data
+    dataset: str = _option("mnist-5k", "dataset name (see fedsec.data.DATASETS)")
+    data_root: str = _option("", "directory holding dataset files, for datasets that need one")
+    partitioning: str = _option("iid", "how client data is split", _choice(*PARTITION_SCHEMES))
+    dirichlet_alpha: float = _option(0.5, "concentration of the Dirichlet label split", _positive)
+    classes_per_partition: int = _option(2, "classes per client for the pathological split", _at_least(1))
+    validation_size: int = _option(200, "server-held validation examples carved from train", _at_least(0))
+    auxiliary_size: int = _option(0, "server-held auxiliary examples (PDGAN)", _at_least(0))
+    clean_size: int = _option(0, "server-held clean examples (server-side distillation)", _at_least(0))
+    # --- model and local training
+    model: str = _option("lenet", "model name (see fedsec.models.MODELS)")
+    optimizer: str = _option("sgd", "client optimizer (see fedsec.training.OPTIMIZERS)")
+    learning_rate: float = _option(0.05, "client learning rate", _positive)
+    momentum: float = _option(0.9, "SGD momentum", _at_least(0))
+    weight_decay: float = _option(0.0, "L2 weight decay", _at_least(0))
+    local_epochs: int = _option(1, "local epochs per round", _at_least(1))
+    batch_size: int = _option(32, "local batch size", _at_least(1))
+    eval_batch_size: int = _option(500, "batch size for evaluation", _at_least(1))
+    # --- federation and aggregation
+    num_clients: int = _option(10, "clients (simulated SuperNodes / partitions)", _at_least(1))
+    fraction_fit: float = _option(1.0, "fraction of clients sampled for training each round", _fraction)
+    fraction_evaluate: float = _option(0.0, "fraction of clients asked for local evaluation", _at_least(0))
+    strategy: str = _option("fedavg", "server strategy (see strategies.STRATEGIES)")
+    num_malicious_clients: int = _option(0, "f assumed by Krum/Multi-Krum/Bulyan", _at_least(0))
+    multikrum_keep: int = _option(0, "updates Multi-Krum averages; 0 keeps n - f", _at_least(0))
+    trim_beta: float = _option(0.2, "fraction trimmed from each end by FedTrimmedAvg", _half_open_fraction)
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def keys(cls) -> dict[str, dataclasses.Field[Any]]:
+        """The kebab-case keys this schema accepts, mapped to their fields."""
+        return {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, ConfigValue]:
+        """Every key with its default value (what ``pyproject.toml`` must list)."""
+        return {key: f.default for key, f in cls.keys().items()}  # type: ignore[misc]
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
+        """Parse and validate Flower's run config (kebab-case keys).
+
+        Raises
+        ------
+        ConfigError
+            For an unknown key, a value of the wrong type, or a value outside
+            what the key allows; the message names the key.
+        """
+        fields = cls.keys()
+        values: dict[str, Any] = {}
+        for key, raw in run_config.items():
+            spec = fields.get(key)
+            if spec is None:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}; `fedsec keys` lists the known keys")
+            values[spec.name] = _coerce(key, raw, type(spec.default))
+        config = cls(**values)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        for key, spec in self.keys().items():
+            value = getattr(self, spec.name)
+            check = spec.metadata["check"]
+            problem = check(value) if check is not None else None
+            if problem is not None:
+                raise ConfigError(f"config key {key!r} must be {problem}, got {value!r}")
+        for key, kind in (("dataset", "dataset"), ("model", "model"), ("optimizer", "optimizer")):
+            names = _registry_names(kind)
+            if getattr(self, key) not in names:
+                raise ConfigError(
+                    f"config key {key!r} must be one of: {', '.join(names)}, got {getattr(self, key)!r}"
+                )
+        if self.partitioning == "pathological" and self.classes_per_partition < 1:
+            raise ConfigError("config key 'classes-per-partition' must be >= 1")
+
+    def to_run_config(self) -> dict[str, ConfigValue]:
+        """The kebab-case mapping Flower expects (inverse of :meth:`from_run_config`)."""
+        return {key: getattr(self, f.name) for key, f in self.keys().items()}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with some fields changed (snake_case names)."""
+        updated = dataclasses.replace(self, **changes)
+        updated._check()
+        return updated
+
+
+def _coerce(key: str, raw: Any, expected: type) -> ConfigValue:
+    """Accept ``raw`` for a key whose default has type ``expected``."""
+    if expected is bool:
+        if isinstance(raw, bool):
+            return raw
+    elif expected is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+    elif expected is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+    elif expected is str:
+        if isinstance(raw, str):
+            return raw
+    raise ConfigError(f"config key {key!r} must be a {expected.__name__}, got {raw!r}")
+
+
+def parse_assignment(text: str) -> tuple[str, ConfigValue]:
+    """Parse one ``KEY=VALUE`` override; VALUE is read as a TOML literal, else a string.
+
+    >>> parse_assignment("learning-rate=0.1")
+    ('learning-rate', 0.1)
+    >>> parse_assignment("strategy=krum")
+    ('strategy', 'krum')
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like KEY=VALUE")
+    value = value.strip()
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    if not isinstance(parsed, bool | int | float | str):
+        raise ConfigError(f"override {key!r}: value must be a bool, number or string, got {value!r}")
+    return key, parsed

@@ -1,0 +1,70 @@
+"""Wiring from a :class:`~fedsec.config.RunConfig` to data, models and seeds.
+
+Both sides of a run (the ServerApp and every ClientApp) call these, so that
+a client and the server agree on what the held-out server splits are and
+which partition a client owns, without any data ever crossing between them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsec.config import RunConfig
+from fedsec.data import DatasetBundle, TensorSplit, client_partition, load_dataset, server_splits
+from fedsec.models import build_model
+
+SERVER_SPLITS = ("validation", "auxiliary", "clean")
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed derived from the run seed and ``keys`` (partition id, round, ...)."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def torch_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded from :func:`derive_seed`."""
+    return torch.Generator().manual_seed(derive_seed(seed, *keys))
+
+
+def load_bundle(config: RunConfig) -> DatasetBundle:
+    """Load the configured dataset (its own train/test split is seeded by the run seed)."""
+    return load_dataset(config.dataset, root=config.data_root or None, seed=config.seed)
+
+
+def server_split_sizes(config: RunConfig) -> dict[str, int]:
+    """Sizes of the server-held splits carved from the training data."""
+    return {
+        "validation": config.validation_size,
+        "auxiliary": config.auxiliary_size,
+        "clean": config.clean_size,
+    }
+
+
+def server_data(config: RunConfig, bundle: DatasetBundle) -> dict[str, TensorSplit]:
+    """The server's data: ``test`` plus the named held-out splits."""
+    _, splits = server_splits(bundle.train, sizes=server_split_sizes(config), seed=config.seed)
+    return {"test": bundle.test, **splits}
+
+
+def client_data(config: RunConfig, bundle: DatasetBundle, *, partition_id: int, num_partitions: int) -> TensorSplit:
+    """Client ``partition_id``'s share of the training data (never a server split)."""
+    return client_partition(
+        bundle,
+        partition_id=partition_id,
+        num_partitions=num_partitions,
+        scheme=config.partitioning,
+        seed=config.seed,
+        alpha=config.dirichlet_alpha,
+        classes_per_partition=config.classes_per_partition,
+        server_sizes=server_split_sizes(config),
+    )
+
+
+def new_model(config: RunConfig, bundle: DatasetBundle) -> nn.Module:
+    """A freshly initialised model of the configured kind for ``bundle``'s inputs."""
+    return build_model(
+        config.model, input_shape=bundle.input_shape, num_classes=bundle.num_classes, seed=config.seed
+    )

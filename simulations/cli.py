@@ -1,0 +1,205 @@
+"""The ``fedsec`` command line: run, deploy, list and report scenarios.
+
+``fedsec run SCENARIO`` validates the scenario and overrides before anything
+starts, runs it through ``flwr run`` on Flower's Ray simulation engine, shows
+per-round progress, and prints the final table; ``fedsec deploy`` does the same
+on Flower's deployment engine with SuperNodes on loopback.  Errors a user can
+cause end in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedsec.config import ConfigValue, RunConfig, parse_assignment
+from fedsec.errors import FedsecError
+from fedsec.results import read_metrics, read_summary
+from simulations import launcher
+from simulations.report import render_report
+from simulations.scenarios import available, load_scenario
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, ConfigValue]:
+    overrides: dict[str, ConfigValue] = dict(parse_assignment(item) for item in args.set or [])
+    if getattr(args, "clients", None) is not None:
+        overrides["num-clients"] = args.clients
+    if getattr(args, "rounds", None) is not None:
+        overrides["num-server-rounds"] = args.rounds
+    return overrides
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    if args.out:
+        return Path(args.out).expanduser().resolve()
+    return (Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
+    """Scenario + overrides → a validated config whose names all resolve (before any process starts)."""
+    from clients import CLIENT_ROLES  # noqa: F401 - importing checks the registries load
+    from strategies import STRATEGIES
+
+    scenario = load_scenario(args.scenario)
+    overrides = _overrides(args)
+    if nodes is not None:
+        overrides["num-clients"] = nodes
+    config = scenario.config(overrides)
+    STRATEGIES[config.strategy]  # raises UnknownNameError listing the strategies
+    out = _out_dir(args, scenario.name)
+    return config.replace(out_dir=str(out))
+
+
+def _follow(console: Console, config: RunConfig, run: Callable[..., launcher.RunOutcome], **kwargs: Any) -> int:
+    console.print(
+        f"[bold]fedsec[/bold] {config.scenario}: {config.num_clients} clients, strategy {config.strategy}, "
+        f"model {config.model}, dataset {config.dataset}, {config.num_server_rounds} rounds → {config.out_dir}"
+    )
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting Flower…", total=config.num_server_rounds)
+
+        def on_round(record: dict[str, Any]) -> None:
+            progress.update(
+                task,
+                completed=record["round"],
+                description=f"round {record['round']}: accuracy {record['accuracy']:.4f}",
+            )
+
+        outcome = run(config, on_round=on_round, **kwargs)
+    print_final(console, Path(config.out_dir))
+    console.print(
+        f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s "
+        f"(startup {outcome.startup_seconds:.1f}s); records in {outcome.out_dir}"
+    )
+    return 0
+
+
+def print_final(console: Console, out_dir: Path) -> None:
+    """Print the per-round table and the final figures of a finished run."""
+    summary = read_summary(out_dir)
+    table = Table(title=f"{summary['scenario']} — per round")
+    for column in ("round", "accuracy", "loss", "seconds", "rejected"):
+        table.add_column(column, justify="right")
+    for record in read_metrics(out_dir):
+        table.add_row(
+            str(record["round"]),
+            f"{record['accuracy']:.4f}",
+            f"{record['loss']:.4f}",
+            f"{record['seconds']:.1f}",
+            str(len(record.get("rejected", {}))),
+        )
+    console.print(table)
+    final = summary["final"]
+    console.print(
+        f"[bold]final accuracy {final['accuracy']:.4f}[/bold], loss {final['loss']:.4f}; "
+        f"plot: {out_dir / 'accuracy.png'}"
+    )
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    config = prepare(args)
+    return _follow(console, config, launcher.run_simulation)
+
+
+def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
+    if args.nodes < 1:
+        raise FedsecError(f"--nodes must be >= 1, got {args.nodes}")
+    config = prepare(args, nodes=args.nodes)
+    return _follow(console, config, launcher.run_deployment, nodes=args.nodes)
+
+
+def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="scenarios (simulations/scenarios/)")
+    table.add_column("name")
+    table.add_column("description")
+    for name in available():
+        table.add_row(name, load_scenario(name).description)
+    console.print(table)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="run-config keys (override with --set KEY=VALUE)")
+    for column in ("key", "default", "meaning"):
+        table.add_column(column)
+    for key, spec in RunConfig.keys().items():
+        table.add_row(key, repr(spec.default), spec.metadata["help"])
+    console.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    out = Path(args.out).expanduser().resolve() if args.out else None
+    text = render_report([Path(d) for d in args.runs], out)
+    sys.stdout.write(text)
+    if out is not None:
+        console.print(f"wrote {out / 'report.md'} and {out / 'accuracy.png'}", highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsec", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log fedsec's own steps")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def scenario_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("scenario", help="scenario name (fedsec scenarios) or path to a .toml file")
+        command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key")
+        command.add_argument("--rounds", type=int, help="shorthand for --set num-server-rounds=N")
+        command.add_argument("--out", help="output directory (default: runs/<scenario>-<time>)")
+        return command
+
+    run = scenario_command("run", "run a scenario on Flower's Ray simulation engine")
+    run.add_argument("--clients", type=int, help="shorthand for --set num-clients=N")
+    run.set_defaults(handler=cmd_run)
+    deploy = scenario_command("deploy", "run a scenario with a SuperLink and N SuperNodes on loopback")
+    deploy.add_argument("--nodes", type=int, required=True, help="number of SuperNodes to start")
+    deploy.set_defaults(handler=cmd_deploy)
+    sub.add_parser("scenarios", help="list the scenario files").set_defaults(handler=cmd_scenarios)
+    sub.add_parser("keys", help="list every run-config key with its default").set_defaults(handler=cmd_keys)
+    report = sub.add_parser("report", help="render runs into Markdown tables and plots")
+    report.add_argument("runs", nargs="+", help="run output directories")
+    report.add_argument("--out", help="also write report.md and accuracy.png to this directory")
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedsec`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    console = Console(stderr=False, highlight=False)
+    try:
+        return int(args.handler(args, console))
+    except launcher.LaunchError as error:
+        print(f"fedsec: run failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except (FedsecError, FileNotFoundError, ValueError) as error:
+        print(f"fedsec: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fedsec: interrupted; Flower processes stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""Run fedsec through Flower's own engines: Ray simulation, or SuperLink + SuperNodes.
+
+Both paths start their own ``flower-superlink`` on a free loopback port with a
+private ``FLWR_HOME`` (so a run never touches the user's Flower config), submit
+the app with ``flwr run``, wait for the run to reach ``finished:*`` while
+following ``metrics.jsonl`` for progress, fetch the run's log into the output
+directory, check that the run completed, and stop every process they started —
+including Ray's — on the way out, also when interrupted.
+
+Every process started here carries ``FEDSEC_RUN_TAG=<uuid>`` in its environment,
+which Ray's and Flower's child processes inherit; cleanup kills whatever still
+carries the tag, so nothing is left behind even if a child detached itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsec.config import RunConfig
+from fedsec.errors import FedsecError
+
+logger = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent.parent
+TAG_VARIABLE = "FEDSEC_RUN_TAG"
+SUPERLINK_START_TIMEOUT = 60.0
+
+
+class LaunchError(FedsecError):
+    """A Flower process could not be started, or the run did not complete."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    """Path of a console script installed next to this interpreter (the venv's bin/)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise LaunchError(f"`{name}` not found; install fedsec's dependencies (make install)")
+    return found
+
+
+def flower_environment(home: Path, tag: str) -> dict[str, str]:
+    """Environment for Flower processes: offline, private FLWR_HOME, tagged."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+            "RAY_DEDUP_LOGS": "0",
+            "PYTHONUNBUFFERED": "1",
+            TAG_VARIABLE: tag,
+        }
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # The app's packages must import in every Flower process, wherever it runs.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APP_DIR), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``FEDSEC_RUN_TAG=tag`` (Linux /proc)."""
+    marker = f"{TAG_VARIABLE}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_tagged(tag: str, *, grace: float = 8.0) -> int:
+    """SIGTERM every tagged process, then SIGKILL what is left after ``grace`` s; return the count."""
+    pids = tagged_pids(tag)
+    for pid in pids:
+        with _ignore_missing():
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and tagged_pids(tag):
+        time.sleep(0.2)
+    for pid in tagged_pids(tag):
+        with _ignore_missing():
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+@contextmanager
+def _ignore_missing() -> Iterator[None]:
+    try:
+        yield
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run reports back to the CLI."""
+
+    run_id: str
+    status: str
+    out_dir: Path
+    log_file: Path
+    seconds: float
+    startup_seconds: float
+
+
+@dataclass
+class FlowerSession:
+    """A private Flower home, a SuperLink, and any SuperNodes, all stopped on exit.
+
+    Parameters
+    ----------
+    simulation
+        Start the SuperLink with ``--simulation`` (Ray engine) or for deployment.
+    log_dir
+        Where the processes' logs go.
+    """
+
+    simulation: bool
+    log_dir: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedsec-flwr-home-")))
+    port: int = field(default_factory=free_port)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return flower_environment(self.home, self.tag)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FlowerSession:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(
+            '[superlink]\ndefault = "fedsec"\n\n'
+            f'[superlink.fedsec]\naddress = "{self.address}"\ninsecure = true\n'
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start a Flower process whose output goes to ``log_dir/name.log``."""
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(  # noqa: S603 - fixed executables, our arguments
+            list(args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def start_superlink(self, extra: Sequence[str] = ()) -> None:
+        """Start the SuperLink and wait until its HTTP API answers."""
+        args = [
+            _bin("flower-superlink"),
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+            *extra,
+        ]
+        if self.simulation:
+            args += ["--simulation", "--isolation", "subprocess"]
+        process = self.spawn("superlink", args)
+        deadline = time.monotonic() + SUPERLINK_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise LaunchError(
+                    f"flower-superlink exited with code {process.returncode}; see {self.log_dir / 'superlink.log'}"
+                )
+            if _healthy(self.port):
+                return
+            time.sleep(0.2)
+        raise LaunchError(f"flower-superlink did not answer within {SUPERLINK_START_TIMEOUT:.0f}s")
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> str:
+        """Run a ``flwr`` CLI command against this session's SuperLink; return stdout."""
+        completed = subprocess.run(  # noqa: S603
+            [_bin("flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if completed.returncode != 0:
+            message = (completed.stderr or completed.stdout).strip().splitlines()
+            raise LaunchError(f"`flwr {args[0]}` failed: {message[-1] if message else completed.returncode}")
+        return completed.stdout
+
+    def stop(self) -> None:
+        """Stop every process this session started (and their descendants)."""
+        for process in self.processes:
+            if process.poll() is None:
+                with _ignore_missing():
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with _ignore_missing():
+                    os.killpg(process.pid, signal.SIGKILL)
+        left = kill_tagged(self.tag)
+        if left:
+            logger.info("stopped %s leftover Flower/Ray processes", left)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def write_run_config(config: RunConfig, path: Path) -> Path:
+    """Write ``config`` as the TOML override file ``flwr run --run-config`` reads."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(config.to_run_config()))
+    return path
+
+
+def submit_and_wait(
+    session: FlowerSession,
+    config: RunConfig,
+    *,
+    federation_config: str | None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    poll: float = 1.0,
+) -> RunOutcome:
+    """Submit the app with ``flwr run``, follow progress, and wait for the final status."""
+    out_dir = Path(config.out_dir)
+    started = time.monotonic()
+    args = ["run", str(APP_DIR), "fedsec", "--run-config", str(write_run_config(config, out_dir / "run_config.toml"))]
+    if federation_config:
+        args += ["--federation-config", federation_config]
+    reply = json.loads(session.flwr(*args, "--format", "json"))
+    run_id = str(reply.get("run-id") or "")
+    if not reply.get("success") or not run_id:
+        raise LaunchError(f"flwr run did not start a run: {reply}")
+    logger.info("submitted run %s", run_id)
+    seen = 0
+    status = ""
+    first_round_at: float | None = None
+    while True:
+        status = _run_status(session, run_id)
+        records = _read_new_rounds(out_dir, seen)
+        for record in records:
+            if first_round_at is None:
+                first_round_at = time.monotonic()
+            if on_round is not None:
+                on_round(record)
+        seen += len(records)
+        if status.startswith("finished"):
+            break
+        if any(p.poll() is not None for p in session.processes):
+            dead = [p.args[0] for p in session.processes if p.poll() is not None]  # type: ignore[index]
+            raise LaunchError(f"a Flower process exited during the run: {dead}; see {session.log_dir}")
+        time.sleep(poll)
+    for record in _read_new_rounds(out_dir, seen):
+        if on_round is not None:
+            on_round(record)
+    log_file = session.log_dir / "run.log"
+    try:
+        log_file.write_text(session.flwr("log", run_id, "fedsec", "--show", timeout=60))
+    except (LaunchError, subprocess.TimeoutExpired) as error:
+        log_file.write_text(f"could not fetch the run's log: {error}\n")
+    seconds = time.monotonic() - started
+    startup = (first_round_at - started) if first_round_at is not None else seconds
+    outcome = RunOutcome(run_id, status, out_dir, log_file, seconds, startup)
+    if status != "finished:completed":
+        raise LaunchError(f"run {run_id} ended with status {status}; see {log_file}")
+    return outcome
+
+
+def _run_status(session: FlowerSession, run_id: str) -> str:
+    reply = json.loads(session.flwr("ls", "fedsec", "--run-id", run_id, "--format", "json"))
+    runs = reply.get("runs") or []
+    return str(runs[0].get("status", "")) if runs else ""
+
+
+def _read_new_rounds(out_dir: Path, seen: int) -> list[dict[str, Any]]:
+    path = out_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    complete = []
+    for line in lines[seen:]:
+        try:
+            complete.append(json.loads(line))
+        except json.JSONDecodeError:  # a line still being written
+            break
+    return complete
+
+
+def run_simulation(
+    config: RunConfig, *, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> RunOutcome:
+    """Run ``config`` on Flower's Ray simulation engine, one SuperNode per client."""
+    out_dir = Path(config.out_dir)
+    with FlowerSession(simulation=True, log_dir=out_dir / "logs") as session:
+        session.start_superlink()
+        federation = f"num-supernodes={config.num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
+        return submit_and_wait(session, config, federation_config=federation, on_round=on_round)
+
+
+def run_deployment(
+    config: RunConfig, *, nodes: int, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> RunOutcome:
+    """Run ``config`` on Flower's deployment engine: a SuperLink and ``nodes`` SuperNodes on loopback."""
+    if nodes < 1:
+        raise ValueError(f"nodes must be >= 1, got {nodes}")
+    out_dir = Path(config.out_dir)
+    with FlowerSession(simulation=False, log_dir=out_dir / "logs") as session:
+        session.start_superlink()
+        for index in range(nodes):
+            session.spawn(
+                f"supernode-{index}",
+                [
+                    _bin("flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    session.address,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    f"partition-id={index} num-partitions={nodes}",
+                ],
+            )
+        return submit_and_wait(session, config, federation_config=None, on_round=on_round)

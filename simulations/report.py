@@ -1,0 +1,103 @@
+"""Render one or several run directories into Markdown tables and plots.
+
+Runs are labelled by what differs between their configs (``strategy=krum``), or
+by scenario name when only one run is given.  Besides the side-by-side summary
+and per-round accuracy, every paper-style table a run stores under
+``summary["tables"]`` (``{table: {row: {column: number}}}``) is rendered with
+rows and columns named as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedsec.results import plot_metric, read_metrics, read_summary
+
+IGNORED_FOR_LABELS = {"out-dir", "scenario"}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_labels(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Short labels: the config keys whose values differ between runs."""
+    if len(summaries) == 1:
+        return [str(summaries[0].get("scenario", "run"))]
+    configs = [s.get("config", {}) for s in summaries]
+    keys = sorted({k for c in configs for k in c} - IGNORED_FOR_LABELS)
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    labels = []
+    for summary, config in zip(summaries, configs, strict=True):
+        parts = [f"{k}={config.get(k)}" for k in differing]
+        labels.append(", ".join(parts) or str(summary.get("scenario", "run")))
+    if len(set(labels)) < len(labels):  # identical configs: number them
+        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+    return labels
+
+
+def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
+    """Markdown for ``run_dirs``; with ``out_dir``, also write ``report.md`` and ``accuracy.png`` there."""
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    summaries, metrics = [], []
+    for run_dir in run_dirs:
+        path = Path(run_dir)
+        if not (path / "summary.json").is_file():
+            raise FileNotFoundError(f"{path} has no summary.json (not a finished fedsec run)")
+        summaries.append(read_summary(path))
+        metrics.append(read_metrics(path))
+    labels = run_labels(summaries)
+    parts = ["## Runs", ""]
+    parts.append(
+        markdown_table(
+            ["run", "scenario", "rounds", "final accuracy", "final loss", "rejected updates", "seconds"],
+            [
+                [
+                    label,
+                    s.get("scenario"),
+                    s.get("rounds"),
+                    s.get("final", {}).get("accuracy"),
+                    s.get("final", {}).get("loss"),
+                    s.get("rejected_updates", 0),
+                    s.get("seconds"),
+                ]
+                for label, s in zip(labels, summaries, strict=True)
+            ],
+        )
+    )
+    rounds = sorted({r["round"] for m in metrics for r in m})
+    by_round = [{r["round"]: r.get("accuracy") for r in m} for m in metrics]
+    parts += ["", "## Test accuracy per round", ""]
+    parts.append(markdown_table(["round", *labels], [[rnd, *(b.get(rnd) for b in by_round)] for rnd in rounds]))
+    for label, summary in zip(labels, summaries, strict=True):
+        for name, table in (summary.get("tables") or {}).items():
+            parts += ["", f"## {name}" + (f" ({label})" if len(summaries) > 1 else ""), ""]
+            parts.append(paper_table(table))
+    text = "\n".join(parts) + "\n"
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.md").write_text(text)
+        plot_metric([], out_dir / "accuracy.png", title="fedsec report", series=dict(zip(labels, metrics, strict=True)))
+    return text
+
+
+def paper_table(table: Mapping[str, Mapping[str, Any]]) -> str:
+    """Render ``{row: {column: value}}`` with columns in first-seen order."""
+    columns: list[str] = []
+    for row in table.values():
+        columns += [c for c in row if c not in columns]
+    return markdown_table(["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()])

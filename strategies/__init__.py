@@ -1,0 +1,104 @@
+"""Flower strategies for fedsec: a registry of names to Flower ``Strategy`` factories.
+
+Every factory receives the run's :class:`~fedsec.config.RunConfig` and the
+keyword arguments every Flower strategy takes (fractions, minimum clients,
+server-side ``evaluate_fn``, ``on_fit_config_fn``, ``initial_parameters``,
+metric aggregation), and returns a Flower strategy.  :func:`build_strategy`
+wraps the result in :class:`~strategies.guard.GuardedStrategy`, so every
+strategy, built-in or new, rejects malformed updates and survives failed
+clients.
+
+Adding a strategy is ordinary Flower: subclass one, override ``aggregate_fit``,
+and add a line to :data:`STRATEGIES` (see the README).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from flwr.common import Parameters
+from flwr.server.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, Strategy
+
+from fedsec.config import RunConfig
+from fedsec.registry import Registry
+from fedsec.results import RunRecorder
+from strategies.guard import GuardedStrategy
+
+StrategyFactory = Callable[[RunConfig, dict[str, Any]], Strategy]
+
+
+def _multikrum(config: RunConfig, base: dict[str, Any]) -> Strategy:
+    keep = config.multikrum_keep or max(1, config.num_clients - config.num_malicious_clients)
+    return Krum(**base, num_malicious_clients=config.num_malicious_clients, num_clients_to_keep=keep)
+
+
+STRATEGIES: Registry[StrategyFactory] = Registry(
+    "strategy",
+    {
+        "fedavg": lambda config, base: FedAvg(**base),
+        "fedmedian": lambda config, base: FedMedian(**base),
+        "fedtrimmedavg": lambda config, base: FedTrimmedAvg(**base, beta=config.trim_beta),
+        "krum": lambda config, base: Krum(
+            **base, num_malicious_clients=config.num_malicious_clients, num_clients_to_keep=0
+        ),
+        "multikrum": _multikrum,
+        "bulyan": lambda config, base: Bulyan(
+            **base, num_malicious_clients=config.num_malicious_clients, to_keep=0
+        ),
+    },
+)
+
+
+def weighted_metrics(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Example-weighted mean of every numeric metric the clients reported."""
+    total = sum(n for n, _ in metrics)
+    if total == 0:
+        return {}
+    keys = {k for _, m in metrics for k, v in m.items() if isinstance(v, int | float) and k != "partition-id"}
+    return {k: sum(n * float(m.get(k, 0.0)) for n, m in metrics) / total for k in sorted(keys)}
+
+
+def flower_kwargs(
+    config: RunConfig,
+    *,
+    initial_parameters: Parameters,
+    evaluate_fn: Callable[..., Any] | None,
+    on_fit_config_fn: Callable[[int], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments every Flower strategy takes, filled from ``config``."""
+    min_fit = max(1, math.ceil(config.fraction_fit * config.num_clients))
+    min_eval = max(1, math.ceil(config.fraction_evaluate * config.num_clients)) if config.fraction_evaluate else 0
+    return {
+        "fraction_fit": config.fraction_fit,
+        "fraction_evaluate": config.fraction_evaluate,
+        "min_fit_clients": min_fit,
+        "min_evaluate_clients": min_eval,
+        "min_available_clients": config.num_clients,
+        "evaluate_fn": evaluate_fn,
+        "on_fit_config_fn": on_fit_config_fn,
+        "accept_failures": True,
+        "initial_parameters": initial_parameters,
+        "fit_metrics_aggregation_fn": weighted_metrics,
+        "evaluate_metrics_aggregation_fn": weighted_metrics,
+    }
+
+
+def build_strategy(
+    config: RunConfig,
+    *,
+    initial_parameters: Parameters,
+    evaluate_fn: Callable[..., Any] | None = None,
+    on_fit_config_fn: Callable[[int], dict[str, Any]] | None = None,
+    recorder: RunRecorder | None = None,
+) -> GuardedStrategy:
+    """Build ``config.strategy`` from :data:`STRATEGIES`, wrapped in the update guard."""
+    factory = STRATEGIES[config.strategy]
+    base = flower_kwargs(
+        config, initial_parameters=initial_parameters, evaluate_fn=evaluate_fn, on_fit_config_fn=on_fit_config_fn
+    )
+    return GuardedStrategy(inner=factory(config, base), recorder=recorder)
+
+
+__all__ = ["STRATEGIES", "StrategyFactory", "build_strategy", "flower_kwargs", "weighted_metrics"]
