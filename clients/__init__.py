@@ -43,11 +43,13 @@ def benign_client(config: RunConfig, *, partition_id: int, num_partitions: int) 
 CLIENT_ROLES: Registry[ClientFactory] = Registry("client role", {"benign": benign_client})
 
 
-def build_client(config: RunConfig, *, partition_id: int, num_partitions: int, role: str = "benign") -> NumPyClient:
+def build_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, role: str = "benign"
+) -> NumPyClient:
     """Build the client for ``role`` (see :data:`CLIENT_ROLES`)."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
     return CLIENT_ROLES[role](config, partition_id=partition_id, num_partitions=num_partitions)
 
 
-__all__ = ["CLIENT_ROLES", "BenignClient", "build_client", "benign_client"]
+__all__ = ["CLIENT_ROLES", "BenignClient", "benign_client", "build_client"]

@@ -30,7 +30,7 @@ def split_local(data: TensorSplit, *, fraction: float, seed: int) -> tuple[Tenso
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     order = np.random.default_rng(seed).permutation(len(data))
-    cut = len(data) - int(round(fraction * len(data)))
+    cut = len(data) - round(fraction * len(data))
     return data.subset(order[:cut]), data.subset(order[cut:])
 
 
@@ -103,10 +103,16 @@ class BenignClient(NumPyClient):
         metrics: dict[str, Any] = {"partition-id": self.partition_id, "train-loss": loss}
         return get_weights(self.model), len(self.train_data), metrics
 
-    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+    def evaluate(
+        self, parameters: NDArrays, config: dict[str, Scalar]
+    ) -> tuple[float, int, dict[str, Scalar]]:
         set_weights(self.model, parameters)
         data = self.eval_data if len(self.eval_data) else self.train_data
         result = evaluate(
             self.model, data.x, data.y, num_classes=self.num_classes, batch_size=self.config.eval_batch_size
         )
-        return result.loss, result.num_examples, {"partition-id": self.partition_id, "accuracy": result.accuracy}
+        return (
+            result.loss,
+            result.num_examples,
+            {"partition-id": self.partition_id, "accuracy": result.accuracy},
+        )

@@ -87,9 +87,13 @@ class RunConfig:
     scenario: str = _option("quickstart", "name of the scenario this run came from (for the records)")
     seed: int = _option(42, "the one seed every random choice derives from", _at_least(0))
     num_server_rounds: int = _option(5, "federated rounds", _at_least(1))
-    out_dir: str = _option("", "absolute directory for metrics.jsonl, summary.json and plots", _absolute_or_empty)
+    out_dir: str = _option(
+        "", "absolute directory for metrics.jsonl, summary.json and plots", _absolute_or_empty
+    )
     torch_threads: int = _option(1, "intra-op threads per process (per simulated client)", _at_least(1))
-    round_timeout: float = _option(0.0, "seconds to wait for clients each round; 0 waits forever", _at_least(0))
+    round_timeout: float = _option(
+        0.0, "seconds to wait for clients each round; 0 waits forever", _at_least(0)
+    )
     # --- data
     dataset: str = _option("mnist-5k", "dataset name (see fedsec.data.DATASETS)")
     data_root: str = _option("", "directory holding dataset files, for datasets that need one")
@@ -164,8 +168,12 @@ class RunConfig:
                 raise ConfigError(
                     f"config key {key!r} must be one of: {', '.join(names)}, got {getattr(self, key)!r}"
                 )
-        if self.partitioning == "pathological" and self.classes_per_partition < 1:
-            raise ConfigError("config key 'classes-per-partition' must be >= 1")
+
+        if self.optimizer != "sgd" and self.momentum != 0.0:
+            raise ConfigError(
+                f"config key 'momentum' applies to optimizer 'sgd' only; set momentum=0 with "
+                f"optimizer={self.optimizer!r}"
+            )
 
     def to_run_config(self) -> dict[str, ConfigValue]:
         """The kebab-case mapping Flower expects (inverse of :meth:`from_run_config`)."""
@@ -191,9 +199,8 @@ def _coerce(key: str, raw: Any, expected: type) -> ConfigValue:
     elif expected is float:
         if isinstance(raw, int | float) and not isinstance(raw, bool):
             return float(raw)
-    elif expected is str:
-        if isinstance(raw, str):
-            return raw
+    elif expected is str and isinstance(raw, str):
+        return raw
     raise ConfigError(f"config key {key!r} must be a {expected.__name__}, got {raw!r}")
 
 

@@ -49,7 +49,9 @@ def server_data(config: RunConfig, bundle: DatasetBundle) -> dict[str, TensorSpl
     return {"test": bundle.test, **splits}
 
 
-def client_data(config: RunConfig, bundle: DatasetBundle, *, partition_id: int, num_partitions: int) -> TensorSplit:
+def client_data(
+    config: RunConfig, bundle: DatasetBundle, *, partition_id: int, num_partitions: int
+) -> TensorSplit:
     """Client ``partition_id``'s share of the training data (never a server split)."""
     return client_partition(
         bundle,

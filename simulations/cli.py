@@ -62,11 +62,14 @@ def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
     return config.replace(out_dir=str(out))
 
 
-def _follow(console: Console, config: RunConfig, run: Callable[..., launcher.RunOutcome], **kwargs: Any) -> int:
+def _follow(
+    console: Console, config: RunConfig, run: Callable[..., launcher.RunOutcome], **kwargs: Any
+) -> int:
     console.print(
         f"[bold]fedsec[/bold] {config.scenario}: {config.num_clients} clients, strategy {config.strategy}, "
-        f"model {config.model}, dataset {config.dataset}, {config.num_server_rounds} rounds → {config.out_dir}"
+        f"model {config.model}, dataset {config.dataset}, {config.num_server_rounds} rounds"
     )
+    console.print(f"records → {config.out_dir}")
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -186,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedsec`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
     console = Console(stderr=False, highlight=False)
     try:
         return int(args.handler(args, console))

@@ -29,7 +29,9 @@ def client_fn(context: Context) -> Client:
             '--node-config "partition-id=<i> num-partitions=<n>"'
         ) from None
     role = str(node.get("role", "benign"))
-    return build_client(config, partition_id=partition_id, num_partitions=num_partitions, role=role).to_client()
+    return build_client(
+        config, partition_id=partition_id, num_partitions=num_partitions, role=role
+    ).to_client()
 
 
 app = ClientApp(client_fn=client_fn)

@@ -27,8 +27,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,23 +106,15 @@ def kill_tagged(tag: str, *, grace: float = 8.0) -> int:
     """SIGTERM every tagged process, then SIGKILL what is left after ``grace`` s; return the count."""
     pids = tagged_pids(tag)
     for pid in pids:
-        with _ignore_missing():
+        with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and tagged_pids(tag):
         time.sleep(0.2)
     for pid in tagged_pids(tag):
-        with _ignore_missing():
+        with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)
-
-
-@contextmanager
-def _ignore_missing() -> Iterator[None]:
-    try:
-        yield
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -178,7 +170,7 @@ class FlowerSession:
     def spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a Flower process whose output goes to ``log_dir/name.log``."""
         log = (self.log_dir / f"{name}.log").open("wb")
-        process = subprocess.Popen(  # noqa: S603 - fixed executables, our arguments
+        process = subprocess.Popen(
             list(args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
@@ -203,9 +195,8 @@ class FlowerSession:
         deadline = time.monotonic() + SUPERLINK_START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise LaunchError(
-                    f"flower-superlink exited with code {process.returncode}; see {self.log_dir / 'superlink.log'}"
-                )
+                log = self.log_dir / "superlink.log"
+                raise LaunchError(f"flower-superlink exited with code {process.returncode}; see {log}")
             if _healthy(self.port):
                 return
             time.sleep(0.2)
@@ -213,7 +204,7 @@ class FlowerSession:
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
         """Run a ``flwr`` CLI command against this session's SuperLink; return stdout."""
-        completed = subprocess.run(  # noqa: S603
+        completed = subprocess.run(
             [_bin("flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
         if completed.returncode != 0:
@@ -225,13 +216,13 @@ class FlowerSession:
         """Stop every process this session started (and their descendants)."""
         for process in self.processes:
             if process.poll() is None:
-                with _ignore_missing():
+                with suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                with _ignore_missing():
+                with suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
         left = kill_tagged(self.tag)
         if left:
@@ -241,7 +232,7 @@ class FlowerSession:
 
 def _healthy(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -266,7 +257,13 @@ def submit_and_wait(
     """Submit the app with ``flwr run``, follow progress, and wait for the final status."""
     out_dir = Path(config.out_dir)
     started = time.monotonic()
-    args = ["run", str(APP_DIR), "fedsec", "--run-config", str(write_run_config(config, out_dir / "run_config.toml"))]
+    args = [
+        "run",
+        str(APP_DIR),
+        "fedsec",
+        "--run-config",
+        str(write_run_config(config, out_dir / "run_config.toml")),
+    ]
     if federation_config:
         args += ["--federation-config", federation_config]
     reply = json.loads(session.flwr(*args, "--format", "json"))
@@ -335,7 +332,9 @@ def run_simulation(
     out_dir = Path(config.out_dir)
     with FlowerSession(simulation=True, log_dir=out_dir / "logs") as session:
         session.start_superlink()
-        federation = f"num-supernodes={config.num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
+        federation = (
+            f"num-supernodes={config.num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
+        )
         return submit_and_wait(session, config, federation_config=federation, on_round=on_round)
 
 

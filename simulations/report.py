@@ -82,7 +82,9 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
     rounds = sorted({r["round"] for m in metrics for r in m})
     by_round = [{r["round"]: r.get("accuracy") for r in m} for m in metrics]
     parts += ["", "## Test accuracy per round", ""]
-    parts.append(markdown_table(["round", *labels], [[rnd, *(b.get(rnd) for b in by_round)] for rnd in rounds]))
+    parts.append(
+        markdown_table(["round", *labels], [[rnd, *(b.get(rnd) for b in by_round)] for rnd in rounds])
+    )
     for label, summary in zip(labels, summaries, strict=True):
         for name, table in (summary.get("tables") or {}).items():
             parts += ["", f"## {name}" + (f" ({label})" if len(summaries) > 1 else ""), ""]
@@ -91,7 +93,12 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.md").write_text(text)
-        plot_metric([], out_dir / "accuracy.png", title="fedsec report", series=dict(zip(labels, metrics, strict=True)))
+        plot_metric(
+            [],
+            out_dir / "accuracy.png",
+            title="fedsec report",
+            series=dict(zip(labels, metrics, strict=True)),
+        )
     return text
 
 
@@ -100,4 +107,6 @@ def paper_table(table: Mapping[str, Mapping[str, Any]]) -> str:
     columns: list[str] = []
     for row in table.values():
         columns += [c for c in row if c not in columns]
-    return markdown_table(["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()])
+    return markdown_table(
+        ["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()]
+    )

@@ -45,6 +45,11 @@ def make_evaluate_fn(
     return evaluate_fn
 
 
+def fit_config(server_round: int) -> dict[str, Scalar]:
+    """What every client receives with ``fit``: the round (seeds its local shuffling)."""
+    return {"server-round": server_round}
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and write the records."""
@@ -62,15 +67,15 @@ def main(grid: Grid, context: Context) -> None:
         config,
         initial_parameters=ndarrays_to_parameters(get_weights(model)),
         evaluate_fn=make_evaluate_fn(config, model, splits["test"], bundle.num_classes, recorder),
-        on_fit_config_fn=lambda server_round: {"server-round": server_round},
+        on_fit_config_fn=fit_config,
         recorder=recorder,
     )
-    logger.info("fedsec: scenario %s, strategy %s, %s rounds", config.scenario, strategy, config.num_server_rounds)
+    logger.info(
+        "fedsec: scenario %s, strategy %s, %s rounds", config.scenario, strategy, config.num_server_rounds
+    )
     start_grid(
         grid=grid,
-        config=ServerConfig(
-            num_rounds=config.num_server_rounds, round_timeout=config.round_timeout or None
-        ),
+        config=ServerConfig(num_rounds=config.num_server_rounds, round_timeout=config.round_timeout or None),
         strategy=strategy,
     )
     summary = recorder.finish()

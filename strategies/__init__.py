@@ -69,7 +69,9 @@ def flower_kwargs(
 ) -> dict[str, Any]:
     """The keyword arguments every Flower strategy takes, filled from ``config``."""
     min_fit = max(1, math.ceil(config.fraction_fit * config.num_clients))
-    min_eval = max(1, math.ceil(config.fraction_evaluate * config.num_clients)) if config.fraction_evaluate else 0
+    min_eval = (
+        max(1, math.ceil(config.fraction_evaluate * config.num_clients)) if config.fraction_evaluate else 0
+    )
     return {
         "fraction_fit": config.fraction_fit,
         "fraction_evaluate": config.fraction_evaluate,
@@ -96,7 +98,10 @@ def build_strategy(
     """Build ``config.strategy`` from :data:`STRATEGIES`, wrapped in the update guard."""
     factory = STRATEGIES[config.strategy]
     base = flower_kwargs(
-        config, initial_parameters=initial_parameters, evaluate_fn=evaluate_fn, on_fit_config_fn=on_fit_config_fn
+        config,
+        initial_parameters=initial_parameters,
+        evaluate_fn=evaluate_fn,
+        on_fit_config_fn=on_fit_config_fn,
     )
     return GuardedStrategy(inner=factory(config, base), recorder=recorder)
 

@@ -157,5 +157,6 @@ def _describe_failure(failure: tuple[ClientProxy, FitRes] | BaseException) -> st
     if isinstance(failure, BaseException):
         return f"{type(failure).__name__}: {failure}"
     proxy, res = failure
-    return f"client {client_label(proxy, res)} replied with status {res.status.code.name}: {res.status.message}"
-
+    return (
+        f"client {client_label(proxy, res)} replied with status {res.status.code.name}: {res.status.message}"
+    )

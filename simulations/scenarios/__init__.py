@@ -67,7 +67,9 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ConfigError(f"scenario {path}: not valid TOML ({error})") from None
     nested = [k for k, v in values.items() if isinstance(v, dict | list)]
     if nested:
-        raise ConfigError(f"scenario {path}: keys must be flat run-config values, not tables/arrays: {nested}")
+        raise ConfigError(
+            f"scenario {path}: keys must be flat run-config values, not tables/arrays: {nested}"
+        )
     scenario = Scenario(
         name=str(values.get("scenario", path.stem)), path=path, description=_description(text), values=values
     )

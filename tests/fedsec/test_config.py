@@ -50,7 +50,9 @@ def test_bad_values_raise_naming_the_key_and_what_is_allowed(key, value, expecte
         RunConfig.from_run_config({key: value})
 
 
-@pytest.mark.parametrize(("key", "value"), [("seed", "42"), ("num-clients", 2.5), ("dataset", 3), ("seed", True)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("seed", "42"), ("num-clients", 2.5), ("dataset", 3), ("seed", True)]
+)
 def test_wrong_types_raise(key, value):
     with pytest.raises(ConfigError, match=f"'{key}' must be a"):
         RunConfig.from_run_config({key: value})
@@ -82,3 +84,9 @@ def test_parse_assignment_reads_toml_literals(text, expected):
 def test_parse_assignment_rejects_missing_equals():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_assignment("strategy")
+
+
+def test_momentum_with_adam_is_refused_up_front():
+    with pytest.raises(ConfigError, match="'momentum' applies to optimizer 'sgd' only"):
+        RunConfig.from_run_config({"optimizer": "adam"})
+    assert RunConfig.from_run_config({"optimizer": "adam", "momentum": 0.0}).optimizer == "adam"
