@@ -154,7 +154,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     text = render_report([Path(d) for d in args.runs], out)
     sys.stdout.write(text)
     if out is not None:
-        console.print(f"wrote {out / 'report.md'} and {out / 'accuracy.png'}", highlight=False)
+        print(f"wrote {out / 'report.md'} and {out / 'accuracy.png'}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,74 @@
+"""The fedsec CLI: bad input ends in one clear line and a non-zero exit; listing and reports work."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fedsec.results import RunRecorder
+from simulations.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "quickstart", "--set", "bogus-key=1"], "fedsec: error: unknown config key 'bogus-key'"),
+        (
+            ["run", "quickstart", "--set", "strategy=nope"],
+            "fedsec: error: unknown strategy 'nope'; choose one of:",
+        ),
+        (["run", "quickstart", "--set", "learning-rate=-1"], "'learning-rate' must be > 0, got -1"),
+        (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'; choose one of: quickstart"),
+        (["run", "quickstart", "--set", "novalue"], "override 'novalue' must look like KEY=VALUE"),
+        (["deploy", "quickstart", "--nodes", "0"], "--nodes must be >= 1"),
+        (["report", "/nonexistent-run"], "has no summary.json"),
+    ],
+)
+def test_user_errors_exit_non_zero_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_console_script_prints_no_traceback_for_a_bad_key():
+    completed = subprocess.run(
+        [sys.executable, "-m", "simulations.cli", "run", "quickstart", "--set", "bogus-key=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "fedsec: error: unknown config key 'bogus-key'; `fedsec keys` lists the known keys"
+    ]
+
+
+def test_scenarios_and_keys_are_listed(capsys):
+    assert main(["scenarios"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "FedAvg" in out
+    assert main(["keys"]) == 0
+    out = capsys.readouterr().out
+    assert "learning-rate" in out and "num-server-rounds" in out
+
+
+def _fake_run(path, strategy, accuracies):
+    recorder = RunRecorder(out_dir=path, scenario="quickstart", config={"strategy": strategy, "seed": 1})
+    for i, acc in enumerate(accuracies):
+        recorder.end_round(i, accuracy=acc, loss=1 - acc)
+    recorder.finish(tables={"Table X": {"FedAvg": {"clean": acc}}})
+    return path
+
+
+def test_report_puts_runs_side_by_side_labelled_by_what_differs(tmp_path, capsys):
+    a = _fake_run(tmp_path / "a", "fedavg", [0.1, 0.5, 0.91])
+    b = _fake_run(tmp_path / "b", "krum", [0.1, 0.4, 0.87])
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "| strategy=fedavg | quickstart | 2 | 0.9100 |" in out
+    assert "| strategy=krum | quickstart | 2 | 0.8700 |" in out
+    assert "| 1 | 0.5000 | 0.4000 |" in out  # per-round accuracy, one column per run
+    assert "## Table X (strategy=krum)" in out
+    assert (tmp_path / "report" / "report.md").read_text() == out
+    assert (tmp_path / "report" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
