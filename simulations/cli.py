@@ -126,7 +126,15 @@ def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
     if args.nodes < 1:
         raise FedsecError(f"--nodes must be >= 1, got {args.nodes}")
     config = prepare(args, nodes=args.nodes)
-    return _follow(console, config, launcher.run_deployment, nodes=args.nodes)
+    certificates = Path(args.certificates).expanduser() if args.certificates else None
+    return _follow(
+        console,
+        config,
+        launcher.run_deployment,
+        nodes=args.nodes,
+        certificates=certificates,
+        authenticate=args.auth,
+    )
 
 
 def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
@@ -176,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
     deploy = scenario_command("deploy", "run a scenario with a SuperLink and N SuperNodes on loopback")
     deploy.add_argument("--nodes", type=int, required=True, help="number of SuperNodes to start")
+    deploy.add_argument(
+        "--certificates",
+        metavar="DIR",
+        help="use TLS with the files scripts/make_certificates.sh made in DIR",
+    )
+    deploy.add_argument(
+        "--auth", action="store_true", help="admit only registered SuperNodes (needs --certificates)"
+    )
     deploy.set_defaults(handler=cmd_deploy)
     sub.add_parser("scenarios", help="list the scenario files").set_defaults(handler=cmd_scenarios)
     sub.add_parser("keys", help="list every run-config key with its default").set_defaults(handler=cmd_keys)

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ class FlowerSession:
 
     simulation: bool
     log_dir: Path
+    certificates: Path | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex)
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedsec-flwr-home-")))
     port: int = field(default_factory=free_port)
@@ -158,9 +160,12 @@ class FlowerSession:
 
     def __enter__(self) -> FlowerSession:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.certificates is None:
+            security = "insecure = true\n"
+        else:
+            security = f'root-certificates = "{self.certificates / "ca.crt"}"\n'
         (self.home / "config.toml").write_text(
-            '[superlink]\ndefault = "fedsec"\n\n'
-            f'[superlink.fedsec]\naddress = "{self.address}"\ninsecure = true\n'
+            f'[superlink]\ndefault = "fedsec"\n\n[superlink.fedsec]\naddress = "{self.address}"\n{security}'
         )
         return self
 
@@ -181,7 +186,7 @@ class FlowerSession:
         """Start the SuperLink and wait until its HTTP API answers."""
         args = [
             _bin("flower-superlink"),
-            "--insecure",
+            *self.tls_args("superlink"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -197,10 +202,26 @@ class FlowerSession:
             if process.poll() is not None:
                 log = self.log_dir / "superlink.log"
                 raise LaunchError(f"flower-superlink exited with code {process.returncode}; see {log}")
-            if _healthy(self.port):
+            if _healthy(self.port, self.certificates):
                 return
             time.sleep(0.2)
         raise LaunchError(f"flower-superlink did not answer within {SUPERLINK_START_TIMEOUT:.0f}s")
+
+    def tls_args(self, role: str) -> list[str]:
+        """``--insecure``, or the TLS flags for ``role`` ("superlink" or "supernode")."""
+        if self.certificates is None:
+            return ["--insecure"]
+        certs = self.certificates
+        if role == "superlink":
+            return [
+                "--ssl-ca-certfile",
+                str(certs / "ca.crt"),
+                "--ssl-certfile",
+                str(certs / "server.pem"),
+                "--ssl-keyfile",
+                str(certs / "server.key"),
+            ]
+        return ["--root-certificates", str(certs / "ca.crt")]
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
         """Run a ``flwr`` CLI command against this session's SuperLink; return stdout."""
@@ -230,9 +251,13 @@ class FlowerSession:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def _healthy(port: int) -> bool:
+def _healthy(port: int, certificates: Path | None = None) -> bool:
+    scheme, context = "http", None
+    if certificates is not None:
+        scheme, context = "https", ssl.create_default_context(cafile=str(certificates / "ca.crt"))
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as response:
+        url = f"{scheme}://127.0.0.1:{port}/health"
+        with urllib.request.urlopen(url, timeout=0.5, context=context) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -338,21 +363,55 @@ def run_simulation(
         return submit_and_wait(session, config, federation_config=federation, on_round=on_round)
 
 
+def check_certificates(certificates: Path, *, nodes: int, authenticate: bool) -> None:
+    """Raise naming every file ``scripts/make_certificates.sh`` makes that is missing."""
+    needed = ["ca.crt", "server.pem", "server.key"]
+    if authenticate:
+        needed += [f"supernode-{i}{suffix}" for i in range(nodes) for suffix in ("", ".pub")]
+    missing = [name for name in needed if not (certificates / name).is_file()]
+    if missing:
+        raise LaunchError(
+            f"{certificates} lacks {', '.join(missing)}; make them with "
+            f"`bash scripts/make_certificates.sh {certificates} {nodes}`"
+        )
+
+
 def run_deployment(
-    config: RunConfig, *, nodes: int, on_round: Callable[[dict[str, Any]], None] | None = None
+    config: RunConfig,
+    *,
+    nodes: int,
+    certificates: Path | None = None,
+    authenticate: bool = False,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
-    """Run ``config`` on Flower's deployment engine: a SuperLink and ``nodes`` SuperNodes on loopback."""
+    """Run ``config`` on Flower's deployment engine: a SuperLink and ``nodes`` SuperNodes on loopback.
+
+    With ``certificates`` (a directory made by ``scripts/make_certificates.sh``) every
+    connection uses TLS; with ``authenticate`` as well, the SuperLink admits only
+    SuperNodes whose public keys were registered with ``flwr supernode register``.
+    """
     if nodes < 1:
         raise ValueError(f"nodes must be >= 1, got {nodes}")
+    if authenticate and certificates is None:
+        raise LaunchError("node authentication needs TLS: give the certificates directory too")
+    if certificates is not None:
+        certificates = certificates.resolve()
+        check_certificates(certificates, nodes=nodes, authenticate=authenticate)
     out_dir = Path(config.out_dir)
-    with FlowerSession(simulation=False, log_dir=out_dir / "logs") as session:
-        session.start_superlink()
+    with FlowerSession(simulation=False, log_dir=out_dir / "logs", certificates=certificates) as session:
+        session.start_superlink(["--enable-supernode-auth"] if authenticate else [])
         for index in range(nodes):
+            auth: list[str] = []
+            if authenticate and certificates is not None:
+                key = certificates / f"supernode-{index}"
+                session.flwr("supernode", "register", f"{key}.pub", "fedsec")
+                auth = ["--auth-supernode-private-key", str(key), "--auth-supernode-public-key", f"{key}.pub"]
             session.spawn(
                 f"supernode-{index}",
                 [
                     _bin("flower-supernode"),
-                    "--insecure",
+                    *session.tls_args("supernode"),
+                    *auth,
                     "--superlink",
                     session.address,
                     "--host",

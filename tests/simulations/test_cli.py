@@ -72,3 +72,22 @@ def test_report_puts_runs_side_by_side_labelled_by_what_differs(tmp_path, capsys
     assert "## Table X (strategy=krum)" in out
     assert (tmp_path / "report" / "report.md").read_text() == out
     assert (tmp_path / "report" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_deploy_with_incomplete_certificates_names_the_missing_files(tmp_path, capsys):
+    (tmp_path / "ca.crt").write_text("x")
+    argv = [
+        "deploy",
+        "quickstart",
+        "--nodes",
+        "2",
+        "--certificates",
+        str(tmp_path),
+        "--auth",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "lacks server.pem, server.key, supernode-0, supernode-0.pub" in err
+    assert "scripts/make_certificates.sh" in err

@@ -82,3 +82,28 @@ def test_fedsec_deploy_with_two_supernodes_on_loopback(tmp_path):
     )
     check_run(out, completed, rounds=2, clients=2)
     assert (out / "logs" / "supernode-1.log").exists()
+
+
+def test_fedsec_deploy_over_tls_with_node_authentication(tmp_path):
+    assert flower_processes() == [], "another Flower run is active on this machine"
+    certs = tmp_path / "certs"
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "make_certificates.sh"), str(certs), "2"], check=True, timeout=120
+    )
+    out = tmp_path / "tls"
+    completed = fedsec(
+        "deploy",
+        "quickstart",
+        "--nodes",
+        "2",
+        "--rounds",
+        "1",
+        "--certificates",
+        str(certs),
+        "--auth",
+        "--out",
+        str(out),
+    )
+    check_run(out, completed, rounds=1, clients=2)
+    superlink_log = (out / "logs" / "superlink.log").read_text()
+    assert "running on https://127.0.0.1" in superlink_log
