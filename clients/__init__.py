@@ -15,8 +15,9 @@ from flwr.client import NumPyClient
 
 from clients.benign import BenignClient, split_local
 from fedsec.config import RunConfig
-from fedsec.experiment import client_data, derive_seed, load_bundle, new_model
+from fedsec.experiment import client_data, data_key, derive_seed, load_bundle, new_model
 from fedsec.registry import Registry
+from fedsec.roles import parse_roles
 
 LOCAL_EVAL_FRACTION = 0.1
 
@@ -40,7 +41,36 @@ def benign_client(config: RunConfig, *, partition_id: int, num_partitions: int) 
     )
 
 
-CLIENT_ROLES: Registry[ClientFactory] = Registry("client role", {"benign": benign_client})
+def fda3_device(config: RunConfig, *, partition_id: int, num_partitions: int) -> NumPyClient:
+    """Build the FDA³ adversarial-training device for ``partition_id``."""
+    from clients.adversarial import AdversarialClient
+    from fedsec.evaluation import cache_dir_of
+
+    bundle = load_bundle(config)
+    data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
+    return AdversarialClient(
+        config=config,
+        partition_id=partition_id,
+        model=new_model(config, bundle),
+        data=data,
+        num_classes=bundle.num_classes,
+        cache_dir=cache_dir_of(config),
+        data_key=data_key(config, partition_id=partition_id, num_partitions=num_partitions),
+    )
+
+
+CLIENT_ROLES: Registry[ClientFactory] = Registry(
+    "client role", {"benign": benign_client, "fda3-device": fda3_device}
+)
+
+
+def role_of(
+    config: RunConfig, *, partition_id: int, num_partitions: int, node_role: str | None = None
+) -> str:
+    """A node's role: its node config's ``role`` if set, else the scenario's ``roles`` map."""
+    if node_role:
+        return node_role
+    return parse_roles(config.roles, num_partitions)[partition_id]
 
 
 def build_client(

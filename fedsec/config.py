@@ -56,6 +56,14 @@ def _half_open_fraction(value: Any) -> str | None:
     return None if 0.0 <= value < 0.5 else "in [0, 0.5)"
 
 
+def _unit(value: Any) -> str | None:
+    return None if 0.0 <= value < 1.0 else "in [0, 1)"
+
+
+def _unit_interval(value: Any) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "in [0, 1]"
+
+
 def _absolute_or_empty(value: Any) -> str | None:
     return None if value == "" or os.path.isabs(value) else "an absolute path (or empty for no records)"
 
@@ -120,6 +128,35 @@ class RunConfig:
     num_malicious_clients: int = _option(0, "f assumed by Krum/Multi-Krum/Bulyan", _at_least(0))
     multikrum_keep: int = _option(0, "updates Multi-Krum averages; 0 keeps n - f", _at_least(0))
     trim_beta: float = _option(0.2, "fraction trimmed from each end by FedTrimmedAvg", _half_open_fraction)
+
+    # --- roles, caches and evaluation under attack
+    roles: str = _option("", "client roles by partition, e.g. 'fda3-device:0-9' (unlisted: benign)")
+    cache_dir: str = _option(
+        "", "absolute cache directory (empty: $FEDSEC_CACHE or ~/.cache/fedsec)", _absolute_or_empty
+    )
+    pretrain_epochs: int = _option(
+        0, "epochs of clean pre-training of the initial model (cached)", _at_least(0)
+    )
+    eval_attacks: str = _option(
+        "", "attacks for robust test sets against the initial model, e.g. 'fgsm,simba'"
+    )
+    eval_attack_size: int = _option(100, "held-out test images per adversarial test set", _at_least(1))
+    attack_params: str = _option("", "attack parameter overrides, e.g. 'cw2.max_iter=10,simba.max_iter=300'")
+    # --- FDA³ (Song et al.)
+    fda3_assign: str = _option("even:fgsm+bim+jsma+cw2+deepfool", "attack schemes per device (AttackMonitor)")
+    fda3_new_attacks: str = _option("", "schemes added mid-run, e.g. 'pgd@10:0-1;simba@20:3'")
+    fda3_alpha: float = _option(0.5, "weight of the natural loss in α·CE(nat)+(1-α)·CE(adv)", _unit_interval)
+    fda3_buffer_size: int = _option(
+        100, "natural examples a device keeps for adversarial training", _at_least(1)
+    )
+    fda3_confidence: float = _option(
+        0.9, "prediction confidence a natural example needs to enter the buffer", _unit
+    )
+    fda3_batch_size: int = _option(100, "pairs per gradient a device sends each round", _at_least(1))
+    fda3_baselines: bool = _option(False, "also train and table None / X+AdvTrain / ALL+AdvTrain at the end")
+    server_learning_rate: float = _option(0.001, "server Adam learning rate (FDA³)", _positive)
+    server_beta1: float = _option(0.9, "server Adam β1", _unit)
+    server_beta2: float = _option(0.999, "server Adam β2", _unit)
 
     # ------------------------------------------------------------------ parsing
     @classmethod

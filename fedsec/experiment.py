@@ -7,6 +7,8 @@ which partition a client owns, without any data ever crossing between them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -30,8 +32,19 @@ def torch_generator(seed: int, *keys: int) -> torch.Generator:
 
 
 def load_bundle(config: RunConfig) -> DatasetBundle:
-    """Load the configured dataset (its own train/test split is seeded by the run seed)."""
-    return load_dataset(config.dataset, root=config.data_root or None, seed=config.seed)
+    """Load the configured dataset (its own train/test split is seeded by the run seed).
+
+    Memoized per process for the same (dataset, root, seed): Flower rebuilds a
+    client for every message, and a simulation actor serves many clients, so
+    re-reading the files each time would dominate a round.  Bundles are never
+    mutated (every consumer takes copies via ``TensorSplit.subset``).
+    """
+    return _load_bundle(config.dataset, config.data_root or None, config.seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_bundle(name: str, root: str | None, seed: int) -> DatasetBundle:
+    return load_dataset(name, root=root, seed=seed)
 
 
 def server_split_sizes(config: RunConfig) -> dict[str, int]:
@@ -63,6 +76,20 @@ def client_data(
         classes_per_partition=config.classes_per_partition,
         server_sizes=server_split_sizes(config),
     )
+
+
+def data_key(config: RunConfig, *, partition_id: int, num_partitions: int) -> dict[str, object]:
+    """What identifies a client's data, for cache keys."""
+    return {
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "partitioning": config.partitioning,
+        "alpha": config.dirichlet_alpha,
+        "classes": config.classes_per_partition,
+        "server-splits": server_split_sizes(config),
+        "partition": partition_id,
+        "of": num_partitions,
+    }
 
 
 def new_model(config: RunConfig, bundle: DatasetBundle) -> nn.Module:

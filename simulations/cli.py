@@ -26,7 +26,8 @@ from fedsec.errors import FedsecError
 from fedsec.results import read_metrics, read_summary
 from simulations import launcher
 from simulations.report import render_report
-from simulations.scenarios import available, load_scenario
+from simulations.scenarios import Scenario, available, load_scenario
+from simulations.sweep import write_sweep_summary
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -47,19 +48,37 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
     return (Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
 
 
-def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
-    """Scenario + overrides → a validated config whose names all resolve (before any process starts)."""
-    from clients import CLIENT_ROLES  # noqa: F401 - importing checks the registries load
-    from strategies import STRATEGIES
+def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> tuple[Scenario, list[RunConfig]]:
+    """Scenario + overrides → validated configs whose names all resolve (before any process starts).
+
+    One config, or one per value of the scenario's sweep (each in ``OUT/KEY=VALUE``).
+    """
+    from simulations.validate import validate
 
     scenario = load_scenario(args.scenario)
     overrides = _overrides(args)
     if nodes is not None:
         overrides["num-clients"] = nodes
-    config = scenario.config(overrides)
-    STRATEGIES[config.strategy]  # raises UnknownNameError listing the strategies
     out = _out_dir(args, scenario.name)
-    return config.replace(out_dir=str(out))
+    if scenario.sweep is None:
+        variants = [(out, overrides)]
+    else:
+        sweep = scenario.sweep
+        variants = [(out / sweep.label(v), {**overrides, sweep.key: v}) for v in sweep.values]
+    configs = []
+    for run_out, values in variants:
+        config = scenario.config(values)
+        validate(config)
+        configs.append(config.replace(out_dir=str(run_out)))
+    return scenario, configs
+
+
+def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
+    """The single run of a scenario (sweeps run only through ``fedsec run``)."""
+    scenario, configs = prepare_runs(args, nodes=nodes)
+    if scenario.sweep is not None:
+        raise FedsecError(f"scenario {scenario.name} is a sweep; run it with `fedsec run`")
+    return configs[0]
 
 
 def _follow(
@@ -118,8 +137,15 @@ def print_final(console: Console, out_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    config = prepare(args)
-    return _follow(console, config, launcher.run_simulation)
+    scenario, configs = prepare_runs(args)
+    for config in configs:
+        _follow(console, config, launcher.run_simulation)
+    if scenario.sweep is not None:
+        base = Path(configs[0].out_dir).parent
+        summary = write_sweep_summary(scenario, base, [Path(c.out_dir) for c in configs])
+        console.print(render_report([base]), markup=False)
+        console.print(f"sweep summary: {base / 'summary.json'} ({len(summary['runs'])} runs)")
+    return 0
 
 
 def cmd_deploy(args: argparse.Namespace, console: Console) -> int:

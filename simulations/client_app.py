@@ -11,7 +11,7 @@ import torch
 from flwr.client import Client, ClientApp
 from flwr.common import Context
 
-from clients import build_client
+from clients import build_client, role_of
 from fedsec.config import RunConfig
 
 
@@ -28,7 +28,9 @@ def client_fn(context: Context) -> Client:
             f"node config lacks {missing}; start SuperNodes with "
             '--node-config "partition-id=<i> num-partitions=<n>"'
         ) from None
-    role = str(node.get("role", "benign"))
+    role = role_of(
+        config, partition_id=partition_id, num_partitions=num_partitions, node_role=str(node.get("role", ""))
+    )
     return build_client(
         config, partition_id=partition_id, num_partitions=num_partitions, role=role
     ).to_client()

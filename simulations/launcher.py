@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -326,8 +327,15 @@ def submit_and_wait(
     startup = (first_round_at - started) if first_round_at is not None else seconds
     outcome = RunOutcome(run_id, status, out_dir, log_file, seconds, startup)
     if status != "finished:completed":
-        raise LaunchError(f"run {run_id} ended with status {status}; see {log_file}")
+        cause = last_exception(log_file.read_text())
+        raise LaunchError(f"run {run_id} ended with status {status}{cause}; see {log_file}")
     return outcome
+
+
+def last_exception(log: str) -> str:
+    """``" (ValueError: ...)"`` for the last exception line in a run log, or ``""``."""
+    matches = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", log, flags=re.MULTILINE)
+    return f" ({matches[-1][0]}: {matches[-1][1].strip()})" if matches else ""
 
 
 def _run_status(session: FlowerSession, run_id: str) -> str:

@@ -59,7 +59,7 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
         if not (path / "summary.json").is_file():
             raise FileNotFoundError(f"{path} has no summary.json (not a finished fedsec run)")
         summaries.append(read_summary(path))
-        metrics.append(read_metrics(path))
+        metrics.append(read_metrics(path) if (path / "metrics.jsonl").is_file() else [])
     labels = run_labels(summaries)
     parts = ["## Runs", ""]
     parts.append(

@@ -2,13 +2,18 @@
 
 It uses Flower's compatibility layer (``flwr.server.compat.start_grid`` with a
 ``flwr.server.strategy.Strategy``), evaluates the global model on the server's
-held-out test split after every round, and writes the run records
-(``metrics.jsonl``, ``summary.json``, ``accuracy.png``) to ``out-dir``.
+held-out test split after every round — and, when ``eval-attacks`` names
+attacks, on adversarial test sets made against the initial model — and writes
+the run records (``metrics.jsonl``, ``summary.json``, ``accuracy.png``) to
+``out-dir``.  With ``fda3-baselines`` it also trains the FDA³ paper's
+comparison models and stores their table in ``summary.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +27,37 @@ from fedsec.data import TensorSplit
 from fedsec.experiment import load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
 from fedsec.training import evaluate, get_weights, set_weights
+from simulations.validate import validate
 from strategies import build_strategy
 
 logger = logging.getLogger(__name__)
 
 app = ServerApp()
 
+FDA3_TABLE = "FDA3 accuracy (Fig. 2/4)"
+
 
 def make_evaluate_fn(
-    config: RunConfig, model: torch.nn.Module, test: TensorSplit, num_classes: int, recorder: RunRecorder
+    config: RunConfig,
+    model: torch.nn.Module,
+    test: TensorSplit,
+    num_classes: int,
+    recorder: RunRecorder,
+    robust_sets: Mapping[str, TensorSplit] | None = None,
 ) -> Any:
-    """Server-side evaluation on the held-out test split; closes each round's record."""
+    """Server-side evaluation on the held-out test split (and robust sets); closes each round's record."""
 
     def evaluate_fn(
         server_round: int, parameters: NDArrays, fit_config: dict[str, Scalar]
     ) -> tuple[float, dict[str, Scalar]]:
         set_weights(model, parameters)
         result = evaluate(model, test.x, test.y, num_classes=num_classes, batch_size=config.eval_batch_size)
-        recorder.end_round(server_round, accuracy=result.accuracy, loss=result.loss)
+        extra: dict[str, Any] = {}
+        if robust_sets:
+            from fedsec.evaluation import accuracy_on
+
+            extra["robust"] = accuracy_on(model, robust_sets, num_classes=num_classes)
+        recorder.end_round(server_round, accuracy=result.accuracy, loss=result.loss, **extra)
         return result.loss, {"accuracy": result.accuracy}
 
     return evaluate_fn
@@ -54,10 +72,28 @@ def fit_config(server_round: int) -> dict[str, Scalar]:
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and write the records."""
     config = RunConfig.from_run_config(context.run_config)
+    validate(config)
     torch.set_num_threads(max(1, config.torch_threads))
     bundle = load_bundle(config)
     splits = server_data(config, bundle)
     model = new_model(config, bundle)
+    robust_sets: dict[str, TensorSplit] = {}
+    if config.pretrain_epochs or config.eval_attacks:
+        from fedsec.attacks.params import parse_attack_names, parse_attack_params
+        from fedsec.evaluation import adversarial_test_sets, pretrain
+
+        pretrain(config, bundle, model)
+        attacks = parse_attack_names(config.eval_attacks)
+        if attacks:
+            robust_sets = adversarial_test_sets(
+                config,
+                model,
+                splits["test"],
+                attacks,
+                num_classes=bundle.num_classes,
+                params=parse_attack_params(config.attack_params),
+            )
+    initial = copy.deepcopy(model)
     recorder = RunRecorder(
         out_dir=Path(config.out_dir) if config.out_dir else None,
         scenario=config.scenario,
@@ -66,7 +102,9 @@ def main(grid: Grid, context: Context) -> None:
     strategy = build_strategy(
         config,
         initial_parameters=ndarrays_to_parameters(get_weights(model)),
-        evaluate_fn=make_evaluate_fn(config, model, splits["test"], bundle.num_classes, recorder),
+        evaluate_fn=make_evaluate_fn(
+            config, model, splits["test"], bundle.num_classes, recorder, robust_sets
+        ),
         on_fit_config_fn=fit_config,
         recorder=recorder,
     )
@@ -78,5 +116,10 @@ def main(grid: Grid, context: Context) -> None:
         config=ServerConfig(num_rounds=config.num_server_rounds, round_timeout=config.round_timeout or None),
         strategy=strategy,
     )
-    summary = recorder.finish()
+    tables: dict[str, Any] = {}
+    if config.fda3_baselines:
+        from simulations.fda3_report import fda3_table
+
+        tables[FDA3_TABLE] = fda3_table(config, bundle, initial=initial, final=model, sets=robust_sets)
+    summary = recorder.finish(tables=tables)
     logger.info("fedsec: final accuracy %s", summary["final"].get("accuracy"))

@@ -29,6 +29,25 @@ from strategies.guard import GuardedStrategy
 StrategyFactory = Callable[[RunConfig, dict[str, Any]], Strategy]
 
 
+def _fda3(config: RunConfig, base: dict[str, Any]) -> Strategy:
+    from fedsec.attacks.evasion import ATTACKS
+    from fedsec.attacks.monitor import AttackMonitor
+    from strategies.fda3 import FDA3
+
+    monitor = AttackMonitor.from_config(
+        known=list(ATTACKS),
+        assign=config.fda3_assign,
+        new_attacks=config.fda3_new_attacks,
+        num_partitions=config.num_clients,
+    )
+    return FDA3(
+        **base,
+        monitor=monitor,
+        server_learning_rate=config.server_learning_rate,
+        betas=(config.server_beta1, config.server_beta2),
+    )
+
+
 def _multikrum(config: RunConfig, base: dict[str, Any]) -> Strategy:
     keep = config.multikrum_keep or max(1, config.num_clients - config.num_malicious_clients)
     return Krum(**base, num_malicious_clients=config.num_malicious_clients, num_clients_to_keep=keep)
@@ -44,6 +63,7 @@ STRATEGIES: Registry[StrategyFactory] = Registry(
             **base, num_malicious_clients=config.num_malicious_clients, num_clients_to_keep=0
         ),
         "multikrum": _multikrum,
+        "fda3": _fda3,
         "bulyan": lambda config, base: Bulyan(
             **base, num_malicious_clients=config.num_malicious_clients, to_keep=0
         ),

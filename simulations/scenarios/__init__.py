@@ -19,14 +19,31 @@ from fedsec.errors import ConfigError, UnknownNameError
 SCENARIO_DIR = Path(__file__).resolve().parent
 
 
+SWEEP_KEY = "sweep"
+SWEEP_TABLE_KEY = "sweep-table"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One run-config key swept over values (``sweep = "num-clients=10,20,30"``)."""
+
+    key: str
+    values: tuple[ConfigValue, ...]
+    table: str
+
+    def label(self, value: ConfigValue) -> str:
+        return f"{self.key}={value}"
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A parsed scenario file."""
+    """A parsed scenario file (``sweep`` and ``sweep-table`` are scenario-level, not run-config keys)."""
 
     name: str
     path: Path
     description: str
     values: dict[str, ConfigValue]
+    sweep: Sweep | None = None
 
     def config(self, overrides: dict[str, ConfigValue] | None = None) -> RunConfig:
         """The validated run config: defaults, then the file, then ``overrides``."""
@@ -70,8 +87,30 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ConfigError(
             f"scenario {path}: keys must be flat run-config values, not tables/arrays: {nested}"
         )
+    sweep = _parse_sweep(values.pop(SWEEP_KEY, None), values.pop(SWEEP_TABLE_KEY, None), path)
     scenario = Scenario(
-        name=str(values.get("scenario", path.stem)), path=path, description=_description(text), values=values
+        name=str(values.get("scenario", path.stem)),
+        path=path,
+        description=_description(text),
+        values=values,
+        sweep=sweep,
     )
     scenario.config()  # validate now, with the file's name in any error
+    if sweep is not None:
+        for value in sweep.values:
+            scenario.config({sweep.key: value})
     return scenario
+
+
+def _parse_sweep(text: object, table: object, path: Path) -> Sweep | None:
+    if text is None:
+        return None
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"scenario {path}: 'sweep' must look like \"KEY=V1,V2,...\", got {text!r}")
+    from fedsec.config import parse_assignment
+
+    key, _, raw_values = text.partition("=")
+    values = tuple(parse_assignment(f"{key}={v}")[1] for v in raw_values.split(",") if v.strip())
+    if not values:
+        raise ConfigError(f"scenario {path}: 'sweep' lists no values")
+    return Sweep(key=key.strip(), values=values, table=str(table or f"sweep over {key.strip()}"))

@@ -107,3 +107,40 @@ def test_fedsec_deploy_over_tls_with_node_authentication(tmp_path):
     check_run(out, completed, rounds=1, clients=2)
     superlink_log = (out / "logs" / "superlink.log").read_text()
     assert "running on https://127.0.0.1" in superlink_log
+
+
+def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_path):
+    assert flower_processes() == [], "another Flower run is active on this machine"
+    out = tmp_path / "fda3"
+    completed = fedsec(
+        "run",
+        "fda3-mnist",
+        "--clients",
+        "4",
+        "--rounds",
+        "4",
+        "--set",
+        "roles=fda3-device:0-3",
+        "--set",
+        "fda3-assign=even:fgsm+bim",
+        "--set",
+        "eval-attacks=fgsm,bim",
+        "--set",
+        "pretrain-epochs=2",
+        "--set",
+        "server-learning-rate=0.005",
+        "--set",
+        f"cache-dir={tmp_path / 'cache'}",
+        "--out",
+        str(out),
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first, last = records[0]["robust"], records[-1]["robust"]
+    assert last["FGSM"] > first["FGSM"] + 0.05  # adversarial training through Flower helps
+    assert last["Nature"] >= first["Nature"] - 0.05
+    table = json.loads((out / "summary.json").read_text())["tables"]["FDA3 accuracy (Fig. 2/4)"]
+    assert list(table) == ["None", "FGSM+AdvTrain", "BIM+AdvTrain", "ALL+AdvTrain", "FL+AdvTrain"]
+    assert list(table["None"]) == ["Nature", "FGSM", "BIM"]
+    assert table["None"] == first and table["FL+AdvTrain"] == last
+    assert flower_processes() == []

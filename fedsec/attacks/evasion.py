@@ -1,0 +1,631 @@
+"""Evasion attacks on the Adversarial Robustness Toolbox (ART): a registry of attack schemes.
+
+Used by two of the systems fedsec implements:
+
+* FDA³ (Song et al., "FDA³: Federated Defense Against Adversarial Attacks for
+  Cloud-Based IIoT Applications"): devices generate adversarial examples with the
+  attack schemes the server assigns (FGSM, BIM, JSMA, CW-L2, DeepFool; SimBA is the
+  unseen black-box attack) and train on them;
+* DiPSeN: robust accuracy under FGSM, BIM and PGD at ε = 0.3, where the model keeps
+  its Gaussian noise layer on at inference, so gradients are averaged over several
+  forward passes (expectation over transformation, :class:`ExpectationOverTransformation`).
+
+Every attack is ART's own implementation (Nicolae et al., "Adversarial Robustness
+Toolbox v1.0.0", 2018) run on an ART :class:`~art.estimators.classification.PyTorchClassifier`
+(:func:`art_classifier`): FGSM (Goodfellow et al., 2015), BIM (Kurakin et al., 2017),
+PGD (Madry et al., 2018), JSMA (Papernot et al., 2016), CW-L2 (Carlini & Wagner,
+2017), DeepFool (Moosavi-Dezfooli et al., 2016) and SimBA (Guo et al., 2019).
+
+:data:`ATTACKS` maps each name to an :class:`AttackSpec` (norm family, black-box flag,
+paper-style defaults, description); :func:`generate` runs one of them on a batch of
+images in ``[0, 1]``.  ART draws its randomness (PGD's random start, JSMA's random
+targets, SimBA's coordinate order) from numpy's and torch's global generators;
+:func:`generate` seeds both from its ``seed`` argument and restores their previous
+states afterwards, so results are reproducible and no global state leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from art.attacks import EvasionAttack
+from art.attacks.evasion import (
+    BasicIterativeMethod,
+    CarliniL2Method,
+    DeepFool,
+    FastGradientMethod,
+    ProjectedGradientDescent,
+    SaliencyMapMethod,
+    SimBA,
+)
+from art.estimators.classification import PyTorchClassifier
+from art.utils import random_targets, to_categorical
+from torch import nn
+
+from fedsec.errors import ConfigError
+from fedsec.registry import Registry
+
+__all__ = [
+    "ATTACKS",
+    "NORMS",
+    "AttackRunner",
+    "AttackSpec",
+    "ExpectationOverTransformation",
+    "art_classifier",
+    "generate",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The norm families an :class:`AttackSpec` may declare.
+NORMS: tuple[str, ...] = ("linf", "l0", "l2")
+
+#: Runs an attack: ``runner(classifier, x, y, params, batch_size) -> x_adv``, where ``x`` is a
+#: float32 ``(N, C, H, W)`` array in ``[0, 1]`` (the runner's own copy), ``y`` the true integer
+#: labels ``(N,)`` or None, and ``params`` the spec's defaults merged with the caller's overrides.
+AttackRunner = Callable[
+    [PyTorchClassifier, np.ndarray, np.ndarray | None, Mapping[str, float | int], int], np.ndarray
+]
+
+_MAX_SEED = 2**32 - 1  # numpy's legacy global generator takes seeds in [0, 2**32)
+
+_AttackT = TypeVar("_AttackT", bound=EvasionAttack)
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One registered evasion attack.
+
+    Attributes
+    ----------
+    name
+        Registry name (``"fgsm"``, ``"pgd"``, ...).
+    norm
+        Norm family of the perturbation: ``"linf"``, ``"l0"`` or ``"l2"``.
+    black_box
+        True if the attack only queries the model's outputs (no gradients).
+    defaults
+        Paper-style default parameters (ART keyword names); :func:`generate` lets the
+        caller override any of them and refuses names not listed here.  Read-only.
+    description
+        One paragraph: the attack, its ART class and the meaning of each default.
+    run
+        The :data:`AttackRunner` that builds the ART attack and generates the examples.
+    probabilities
+        True if the attack needs a classifier that outputs probabilities (softmax)
+        rather than logits.
+    """
+
+    name: str
+    norm: str
+    black_box: bool
+    defaults: Mapping[str, float | int]
+    description: str
+    run: AttackRunner = field(repr=False, compare=False)
+    probabilities: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        for key, value in self.defaults.items():
+            if not _is_real(value):
+                raise ValueError(f"default {key!r} of attack {self.name!r} must be a number, got {value!r}")
+        # A read-only copy, so neither the caller's dict nor anyone else can change the defaults.
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+
+
+# ---------------------------------------------------------------------------- ART glue
+
+
+class ExpectationOverTransformation(nn.Module):
+    """Average the logits of several forward passes of a stochastic model (EOT).
+
+    For models that stay random at inference (DiPSeN's Gaussian noise layer, dropout
+    kept on), a single forward pass gives a noisy gradient; the mean over ``samples``
+    passes gives the gradient of the expected logits (Athalye et al., 2018,
+    "Synthesizing Robust Adversarial Examples").
+
+    Parameters
+    ----------
+    model
+        The network, returning ``(B, K)`` logits.
+    samples
+        Number of forward passes to average, an int >= 1.
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` is not an int >= 1.
+    """
+
+    def __init__(self, model: nn.Module, *, samples: int) -> None:
+        super().__init__()
+        if not _is_int(samples) or samples < 1:
+            raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+        self.model = model
+        self.samples = int(samples)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of ``samples`` forward passes of the wrapped model on ``x``."""
+        total = self.model(x)
+        for _ in range(self.samples - 1):
+            total = total + self.model(x)
+        return total / self.samples
+
+
+def art_classifier(
+    model: nn.Module, *, input_shape: tuple[int, int, int], num_classes: int, probabilities: bool = False
+) -> PyTorchClassifier:
+    """Wrap a logits model as an ART ``PyTorchClassifier`` on inputs in ``[0, 1]``.
+
+    Parameters
+    ----------
+    model
+        A network returning ``(B, num_classes)`` logits.  It is wrapped, not copied.
+    input_shape
+        ``(C, H, W)`` of one input (channels first).
+    num_classes
+        Number of classes ``K >= 2``.
+    probabilities
+        If True, the classifier's model is ``softmax(model(x))`` (attacks such as SimBA
+        need probability outputs); its loss (cross-entropy on those outputs) is then not
+        the model's training loss, so use it only for score-based attacks.
+
+    Returns
+    -------
+    art.estimators.classification.PyTorchClassifier
+        With ``clip_values=(0.0, 1.0)``, ``device_type="cpu"`` and a cross-entropy loss.
+
+    Raises
+    ------
+    ValueError
+        If ``input_shape`` or ``num_classes`` is invalid.
+    """
+    if (
+        not isinstance(input_shape, tuple | list)
+        or len(input_shape) != 3
+        or not all(_is_int(d) and d > 0 for d in input_shape)
+    ):
+        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    net: nn.Module = nn.Sequential(model, nn.Softmax(dim=1)) if probabilities else model
+    return PyTorchClassifier(
+        model=net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(int(d) for d in input_shape),
+        nb_classes=int(num_classes),
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+def _construct(cls: Callable[..., _AttackT], **kwargs: Any) -> _AttackT:
+    """``cls(**kwargs)``, turning ART's parameter checks (ValueError) into :class:`ConfigError`."""
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        shown = {key: value for key, value in kwargs.items() if key not in ("estimator", "classifier")}
+        raise ConfigError(
+            f"ART {getattr(cls, '__name__', cls)} rejected the parameters {shown}: {err}"
+        ) from err
+
+
+def _one_hot(y: np.ndarray | None, num_classes: int) -> np.ndarray | None:
+    return None if y is None else to_categorical(y, nb_classes=num_classes).astype(np.float32)
+
+
+def _run_fgsm(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    attack = _construct(FastGradientMethod, estimator=clf, norm=np.inf, eps=p["eps"], batch_size=bs)
+    return attack.generate(x=x, y=_one_hot(y, clf.nb_classes))
+
+
+def _run_bim(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    attack = _construct(
+        BasicIterativeMethod,
+        estimator=clf,
+        eps=p["eps"],
+        eps_step=p["eps_step"],
+        max_iter=int(p["max_iter"]),
+        batch_size=bs,
+        verbose=False,
+    )
+    return attack.generate(x=x, y=_one_hot(y, clf.nb_classes))
+
+
+def _run_pgd(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    attack = _construct(
+        ProjectedGradientDescent,
+        estimator=clf,
+        norm=np.inf,
+        eps=p["eps"],
+        eps_step=p["eps_step"],
+        max_iter=int(p["max_iter"]),
+        num_random_init=int(p["num_random_init"]),
+        batch_size=bs,
+        verbose=False,
+    )
+    return attack.generate(x=x, y=_one_hot(y, clf.nb_classes))
+
+
+def _run_jsma(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    # JSMA is targeted: ART reads ``y`` as target classes.  Our ``y`` holds the true labels,
+    # so draw a random target different from each true label (as ART does from the
+    # predictions when y is None); numpy's global generator is seeded by ``generate``.
+    targets = None if y is None else random_targets(y, clf.nb_classes).astype(np.float32)
+    attack = _construct(
+        SaliencyMapMethod, classifier=clf, theta=p["theta"], gamma=p["gamma"], batch_size=bs, verbose=False
+    )
+    return attack.generate(x=x, y=targets)
+
+
+def _run_cw2(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    attack = _construct(
+        CarliniL2Method,
+        classifier=clf,
+        confidence=p["confidence"],
+        learning_rate=p["learning_rate"],
+        binary_search_steps=int(p["binary_search_steps"]),
+        max_iter=int(p["max_iter"]),
+        initial_const=p["initial_const"],
+        batch_size=bs,
+        verbose=False,
+    )
+    return attack.generate(x=x, y=_one_hot(y, clf.nb_classes))
+
+
+def _run_deepfool(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    attack = _construct(
+        DeepFool,
+        classifier=clf,
+        max_iter=int(p["max_iter"]),
+        epsilon=p["epsilon"],
+        nb_grads=int(p["nb_grads"]),
+        batch_size=bs,
+        verbose=False,
+    )
+    return attack.generate(x=x)  # DeepFool ignores labels: it moves away from the predicted class
+
+
+def _run_simba(
+    clf: PyTorchClassifier, x: np.ndarray, y: np.ndarray | None, p: Mapping[str, float | int], bs: int
+) -> np.ndarray:
+    # ART's SimBA works one example at a time and insists on batch_size=1; it loops over x itself.
+    attack = _construct(
+        SimBA,
+        classifier=clf,
+        attack="dct",
+        max_iter=int(p["max_iter"]),
+        epsilon=p["epsilon"],
+        freq_dim=int(p["freq_dim"]),
+        stride=int(p["stride"]),
+        batch_size=1,
+        verbose=False,
+    )
+    return attack.generate(x=x, y=_one_hot(y, clf.nb_classes))  # SimBA reads y only as one-hot
+
+
+# ---------------------------------------------------------------------------- registry
+
+#: The evasion-attack registry; unknown names raise :class:`fedsec.errors.UnknownNameError`.
+ATTACKS: Registry[AttackSpec] = Registry(
+    "attack",
+    {
+        "fgsm": AttackSpec(
+            name="fgsm",
+            norm="linf",
+            black_box=False,
+            defaults={"eps": 0.3},
+            description=(
+                "Fast Gradient Sign Method (Goodfellow et al., 2015), ART FastGradientMethod with "
+                "norm=inf: one step x + eps*sign(grad). eps=0.3: L-inf budget (MNIST convention, "
+                "DiPSeN's ε)."
+            ),
+            run=_run_fgsm,
+        ),
+        "bim": AttackSpec(
+            name="bim",
+            norm="linf",
+            black_box=False,
+            defaults={"eps": 0.3, "eps_step": 0.01, "max_iter": 40},
+            description=(
+                "Basic Iterative Method (Kurakin et al., 2017), ART BasicIterativeMethod: iterated "
+                "FGSM projected on the L-inf ball, no random start. eps=0.3: L-inf budget; "
+                "eps_step=0.01: step size; max_iter=40: number of steps."
+            ),
+            run=_run_bim,
+        ),
+        "pgd": AttackSpec(
+            name="pgd",
+            norm="linf",
+            black_box=False,
+            defaults={"eps": 0.3, "eps_step": 0.01, "max_iter": 40, "num_random_init": 1},
+            description=(
+                "Projected Gradient Descent (Madry et al., 2018), ART ProjectedGradientDescent with "
+                "norm=inf: BIM from a uniform random start in the L-inf ball. eps=0.3: L-inf budget; "
+                "eps_step=0.01: step size; max_iter=40: steps per start; num_random_init=1: random "
+                "starts (the best one is kept)."
+            ),
+            run=_run_pgd,
+        ),
+        "jsma": AttackSpec(
+            name="jsma",
+            norm="l0",
+            black_box=False,
+            defaults={"theta": 1.0, "gamma": 0.1},
+            description=(
+                "Jacobian-based Saliency Map Attack (Papernot et al., 2016), ART SaliencyMapMethod: "
+                "targeted, changes the most salient pixel pairs towards a random target class "
+                "different from the true label (or from the prediction when y is None). theta=1.0: "
+                "change added to each chosen pixel; gamma=0.1: at most 10% of the pixels are changed."
+            ),
+            run=_run_jsma,
+        ),
+        "cw2": AttackSpec(
+            name="cw2",
+            norm="l2",
+            black_box=False,
+            defaults={
+                "confidence": 0.0,
+                "max_iter": 10,
+                "binary_search_steps": 5,
+                "learning_rate": 0.01,
+                "initial_const": 1.0,
+            },
+            description=(
+                "Carlini & Wagner L2 attack (Carlini & Wagner, 2017), ART CarliniL2Method, untargeted. "
+                "confidence=0.0: required logit margin; max_iter=10: optimizer steps per search step; "
+                "binary_search_steps=5: binary-search rounds over the trade-off constant; "
+                "learning_rate=0.01: initial step of ART's line search; initial_const=1.0: starting "
+                "trade-off constant (ART's 0.01 barely moves MNIST models within 5 search steps). Budget "
+                "kept small so 100 MNIST images take seconds."
+            ),
+            run=_run_cw2,
+        ),
+        "deepfool": AttackSpec(
+            name="deepfool",
+            norm="l2",
+            black_box=False,
+            defaults={"max_iter": 50, "epsilon": 1e-6, "nb_grads": 10},
+            description=(
+                "DeepFool (Moosavi-Dezfooli et al., 2016), ART DeepFool: minimal L2 steps to the "
+                "linearised nearest decision boundary; ignores y. max_iter=50: maximum steps; "
+                "epsilon=1e-6: overshoot; nb_grads=10: class gradients considered (the top-10 classes)."
+            ),
+            run=_run_deepfool,
+        ),
+        "simba": AttackSpec(
+            name="simba",
+            norm="l2",
+            black_box=True,
+            defaults={"max_iter": 1000, "epsilon": 0.2, "freq_dim": 4, "stride": 1},
+            description=(
+                "Simple Black-box Attack (Guo et al., 2019), ART SimBA with attack='dct': score-based, "
+                "queries probabilities only, tries ±epsilon along random low-frequency DCT directions "
+                "one example at a time (batch size 1). max_iter=1000: maximum directions (2 queries "
+                "each) per example; epsilon=0.2: step along each direction; freq_dim=4: size of the "
+                "initial low-frequency block; stride=1: growth of that block. FDA³'s unseen attack."
+            ),
+            run=_run_simba,
+            probabilities=True,
+        ),
+    },
+)
+
+
+# ---------------------------------------------------------------------------- generate
+
+
+def generate(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    num_classes: int,
+    params: Mapping[str, float | int] | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+    eot_samples: int = 1,
+) -> torch.Tensor:
+    """Adversarial examples of ``x`` against ``model`` with the registered attack ``name``.
+
+    The model is put in eval mode with its parameters frozen while the attack runs;
+    afterwards every submodule's training flag, every parameter's ``requires_grad`` and
+    its ``.grad`` are restored (ART zeroes gradients).  numpy's and torch's global RNGs
+    are seeded from ``seed`` for the call and restored afterwards.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`ATTACKS`.
+    model
+        A network returning ``(B, num_classes)`` logits, on the CPU.
+    x
+        Float images ``(N, C, H, W)`` with values in ``[0, 1]``, ``N >= 1``; not modified.
+    y
+        True integer labels ``(N,)`` or None (the attack then uses the model's predictions
+        or, for JSMA, random targets).  Untargeted attacks move away from ``y``; JSMA moves
+        towards a random class other than ``y``; DeepFool ignores it.
+    num_classes
+        Number of classes ``K >= 2``.
+    params
+        Overrides of the spec's :attr:`AttackSpec.defaults` (ART keyword names).
+    batch_size
+        Batch size passed to the ART attack (SimBA always uses 1), an int >= 1.
+    seed
+        Seed of the attack's randomness, an int in ``[0, 2**32)``.
+    eot_samples
+        If > 1, attack :class:`ExpectationOverTransformation` of the model with this many
+        forward passes (for models that are random at inference).
+
+    Returns
+    -------
+    torch.Tensor
+        float32 adversarial examples of the same shape and device as ``x``, in ``[0, 1]``.
+
+    Raises
+    ------
+    fedsec.errors.UnknownNameError
+        If ``name`` is not registered (the message lists the choices).
+    fedsec.errors.ConfigError
+        If ``params`` names an unknown parameter or has a bad value (the message names the
+        attack and the parameter), or ART rejects the parameter values.
+    ValueError
+        If ``x``, ``y``, ``num_classes``, ``batch_size``, ``seed`` or ``eot_samples`` is invalid.
+    """
+    spec = ATTACKS[name]
+    merged = _merge_params(spec, params)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or len(x) == 0:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a non-empty (N, C, H, W) tensor, got {shape}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not _is_int(seed) or not 0 <= seed <= _MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    if not _is_int(eot_samples) or eot_samples < 1:
+        raise ValueError(f"eot_samples must be an int >= 1, got {eot_samples!r}")
+
+    x_np = x.detach().cpu().numpy().astype(np.float32, copy=True)
+    if not np.all(np.isfinite(x_np)) or x_np.min() < 0.0 or x_np.max() > 1.0:
+        low, high = float(np.nanmin(x_np)), float(np.nanmax(x_np))
+        raise ValueError(f"x must hold finite values in [0, 1], got min {low}, max {high}")
+    y_np = _labels(y, n=len(x_np), num_classes=int(num_classes))
+
+    target: nn.Module = (
+        model if eot_samples == 1 else ExpectationOverTransformation(model, samples=eot_samples)
+    )
+    c, h, w = (int(d) for d in x_np.shape[1:])
+    start = time.perf_counter()
+    with _attack_mode(model), _seeded(int(seed)):
+        classifier = art_classifier(
+            target, input_shape=(c, h, w), num_classes=int(num_classes), probabilities=spec.probabilities
+        )
+        try:
+            adv = spec.run(classifier, x_np, y_np, merged, int(batch_size))
+        except ConfigError as err:
+            raise ConfigError(f"attack {name!r}: {err}") from err
+    adv = np.clip(np.asarray(adv, dtype=np.float32).reshape(x_np.shape), 0.0, 1.0)
+    logger.debug(
+        "attack %s on %s examples took %s s (eot_samples %s)",
+        name,
+        len(x_np),
+        round(time.perf_counter() - start, 4),
+        eot_samples,
+    )
+    return torch.from_numpy(adv).to(x.device)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _merge_params(spec: AttackSpec, params: Mapping[str, float | int] | None) -> Mapping[str, float | int]:
+    """The spec's defaults updated with ``params``, each value of its default's type."""
+    merged: dict[str, float | int] = dict(spec.defaults)
+    for key, value in (params or {}).items():
+        if key not in spec.defaults:
+            raise ConfigError(
+                f"unknown parameter {key!r} for attack {spec.name!r}; "
+                f"allowed: {', '.join(sorted(spec.defaults))}"
+            )
+        default = spec.defaults[key]
+        if _is_int(default):
+            if not _is_int(value):
+                raise ConfigError(f"parameter {key!r} of attack {spec.name!r} must be an int, got {value!r}")
+            merged[key] = int(value)
+        else:
+            if not _is_real(value) or not math.isfinite(float(value)):
+                raise ConfigError(
+                    f"parameter {key!r} of attack {spec.name!r} must be a finite number, got {value!r}"
+                )
+            merged[key] = float(value)
+    return MappingProxyType(merged)
+
+
+def _labels(y: torch.Tensor | None, *, n: int, num_classes: int) -> np.ndarray | None:
+    """``y`` as an int64 numpy copy after checking shape and range (None stays None)."""
+    if y is None:
+        return None
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != n:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be None or a 1-D tensor of {n} labels, got {shape}")
+    if torch.is_floating_point(y) or torch.is_complex(y) or y.dtype == torch.bool:
+        raise ValueError(f"y must hold integer labels, got {y.dtype}")
+    labels = y.detach().cpu().numpy().astype(np.int64, copy=True)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"y holds labels outside [0, {num_classes}): min {int(labels.min())}, max {int(labels.max())}"
+        )
+    return labels
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed numpy's and torch's global (CPU) generators; restore their states on exit."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+@contextmanager
+def _attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and frozen parameters for the attack; restore modes, flags and grads on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for p, flag, grad in zip(params, flags, grads, strict=True):
+            p.requires_grad_(flag)
+            p.grad = grad

@@ -1,0 +1,135 @@
+"""Server-side evaluation beyond clean accuracy: pre-trained initial models and robust test sets.
+
+Used by the FDA³ and DiPSeN experiments: the initial global model is
+pre-trained on the clean training split (cached on disk keyed by what shapes
+it), adversarial test sets are made once against that initial model from
+held-out test images (cached keyed by the model's weights and the attack's
+parameters), and every round the global model's accuracy on each set is
+recorded next to its clean accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsec.attacks.evasion import ATTACKS, generate
+from fedsec.cache import cached_tensors, default_cache_dir, tensors_digest
+from fedsec.config import RunConfig
+from fedsec.data import DatasetBundle, TensorSplit, server_splits
+from fedsec.experiment import server_split_sizes, torch_generator
+from fedsec.fda3 import display_name
+from fedsec.training import evaluate, make_optimizer, train
+
+logger = logging.getLogger(__name__)
+
+NATURE = "Nature"
+#: Seed-derivation key of the pre-training shuffle (distinct from any partition id).
+PRETRAIN_STREAM = 2**31 - 1
+
+
+def cache_dir_of(config: RunConfig) -> Path:
+    """The configured cache directory, or the default one."""
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
+def pretrain(config: RunConfig, bundle: DatasetBundle, model: nn.Module) -> nn.Module:
+    """Pre-train ``model`` in place for ``pretrain-epochs`` on the clean training split; cached.
+
+    The training split is everything the clients share (the server's held-out
+    splits excluded), as the paper's cloud does with its initial model.
+    """
+    if config.pretrain_epochs == 0:
+        return model
+    key = {
+        "dataset": config.dataset,
+        "model": config.model,
+        "seed": config.seed,
+        "epochs": config.pretrain_epochs,
+        "lr": config.learning_rate,
+        "momentum": config.momentum,
+        "batch": config.batch_size,
+        "server-splits": server_split_sizes(config),
+        "init": tensors_digest(model.state_dict()),
+    }
+
+    def build() -> dict[str, torch.Tensor]:
+        train_split, _ = server_splits(bundle.train, sizes=server_split_sizes(config), seed=config.seed)
+        logger.info(
+            "pre-training %s for %s epochs on %s examples",
+            config.model,
+            config.pretrain_epochs,
+            len(train_split),
+        )
+        optimizer = make_optimizer(
+            config.optimizer, model.parameters(), lr=config.learning_rate, momentum=config.momentum
+        )
+        train(
+            model,
+            train_split.x,
+            train_split.y,
+            epochs=config.pretrain_epochs,
+            batch_size=config.batch_size,
+            optimizer=optimizer,
+            generator=torch_generator(config.seed, PRETRAIN_STREAM),
+        )
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    state = cached_tensors("pretrained", key, build, cache_dir_of(config))
+    model.load_state_dict(state)
+    return model
+
+
+def attack_subset(test: TensorSplit, *, size: int, seed: int) -> TensorSplit:
+    """A seeded random subset of ``size`` held-out test images (all of them if fewer)."""
+    order = np.random.default_rng(seed).permutation(len(test))[: min(size, len(test))]
+    return test.subset(np.sort(order))
+
+
+def adversarial_test_sets(
+    config: RunConfig,
+    model: nn.Module,
+    test: TensorSplit,
+    attacks: Sequence[str],
+    *,
+    num_classes: int,
+    params: Mapping[str, Mapping[str, float | int]],
+) -> dict[str, TensorSplit]:
+    """``{"Nature": clean subset, "FGSM": ..., ...}`` made against ``model``; cached per attack."""
+    subset = attack_subset(test, size=config.eval_attack_size, seed=config.seed)
+    sets = {NATURE: subset}
+    weights = tensors_digest(model.state_dict())
+    data = tensors_digest({"x": subset.x, "y": subset.y})
+    for index, attack in enumerate(attacks):
+        effective = {**ATTACKS[attack].defaults, **params.get(attack, {})}
+        key = {"attack": attack, "params": effective, "model": weights, "data": data, "seed": config.seed}
+
+        def build(attack: str = attack, index: int = index) -> dict[str, torch.Tensor]:
+            logger.info("making the %s test set (%s images)", attack, len(subset))
+            x = generate(
+                attack,
+                model,
+                subset.x,
+                subset.y,
+                num_classes=num_classes,
+                params=params.get(attack),
+                seed=config.seed + 1000 + index,
+            )
+            return {"x": x}
+
+        adversarial = cached_tensors("testset", key, build, cache_dir_of(config))
+        sets[display_name(attack)] = TensorSplit(x=adversarial["x"], y=subset.y.clone())
+    return sets
+
+
+def accuracy_on(model: nn.Module, sets: Mapping[str, TensorSplit], *, num_classes: int) -> dict[str, float]:
+    """Accuracy of ``model`` on every named set."""
+    return {
+        name: evaluate(model, split.x, split.y, num_classes=num_classes).accuracy
+        for name, split in sets.items()
+    }

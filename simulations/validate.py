@@ -1,0 +1,28 @@
+"""Checks that every name a run config uses resolves, before any Flower process starts.
+
+``RunConfig`` checks values it can see alone; this checks the names that live
+in registries of other packages (strategy, client roles, attacks) and builds
+the strategy once with placeholder weights so that its own parsing (e.g. the
+FDA³ attack monitor's assignment) fails now, with the config key in the message.
+"""
+
+from __future__ import annotations
+
+from flwr.common import ndarrays_to_parameters
+
+from clients import CLIENT_ROLES
+from fedsec.config import RunConfig
+from fedsec.roles import parse_roles
+from strategies import build_strategy
+
+
+def validate(config: RunConfig) -> None:
+    """Raise a ``FedsecError`` (naming the key) if any name in ``config`` does not resolve."""
+    for role in sorted(set(parse_roles(config.roles, config.num_clients).values())):
+        CLIENT_ROLES[role]
+    if config.eval_attacks or config.attack_params:
+        from fedsec.attacks.params import parse_attack_names, parse_attack_params
+
+        parse_attack_names(config.eval_attacks)
+        parse_attack_params(config.attack_params)
+    build_strategy(config, initial_parameters=ndarrays_to_parameters([]))
