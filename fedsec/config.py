@@ -158,6 +158,18 @@ class RunConfig:
     server_beta1: float = _option(0.9, "server Adam β1", _unit)
     server_beta2: float = _option(0.999, "server Adam β2", _unit)
 
+    # --- DiPSeN (Ibitoye et al.) and white-box robustness of the final model
+    dipsen_sigma: float = _option(0.1, "DiPSeN noise multiplier σ (noise std = sensitivity·σ)", _at_least(0))
+    dipsen_sensitivity: float = _option(
+        1.0, "DiPSeN S_f: L2 sensitivity of hidden block 1's output", _positive
+    )
+    dipsen_dropout: float = _option(0.05, "DiPSeN AlphaDropout rate", _unit)
+    robust_attacks: str = _option("", "white-box attacks on the final model, e.g. 'fgsm,bim,pgd'")
+    robust_eot_samples: int = _option(
+        0, "also attack with gradients averaged over this many passes (0: off)", _at_least(0)
+    )
+    measure_overhead: bool = _option(False, "time a training step of this model and of its basic counterpart")
+
     # ------------------------------------------------------------------ parsing
     @classmethod
     def keys(cls) -> dict[str, dataclasses.Field[Any]]:

@@ -133,3 +133,41 @@ def accuracy_on(model: nn.Module, sets: Mapping[str, TensorSplit], *, num_classe
         name: evaluate(model, split.x, split.y, num_classes=num_classes).accuracy
         for name, split in sets.items()
     }
+
+
+def white_box_robustness(
+    model: nn.Module,
+    data: TensorSplit,
+    attacks: Sequence[str],
+    *,
+    num_classes: int,
+    params: Mapping[str, Mapping[str, float | int]],
+    seed: int,
+    eot_samples: int = 1,
+) -> dict[str, float]:
+    """Accuracy under each attack made white-box against ``model`` itself.
+
+    With ``eot_samples > 1`` every attack is also run with gradients averaged
+    over that many forward passes (expectation over transformation), reported
+    as ``"<ATTACK> (EOT×k)"``: for a model whose forward pass is random (DiPSeN's
+    noise layer), a gap between the two columns is gradient masking, not
+    robustness.
+    """
+    scores: dict[str, float] = {}
+    variants = [1] if eot_samples <= 1 else [1, eot_samples]
+    for samples in variants:
+        for index, attack in enumerate(attacks):
+            x = generate(
+                attack,
+                model,
+                data.x,
+                data.y,
+                num_classes=num_classes,
+                params=params.get(attack),
+                seed=seed + index,
+                eot_samples=samples,
+            )
+            name = display_name(attack) if samples == 1 else f"{display_name(attack)} (EOT×{samples})"
+            scores[name] = evaluate(model, x, data.y, num_classes=num_classes).accuracy
+            logger.info("white-box %s: accuracy %.4f", name, scores[name])
+    return scores

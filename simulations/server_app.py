@@ -27,14 +27,13 @@ from fedsec.data import TensorSplit
 from fedsec.experiment import load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
 from fedsec.training import evaluate, get_weights, set_weights
+from simulations.tables import final_tables
 from simulations.validate import validate
 from strategies import build_strategy
 
 logger = logging.getLogger(__name__)
 
 app = ServerApp()
-
-FDA3_TABLE = "FDA3 accuracy (Fig. 2/4)"
 
 
 def make_evaluate_fn(
@@ -116,10 +115,8 @@ def main(grid: Grid, context: Context) -> None:
         config=ServerConfig(num_rounds=config.num_server_rounds, round_timeout=config.round_timeout or None),
         strategy=strategy,
     )
-    tables: dict[str, Any] = {}
-    if config.fda3_baselines:
-        from simulations.fda3_report import fda3_table
-
-        tables[FDA3_TABLE] = fda3_table(config, bundle, initial=initial, final=model, sets=robust_sets)
+    tables = final_tables(
+        config, bundle, test=splits["test"], model=model, initial=initial, robust_sets=robust_sets
+    )
     summary = recorder.finish(tables=tables)
     logger.info("fedsec: final accuracy %s", summary["final"].get("accuracy"))

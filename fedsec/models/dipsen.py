@@ -1,0 +1,257 @@
+"""DiPSeN: a differentially private self-normalizing CNN, and its basic counterpart.
+
+Implements the network of Ibitoye, Shafiq and Matrawy, "DiPSeN: Differentially
+Private Self-normalizing Neural Networks For Adversarial Robustness in Federated
+Learning" (2021).  DiPSeN combines two ideas in one small CNN:
+
+* a **Gaussian noise layer** after the first hidden block, in the style of the
+  Gaussian mechanism / PixelDP (Lecuyer et al., 2019): the block's output is
+  perturbed by ``N(0, (S_f·σ)²)`` noise, which makes the scoring function
+  randomized so that a small input perturbation cannot change the prediction
+  much.  The noise **stays on at inference** (in ``eval()`` mode too): the
+  randomized scoring function is the defense, not a training regulariser;
+* a **self-normalizing layer** after the second hidden block (Klambauer et al.,
+  2017): a dense layer with LeCun normal initialisation, SELU activation and
+  AlphaDropout, which keeps activations near zero mean and unit variance.
+
+Architecture (``DiPSeN``)::
+
+    conv 32@3x3 (padding 1) -> ReLU -> maxpool 2x2          hidden block 1
+    -> GaussianNoise(σ, S_f)                                 noise layer (always on)
+    -> conv 64@3x3 (padding 1) -> ReLU -> maxpool 2x2        hidden block 2
+    -> flatten -> fc 128 (LeCun normal) -> SELU -> AlphaDropout(p)   self-normalizing layer
+    -> fc K                                                  logits
+
+``BasicCNN`` is the paper's comparison model: the same two blocks without the
+noise layer, then ``fc 128 -> ReLU -> fc K`` with PyTorch's default
+initialisation and no dropout.
+
+Both convolutions keep the spatial size and each pooling halves it (floor), so the
+flatten size is ``64 * (H // 4) * (W // 4)``; inputs need ``H, W >= 4``.  On
+``(1, 28, 28)`` with 10 classes both networks have 421,642 parameters (the noise
+layer has none).  Both return **logits**.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["BasicCNN", "DiPSeN", "GaussianNoise", "dipsen", "dipsen_basic"]
+
+#: Smallest height/width the networks accept (two 2x2 poolings).
+MIN_SIZE = 4
+#: Width of the dense (self-normalizing / ReLU) layer.
+HIDDEN_UNITS = 128
+
+
+def _check_real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class GaussianNoise(nn.Module):
+    """Add ``N(0, (S_f·σ)²)`` noise to the input, in training **and** evaluation mode.
+
+    This is the noise layer of DiPSeN (Ibitoye et al., 2021), a Gaussian mechanism
+    applied to the output of the first hidden block as in PixelDP (Lecuyer et al.,
+    2019).  Unlike dropout-style layers it does **not** switch off in ``eval()``:
+    the randomized scoring function is what provides the robustness, so every
+    forward pass, including at inference and under attack, draws fresh noise.
+    The noise comes from torch's global RNG (``torch.randn_like``); seed it to make
+    runs repeatable.
+
+    Parameters
+    ----------
+    sigma
+        Noise multiplier ``σ >= 0``.  For an ``(ε, δ)`` Gaussian mechanism with
+        ``ε < 1`` one takes ``σ = sqrt(2 ln(1.25/δ)) / ε``.  ``σ = 0`` makes the layer
+        the identity.
+    sensitivity
+        ``S_f > 0``, the L2 sensitivity of the first block's output: how much one
+        input can change that output.  With bounded activations it scales the
+        noise to the block's range.  The noise standard deviation is ``S_f·σ``.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is negative or ``sensitivity`` is not positive (the message
+        names the parameter).
+    """
+
+    def __init__(self, *, sigma: float, sensitivity: float = 1.0) -> None:
+        super().__init__()
+        sigma = _check_real("sigma", sigma)
+        sensitivity = _check_real("sensitivity", sensitivity)
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+        if sensitivity <= 0:
+            raise ValueError(f"sensitivity must be > 0, got {sensitivity!r}")
+        self.sigma = sigma
+        self.sensitivity = sensitivity
+
+    @property
+    def std(self) -> float:
+        """The noise standard deviation ``S_f·σ``."""
+        return self.sensitivity * self.sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x + S_f·σ·z`` with fresh ``z ~ N(0, I)`` (a new tensor; ``x`` is untouched)."""
+        if self.sigma == 0.0:
+            return x
+        return x + torch.randn_like(x) * self.std
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, sensitivity={self.sensitivity}"
+
+
+def _check_shape(input_shape: tuple[int, int, int], num_classes: int, what: str) -> tuple[int, int, int]:
+    if (
+        not isinstance(input_shape, tuple | list)
+        or len(input_shape) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
+    ):
+        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
+    channels, height, width = input_shape
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise ValueError(f"input_shape: {what} needs H, W >= {MIN_SIZE}, got {tuple(input_shape)!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    return channels, height, width
+
+
+def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """``conv out@3x3 (padding 1) -> ReLU -> maxpool 2x2``."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+def _flat_size(height: int, width: int) -> int:
+    return 64 * (height // 4) * (width // 4)
+
+
+class DiPSeN(nn.Module):
+    """DiPSeN (Ibitoye et al., 2021) mapping ``(B, C, H, W)`` images to ``(B, K)`` logits.
+
+    Submodules: ``block1`` (conv 32), ``noise`` (:class:`GaussianNoise`, on in
+    train and eval mode), ``block2`` (conv 64), ``dense`` (the self-normalizing
+    layer: ``Linear(flat, 128)`` with LeCun normal weights ``N(0, 1/fan_in)`` and
+    zero bias, SELU, AlphaDropout), ``head`` (``Linear(128, K)``).
+
+    Parameters
+    ----------
+    input_shape
+        ``(C, H, W)`` of one input image; ``H, W >= 4``.
+    num_classes
+        Number of output classes ``K >= 2``.
+    sigma
+        Noise multiplier ``σ >= 0`` of the noise layer (0 disables the noise).
+    sensitivity
+        L2 sensitivity ``S_f > 0`` of block 1's output; the noise std is ``S_f·σ``.
+    dropout
+        AlphaDropout rate ``p`` in ``[0, 1)`` of the self-normalizing layer.
+
+    Raises
+    ------
+    ValueError
+        If any parameter is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        sigma: float = 0.1,
+        sensitivity: float = 1.0,
+        dropout: float = 0.05,
+    ) -> None:
+        super().__init__()
+        channels, height, width = _check_shape(input_shape, num_classes, "DiPSeN")
+        dropout = _check_real("dropout", dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        flat = _flat_size(height, width)
+        self.block1 = _block(channels, 32)
+        self.noise = GaussianNoise(sigma=sigma, sensitivity=sensitivity)
+        self.block2 = _block(32, 64)
+        linear = nn.Linear(flat, HIDDEN_UNITS)
+        nn.init.normal_(linear.weight, mean=0.0, std=math.sqrt(1.0 / flat))  # LeCun normal
+        nn.init.zeros_(linear.bias)
+        self.dense = nn.Sequential(linear, nn.SELU(), nn.AlphaDropout(dropout))
+        self.head = nn.Linear(HIDDEN_UNITS, num_classes)
+
+    @property
+    def sigma(self) -> float:
+        """The noise multiplier ``σ`` of the noise layer."""
+        return self.noise.sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits (no softmax) for ``x`` of shape ``(B, C, H, W)``; noisy in every mode."""
+        h = self.block2(self.noise(self.block1(x)))
+        out: torch.Tensor = self.head(self.dense(torch.flatten(h, 1)))
+        return out
+
+
+class BasicCNN(nn.Module):
+    """The basic CNN DiPSeN is compared with (Ibitoye et al., 2021): no noise, ReLU dense layer.
+
+    Submodules: ``block1`` (conv 32), ``block2`` (conv 64), ``dense``
+    (``Linear(flat, 128)`` with PyTorch's default init, ReLU), ``head``
+    (``Linear(128, K)``).
+
+    Parameters
+    ----------
+    input_shape
+        ``(C, H, W)`` of one input image; ``H, W >= 4``.
+    num_classes
+        Number of output classes ``K >= 2``.
+
+    Raises
+    ------
+    ValueError
+        If ``input_shape`` or ``num_classes`` is invalid (the message names it).
+    """
+
+    def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        channels, height, width = _check_shape(input_shape, num_classes, "the basic CNN")
+        self.block1 = _block(channels, 32)
+        self.block2 = _block(32, 64)
+        self.dense = nn.Sequential(nn.Linear(_flat_size(height, width), HIDDEN_UNITS), nn.ReLU())
+        self.head = nn.Linear(HIDDEN_UNITS, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits (no softmax) for ``x`` of shape ``(B, C, H, W)``."""
+        h = self.block2(self.block1(x))
+        out: torch.Tensor = self.head(self.dense(torch.flatten(h, 1)))
+        return out
+
+
+def dipsen(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    sigma: float = 0.1,
+    sensitivity: float = 1.0,
+    dropout: float = 0.05,
+) -> DiPSeN:
+    """Build a :class:`DiPSeN` (registry factory ``dipsen``; options ``sigma, sensitivity, dropout``)."""
+    return DiPSeN(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        sigma=sigma,
+        sensitivity=sensitivity,
+        dropout=dropout,
+    )
+
+
+def dipsen_basic(*, input_shape: tuple[int, int, int], num_classes: int) -> BasicCNN:
+    """Build a :class:`BasicCNN` (registry factory ``dipsen-basic``; no options)."""
+    return BasicCNN(input_shape=input_shape, num_classes=num_classes)

@@ -1,0 +1,52 @@
+"""Scenario sweeps: parsing, the per-value configs, and the merged summary tables."""
+
+import pytest
+
+from fedsec.errors import ConfigError
+from fedsec.results import RunRecorder
+from fedsec.roles import parse_roles
+from simulations.scenarios import load_scenario
+from simulations.sweep import write_sweep_summary
+
+
+def scenario_file(tmp_path, text):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return load_scenario(str(path))
+
+
+def test_sweep_values_are_parsed_typed_and_validated(tmp_path):
+    scenario = scenario_file(tmp_path, '# s\nsweep = "num-clients=10,20"\nsweep-table = "Fig. 5"\n')
+    assert scenario.sweep.key == "num-clients" and scenario.sweep.values == (10, 20)
+    assert scenario.config({"num-clients": 20}).num_clients == 20
+    with pytest.raises(ConfigError, match="'num-clients' must be >= 1"):
+        scenario_file(tmp_path, '# s\nsweep = "num-clients=10,0"\n')
+    with pytest.raises(ConfigError, match="'sweep' must look like"):
+        scenario_file(tmp_path, '# s\nsweep = "num-clients"\n')
+
+
+def test_roles_all_follows_the_client_count():
+    assert set(parse_roles("fda3-device:all", 30).values()) == {"fda3-device"}
+    assert len(parse_roles("fda3-device:all", 30)) == 30
+
+
+def _run(path, model, robust, table_value):
+    recorder = RunRecorder(out_dir=path, scenario="s", config={"model": model})
+    recorder.end_round(1, accuracy=0.9, loss=0.1, robust=robust)
+    recorder.finish(tables={"Fig. 6": {"Clean": {model: table_value}}})
+    return path
+
+
+def test_sweep_summary_tables_rows_per_value_and_merges_run_tables(tmp_path):
+    scenario = scenario_file(tmp_path, '# s\nsweep = "model=dipsen-basic,lenet"\nsweep-table = "by model"\n')
+    runs = [
+        _run(tmp_path / "model=dipsen-basic", "Basic CNN", {"FGSM": 0.2}, 0.97),
+        _run(tmp_path / "model=lenet", "LeNet-5", {"FGSM": 0.3}, 0.95),
+    ]
+    summary = write_sweep_summary(scenario, tmp_path, runs)
+    assert summary["tables"]["by model"] == {
+        "model=dipsen-basic": {"accuracy": 0.9, "FGSM": 0.2},
+        "model=lenet": {"accuracy": 0.9, "FGSM": 0.3},
+    }
+    assert summary["tables"]["Fig. 6"] == {"Clean": {"Basic CNN": 0.97, "LeNet-5": 0.95}}
+    assert summary["runs"] == ["model=dipsen-basic", "model=lenet"]
