@@ -41,6 +41,21 @@ def benign_client(config: RunConfig, *, partition_id: int, num_partitions: int) 
     )
 
 
+def dipsen_client(config: RunConfig, *, partition_id: int, num_partitions: int) -> NumPyClient:
+    """Build the DiPSeN client (benign training, per-round seeded noise) for ``partition_id``."""
+    from clients.dipsen import DiPSeNClient
+
+    honest = benign_client(config, partition_id=partition_id, num_partitions=num_partitions)
+    return DiPSeNClient(
+        config=config,
+        partition_id=partition_id,
+        model=honest.model,
+        train_data=honest.train_data,
+        eval_data=honest.eval_data,
+        num_classes=honest.num_classes,
+    )
+
+
 def fda3_device(config: RunConfig, *, partition_id: int, num_partitions: int) -> NumPyClient:
     """Build the FDA³ adversarial-training device for ``partition_id``."""
     from clients.adversarial import AdversarialClient
@@ -60,7 +75,7 @@ def fda3_device(config: RunConfig, *, partition_id: int, num_partitions: int) ->
 
 
 CLIENT_ROLES: Registry[ClientFactory] = Registry(
-    "client role", {"benign": benign_client, "fda3-device": fda3_device}
+    "client role", {"benign": benign_client, "dipsen": dipsen_client, "fda3-device": fda3_device}
 )
 
 

@@ -95,5 +95,20 @@ def data_key(config: RunConfig, *, partition_id: int, num_partitions: int) -> di
 def new_model(config: RunConfig, bundle: DatasetBundle) -> nn.Module:
     """A freshly initialised model of the configured kind for ``bundle``'s inputs."""
     return build_model(
-        config.model, input_shape=bundle.input_shape, num_classes=bundle.num_classes, seed=config.seed
+        config.model,
+        input_shape=bundle.input_shape,
+        num_classes=bundle.num_classes,
+        seed=config.seed,
+        options=configured_model_options(config),
     )
+
+
+def configured_model_options(config: RunConfig) -> dict[str, float]:
+    """The configured options of models that take any (DiPSeN's noise and dropout)."""
+    if config.model == "dipsen":
+        return {
+            "sigma": config.dipsen_sigma,
+            "sensitivity": config.dipsen_sensitivity,
+            "dropout": config.dipsen_dropout,
+        }
+    return {}

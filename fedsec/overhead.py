@@ -35,8 +35,8 @@ def step_overhead(
     y: torch.Tensor,
     *,
     reference: str,
-    steps: int = 20,
-    repetitions: int = 5,
+    steps: int = 10,
+    repetitions: int = 11,
     timer: Timer = time.perf_counter,
 ) -> dict[str, dict[str, float]]:
     """``{name: {"ms_per_step": m, "ratio": m / m_reference}}`` for every model.

@@ -1,0 +1,24 @@
+"""The DiPSeN client: FedAvg local training of the noisy self-normalizing CNN (Ibitoye et al.).
+
+DiPSeN's Gaussian noise layer and AlphaDropout draw from torch's global RNG on
+every forward pass.  This client runs the benign local training loop with that
+RNG forked and seeded from (run seed, partition, round), so a run's noise draws
+are reproducible and never leak into other code in the same process.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.common import NDArrays
+
+from clients.benign import BenignClient
+from fedsec.experiment import derive_seed
+
+
+class DiPSeNClient(BenignClient):
+    """A :class:`~clients.benign.BenignClient` whose stochastic layers are seeded per round."""
+
+    def local_train(self, parameters: NDArrays, server_round: int) -> float:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config.seed, self.partition_id, server_round, 1))
+            return super().local_train(parameters, server_round)
