@@ -105,6 +105,10 @@ class RunConfig:
     # --- data
     dataset: str = _option("mnist-5k", "dataset name (see fedsec.data.DATASETS)")
     data_root: str = _option("", "directory holding dataset files, for datasets that need one")
+    csv_label_column: str = _option("label", "label column of a 'csv' dataset")
+    csv_feature_columns: str = _option(
+        "", "comma-separated feature columns of a 'csv' dataset (empty: all others)"
+    )
     partitioning: str = _option("iid", "how client data is split", _choice(*PARTITION_SCHEMES))
     dirichlet_alpha: float = _option(0.5, "concentration of the Dirichlet label split", _positive)
     classes_per_partition: int = _option(2, "classes per client for the pathological split", _at_least(1))

@@ -39,12 +39,19 @@ def load_bundle(config: RunConfig) -> DatasetBundle:
     re-reading the files each time would dominate a round.  Bundles are never
     mutated (every consumer takes copies via ``TensorSplit.subset``).
     """
-    return _load_bundle(config.dataset, config.data_root or None, config.seed)
+    options: tuple[tuple[str, str], ...] = ()
+    if config.dataset == "csv":
+        options = (("label_column", config.csv_label_column),)
+        if config.csv_feature_columns:
+            options += (("feature_columns", config.csv_feature_columns),)
+    return _load_bundle(config.dataset, config.data_root or None, config.seed, options)
 
 
 @functools.lru_cache(maxsize=2)
-def _load_bundle(name: str, root: str | None, seed: int) -> DatasetBundle:
-    return load_dataset(name, root=root, seed=seed)
+def _load_bundle(
+    name: str, root: str | None, seed: int, options: tuple[tuple[str, str], ...]
+) -> DatasetBundle:
+    return load_dataset(name, root=root, seed=seed, options=dict(options) or None)
 
 
 def server_split_sizes(config: RunConfig) -> dict[str, int]:

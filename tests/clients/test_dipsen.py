@@ -31,3 +31,29 @@ def test_dipsen_client_learns_despite_the_noise():
     trained, _, _ = client.fit(start, {"server-round": 1})
     _, _, after = client.evaluate(trained, {})
     assert after["accuracy"] > before["accuracy"] + 0.3
+
+
+def test_a_csv_of_flows_trains_through_the_same_client(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["Dur,TotPkts,Proto,label"]
+    for i in range(400):
+        botnet = i % 2
+        label = "Botnet" if botnet else "Normal"
+        rows.append(f"{rng.random() + 3 * botnet:.3f},{rng.integers(1, 50) + 40 * botnet},{i % 3},{label}")
+    path = tmp_path / "flows.csv"
+    path.write_text("\n".join(rows) + "\n")
+    config = CONFIG.replace(
+        dataset="csv",
+        data_root=str(path),
+        csv_feature_columns="Dur,TotPkts",
+        validation_size=0,
+        local_epochs=10,
+    )
+    client = build_client(config, partition_id=0, num_partitions=2, role="dipsen")
+    assert tuple(client.train_data.x.shape[1:]) == (1, 28, 28)
+    assert client.train_data.x.min() >= 0 and client.train_data.x.max() <= 1
+    assert client.train_data.x.flatten(1)[:, 2:].abs().sum() == 0  # two features, zero padding after
+    start = client.get_parameters({})
+    trained, _, _ = client.fit(start, {"server-round": 1})
+    _, _, after = client.evaluate(trained, {})
+    assert after["accuracy"] >= 0.8
