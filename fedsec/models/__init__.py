@@ -37,6 +37,7 @@ from fedsec.models.cnn import FedAvgCNN, cnn
 from fedsec.models.dipsen import BasicCNN, DiPSeN, GaussianNoise, dipsen, dipsen_basic
 from fedsec.models.lenet import LeNet5, lenet
 from fedsec.models.resnet import resnet18
+from fedsec.models.shapes import check_model_args
 from fedsec.registry import Registry
 
 __all__ = [
@@ -175,14 +176,7 @@ def build_model(
     """
     factory = MODELS[name]
     kwargs = _check_options(name, factory, options)
-    if (
-        not isinstance(input_shape, tuple | list)
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_model_args(input_shape, num_classes)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
     shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))

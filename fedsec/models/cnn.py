@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedsec.models.shapes import check_model_args
+
 __all__ = ["FedAvgCNN", "cnn"]
 
 #: Smallest height/width the network accepts (two 2x2 poolings).
@@ -46,17 +48,9 @@ class FedAvgCNN(nn.Module):
 
     def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
-        if (
-            not isinstance(input_shape, tuple | list)
-            or len(input_shape) != 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-        ):
-            raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-        channels, height, width = input_shape
-        if height < MIN_SIZE or width < MIN_SIZE:
-            raise ValueError(f"input_shape: the CNN needs H, W >= {MIN_SIZE}, got {tuple(input_shape)!r}")
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        channels, height, width = check_model_args(
+            input_shape, num_classes, min_size=MIN_SIZE, model="the CNN"
+        )
         self.features = nn.Sequential(
             nn.Conv2d(channels, 32, kernel_size=5, padding=2),
             nn.ReLU(),

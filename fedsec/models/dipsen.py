@@ -39,6 +39,8 @@ import math
 import torch
 from torch import nn
 
+from fedsec.models.shapes import check_model_args
+
 __all__ = ["BasicCNN", "DiPSeN", "GaussianNoise", "dipsen", "dipsen_basic"]
 
 #: Smallest height/width the networks accept (two 2x2 poolings).
@@ -108,21 +110,6 @@ class GaussianNoise(nn.Module):
         return f"sigma={self.sigma}, sensitivity={self.sensitivity}"
 
 
-def _check_shape(input_shape: tuple[int, int, int], num_classes: int, what: str) -> tuple[int, int, int]:
-    if (
-        not isinstance(input_shape, tuple | list)
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    channels, height, width = input_shape
-    if height < MIN_SIZE or width < MIN_SIZE:
-        raise ValueError(f"input_shape: {what} needs H, W >= {MIN_SIZE}, got {tuple(input_shape)!r}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return channels, height, width
-
-
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
     """``conv out@3x3 (padding 1) -> ReLU -> maxpool 2x2``."""
     return nn.Sequential(
@@ -173,7 +160,9 @@ class DiPSeN(nn.Module):
         dropout: float = 0.05,
     ) -> None:
         super().__init__()
-        channels, height, width = _check_shape(input_shape, num_classes, "DiPSeN")
+        channels, height, width = check_model_args(
+            input_shape, num_classes, min_size=MIN_SIZE, model="DiPSeN"
+        )
         dropout = _check_real("dropout", dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -221,7 +210,9 @@ class BasicCNN(nn.Module):
 
     def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
-        channels, height, width = _check_shape(input_shape, num_classes, "the basic CNN")
+        channels, height, width = check_model_args(
+            input_shape, num_classes, min_size=MIN_SIZE, model="the basic CNN"
+        )
         self.block1 = _block(channels, 32)
         self.block2 = _block(32, 64)
         self.dense = nn.Sequential(nn.Linear(_flat_size(height, width), HIDDEN_UNITS), nn.ReLU())

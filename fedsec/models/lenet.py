@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedsec.models.shapes import check_model_args
+
 __all__ = ["LeNet5", "lenet"]
 
 #: Smallest height/width the network accepts.
@@ -65,7 +67,9 @@ class LeNet5(nn.Module):
 
     def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
-        channels, height, width = _check_args(input_shape, num_classes)
+        channels, height, width = check_model_args(
+            input_shape, num_classes, min_size=MIN_SIZE, model="LeNet-5"
+        )
         pad_h = _conv2_padding(height // 2)
         pad_w = _conv2_padding(width // 2)
         flat = 16 * _feature_size(height) * _feature_size(width)
@@ -95,18 +99,3 @@ class LeNet5(nn.Module):
 def lenet(*, input_shape: tuple[int, int, int], num_classes: int) -> LeNet5:
     """Build a :class:`LeNet5` (registry factory; returns logits)."""
     return LeNet5(input_shape=input_shape, num_classes=num_classes)
-
-
-def _check_args(input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, int, int]:
-    if (
-        not isinstance(input_shape, tuple | list)
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    channels, height, width = input_shape
-    if height < MIN_SIZE or width < MIN_SIZE:
-        raise ValueError(f"input_shape: LeNet-5 needs H, W >= {MIN_SIZE}, got {tuple(input_shape)!r}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return channels, height, width

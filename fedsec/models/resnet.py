@@ -23,6 +23,8 @@ from torch import nn
 from torchvision.models import ResNet
 from torchvision.models import resnet18 as _tv_resnet18
 
+from fedsec.models.shapes import check_model_args
+
 __all__ = ["resnet18"]
 
 
@@ -46,14 +48,7 @@ def resnet18(*, input_shape: tuple[int, int, int], num_classes: int) -> ResNet:
     ValueError
         If ``input_shape`` is not three positive integers or ``num_classes < 2``.
     """
-    if (
-        not isinstance(input_shape, tuple | list)
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    check_model_args(input_shape, num_classes, model="ResNet-18")
     model = _tv_resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
