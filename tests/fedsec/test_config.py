@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults_parse_and_match_pyproject_app_config():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     app_config = pyproject["tool"]["flwr"]["app"]["config"]
-    assert app_config == RunConfig.defaults()
+    assert app_config == RunConfig.defaults(), "run `.venv/bin/python scripts/sync_app_config.py`"
     assert RunConfig.from_run_config(app_config) == RunConfig()
 
 
