@@ -29,18 +29,24 @@ def sweep_table(scenario: Scenario, run_dirs: Sequence[Path]) -> dict[str, dict[
     return rows
 
 
-def merged_tables(run_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]]]:
-    """The runs' own tables merged cell by cell (runs with distinct column names sit side by side).
+def merged_tables(run_dirs: Sequence[Path], labels: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The runs' own tables merged cell by cell, runs side by side.
 
-    A cell that two runs both fill keeps the later run's value; give each run's
-    column a distinct name (e.g. the model's) to compare them.
+    Runs whose columns have distinct names (e.g. one model each) keep them; if
+    two runs fill the same column of a table, that table's columns are
+    suffixed with each run's label (``"LeNet-5 [num-clients=10]"``), so no run's
+    value overwrites another's.
     """
+    per_run = [read_summary(d).get("tables") or {} for d in run_dirs]
     merged: dict[str, dict[str, dict[str, Any]]] = {}
-    for run_dir in run_dirs:
-        for name, table in (read_summary(run_dir).get("tables") or {}).items():
-            target = merged.setdefault(name, {})
-            for row, cells in table.items():
-                target.setdefault(row, {}).update(cells)
+    for name in dict.fromkeys(n for tables in per_run for n in tables):
+        columns = [set(c for row in tables.get(name, {}).values() for c in row) for tables in per_run]
+        clash = any(a & b for i, a in enumerate(columns) for b in columns[i + 1 :])
+        target = merged.setdefault(name, {})
+        for tables, label in zip(per_run, labels, strict=True):
+            for row, cells in tables.get(name, {}).items():
+                renamed = {f"{c} [{label}]" if clash else c: v for c, v in cells.items()}
+                target.setdefault(row, {}).update(renamed)
     return merged
 
 
@@ -52,7 +58,10 @@ def write_sweep_summary(scenario: Scenario, base: Path, run_dirs: Sequence[Path]
         "scenario": scenario.name,
         "sweep": {"key": scenario.sweep.key, "values": list(scenario.sweep.values)},
         "runs": [str(Path(d).relative_to(base)) for d in run_dirs],
-        "tables": {scenario.sweep.table: sweep_table(scenario, run_dirs), **merged_tables(run_dirs)},
+        "tables": {
+            scenario.sweep.table: sweep_table(scenario, run_dirs),
+            **merged_tables(run_dirs, [scenario.sweep.label(v) for v in scenario.sweep.values]),
+        },
     }
     (base / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

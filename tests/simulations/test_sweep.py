@@ -50,3 +50,15 @@ def test_sweep_summary_tables_rows_per_value_and_merges_run_tables(tmp_path):
     }
     assert summary["tables"]["Fig. 6"] == {"Clean": {"Basic CNN": 0.97, "LeNet-5": 0.95}}
     assert summary["runs"] == ["model=dipsen-basic", "model=lenet"]
+
+
+def test_runs_filling_the_same_column_are_kept_apart_by_label(tmp_path):
+    scenario = scenario_file(tmp_path, '# s\nsweep = "num-clients=2,3"\n')
+    runs = [
+        _run(tmp_path / "num-clients=2", "LeNet-5", {}, 0.91),
+        _run(tmp_path / "num-clients=3", "LeNet-5", {}, 0.93),
+    ]
+    summary = write_sweep_summary(scenario, tmp_path, runs)
+    assert summary["tables"]["Fig. 6"] == {
+        "Clean": {"LeNet-5 [num-clients=2]": 0.91, "LeNet-5 [num-clients=3]": 0.93}
+    }
