@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent.parent
 TAG_VARIABLE = "FEDSEC_RUN_TAG"
+#: File in a run's log directory holding the tag its processes carry.
+TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
 
 
@@ -161,6 +163,7 @@ class FlowerSession:
 
     def __enter__(self) -> FlowerSession:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.log_dir / TAG_FILE).write_text(self.tag + "\n")
         if self.certificates is None:
             security = "insecure = true\n"
         else:

@@ -13,31 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from simulations.launcher import TAG_FILE, tagged_pids
+
 ROOT = Path(__file__).resolve().parents[2]
-FLOWER_PROCESS_NAMES = (
-    "flower-superlink",
-    "flower-supernode",
-    "flwr-serverapp",
-    "flwr-simulation",
-    "raylet",
-    "gcs_server",
-)
 
 pytestmark = pytest.mark.slow
 
 
-def flower_processes() -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(name in cmdline for name in FLOWER_PROCESS_NAMES):
-            found.append(f"{entry.name}: {cmdline[:120]}")
-    return found
+def leftover_processes(out: Path) -> list[int]:
+    """Processes still carrying the run's tag (Flower, Ray and their children)."""
+    tag = (out / "logs" / TAG_FILE).read_text().strip()
+    return tagged_pids(tag)
 
 
 def fedsec(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,11 +49,10 @@ def check_run(out: Path, completed: subprocess.CompletedProcess[str], rounds: in
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == rounds and summary["final"]["accuracy"] == records[-1]["accuracy"]
     assert (out / "accuracy.png").stat().st_size > 1000
-    assert flower_processes() == []
+    assert leftover_processes(out) == []
 
 
 def test_fedsec_run_quickstart_on_the_ray_simulation_engine(tmp_path):
-    assert flower_processes() == [], "another Flower run is active on this machine"
     out = tmp_path / "run"
     completed = fedsec("run", "quickstart", "--clients", "3", "--rounds", "2", "--out", str(out))
     check_run(out, completed, rounds=2, clients=3)
@@ -75,7 +60,6 @@ def test_fedsec_run_quickstart_on_the_ray_simulation_engine(tmp_path):
 
 
 def test_fedsec_deploy_with_two_supernodes_on_loopback(tmp_path):
-    assert flower_processes() == [], "another Flower run is active on this machine"
     out = tmp_path / "deploy"
     completed = fedsec(
         "deploy", "quickstart", "--nodes", "2", "--set", "num-server-rounds=2", "--out", str(out)
@@ -85,7 +69,6 @@ def test_fedsec_deploy_with_two_supernodes_on_loopback(tmp_path):
 
 
 def test_fedsec_deploy_over_tls_with_node_authentication(tmp_path):
-    assert flower_processes() == [], "another Flower run is active on this machine"
     certs = tmp_path / "certs"
     subprocess.run(
         ["bash", str(ROOT / "scripts" / "make_certificates.sh"), str(certs), "2"], check=True, timeout=120
@@ -110,7 +93,6 @@ def test_fedsec_deploy_over_tls_with_node_authentication(tmp_path):
 
 
 def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_path):
-    assert flower_processes() == [], "another Flower run is active on this machine"
     out = tmp_path / "fda3"
     completed = fedsec(
         "run",
@@ -143,4 +125,4 @@ def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_p
     assert list(table) == ["None", "FGSM+AdvTrain", "BIM+AdvTrain", "ALL+AdvTrain", "FL+AdvTrain"]
     assert list(table["None"]) == ["Nature", "FGSM", "BIM"]
     assert table["None"] == first and table["FL+AdvTrain"] == last
-    assert flower_processes() == []
+    assert leftover_processes(out) == []
