@@ -100,7 +100,7 @@ def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_p
         "--clients",
         "4",
         "--rounds",
-        "4",
+        "8",
         "--set",
         "roles=fda3-device:0-3",
         "--set",
@@ -110,7 +110,7 @@ def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_p
         "--set",
         "pretrain-epochs=2",
         "--set",
-        "server-learning-rate=0.005",
+        "server-learning-rate=0.003",
         "--set",
         f"cache-dir={tmp_path / 'cache'}",
         "--out",
@@ -119,8 +119,11 @@ def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_p
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first, last = records[0]["robust"], records[-1]["robust"]
-    assert last["FGSM"] > first["FGSM"] + 0.05  # adversarial training through Flower helps
-    assert last["Nature"] >= first["Nature"] - 0.05
+    # Adversarial training through Flower makes both trained attacks' examples less effective ...
+    assert last["FGSM"] >= first["FGSM"] + 0.1 and last["BIM"] >= first["BIM"] + 0.1
+    # ... at a bounded cost in clean accuracy: with only FGSM/BIM devices and a short, fast schedule
+    # some is lost (the full fda3-mnist scenario keeps it within 2 points; see the README).
+    assert last["Nature"] >= first["Nature"] - 0.1
     table = json.loads((out / "summary.json").read_text())["tables"]["FDA3 accuracy (Fig. 2/4)"]
     assert list(table) == ["None", "FGSM+AdvTrain", "BIM+AdvTrain", "ALL+AdvTrain", "FL+AdvTrain"]
     assert list(table["None"]) == ["Nature", "FGSM", "BIM"]
