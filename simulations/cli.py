@@ -192,6 +192,13 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from simulations.bench import run_bench
+
+    run_bench(quick=args.quick, out=Path(args.out), console=console)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsec", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="log fedsec's own steps")
@@ -225,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="run output directories")
     report.add_argument("--out", help="also write report.md and accuracy.png to this directory")
     report.set_defaults(handler=cmd_report)
+    bench = sub.add_parser("bench", help="time rounds, defenses and attacks against their references")
+    bench.add_argument("--quick", action="store_true", help="small sizes; finishes in under 5 minutes")
+    bench.add_argument(
+        "--out", default="bench", help="directory for bench.json and bench.md (default: bench/)"
+    )
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

@@ -45,6 +45,8 @@ TAG_VARIABLE = "FEDSEC_RUN_TAG"
 #: File in a run's log directory holding the tag its processes carry.
 TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
+#: Seconds between run-status queries while a run is going (progress comes from metrics.jsonl).
+STATUS_INTERVAL = 10.0
 
 
 class LaunchError(FedsecError):
@@ -303,8 +305,14 @@ def submit_and_wait(
     seen = 0
     status = ""
     first_round_at: float | None = None
+    last_check = float("-inf")
     while True:
-        status = _run_status(session, run_id)
+        # `flwr ls` costs a CPU-second per call: ask only every STATUS_INTERVAL s, or at once when
+        # the ServerApp has written its summary (the run is about to finish).
+        summary_written = (out_dir / "summary.json").exists()
+        if summary_written or time.monotonic() - last_check >= STATUS_INTERVAL:
+            status = _run_status(session, run_id)
+            last_check = time.monotonic()
         records = _read_new_rounds(out_dir, seen)
         for record in records:
             if first_round_at is None:
