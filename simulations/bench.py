@@ -461,44 +461,22 @@ def attack_model(*, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tenso
 def art_default_reference(
     name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[Callable[[], object], int]:
-    """ART's own class for ``name`` with fedsec's parameters but ART's default batch size; and that size."""
+    """fedsec's own runner for ``name`` (same ART class and parameters) at ART's default batch size."""
+    import inspect
+
     from art.attacks.evasion import CarliniL2Method, DeepFool, SaliencyMapMethod
-    from art.utils import to_categorical
 
     from fedsec.attacks.evasion import ATTACKS, art_classifier
 
-    p = ATTACKS[name].defaults
+    art_classes = {"cw2": CarliniL2Method, "deepfool": DeepFool, "jsma": SaliencyMapMethod}
+    if name not in art_classes:
+        raise ValueError(f"no ART-default reference for attack {name!r}")
+    default_batch = int(inspect.signature(art_classes[name]).parameters["batch_size"].default)
+    spec = ATTACKS[name]
     clf = art_classifier(model, input_shape=MNIST_SHAPE, num_classes=NUM_CLASSES)
     x_np = x.numpy().astype(np.float32)
     y_np = y.numpy()
-    attack: Any
-    if name == "cw2":
-        attack = CarliniL2Method(
-            classifier=clf,
-            confidence=p["confidence"],
-            learning_rate=p["learning_rate"],
-            binary_search_steps=int(p["binary_search_steps"]),
-            max_iter=int(p["max_iter"]),
-            initial_const=p["initial_const"],
-            verbose=False,
-        )
-        labels: np.ndarray | None = to_categorical(y_np, nb_classes=NUM_CLASSES).astype(np.float32)
-    elif name == "deepfool":
-        attack = DeepFool(
-            classifier=clf,
-            max_iter=int(p["max_iter"]),
-            epsilon=p["epsilon"],
-            nb_grads=int(p["nb_grads"]),
-            verbose=False,
-        )
-        labels = None
-    elif name == "jsma":
-        attack = SaliencyMapMethod(classifier=clf, theta=p["theta"], gamma=p["gamma"], verbose=False)
-        shift = np.random.default_rng(0).integers(1, NUM_CLASSES, size=len(y_np))
-        labels = to_categorical((y_np + shift) % NUM_CLASSES, nb_classes=NUM_CLASSES).astype(np.float32)
-    else:
-        raise ValueError(f"no ART-default reference for attack {name!r}")
-    return (lambda: attack.generate(x=x_np, y=labels)), int(attack.batch_size)
+    return (lambda: spec.run(clf, x_np, y_np, spec.defaults, default_batch)), default_batch
 
 
 def _time_attack(fn: Callable[[], object], *, cheap_repeat: int = 5, cheap_below: float = 1.0) -> float:
