@@ -24,14 +24,16 @@ LOCAL_EVAL_FRACTION = 0.1
 ClientFactory = Callable[..., NumPyClient]
 
 
-def benign_client(config: RunConfig, *, partition_id: int, num_partitions: int) -> BenignClient:
-    """Build the honest client for ``partition_id`` of ``num_partitions``."""
+def benign_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, cls: type[BenignClient] = BenignClient
+) -> BenignClient:
+    """Build the honest client (or a ``cls`` subclass of it) for ``partition_id`` of ``num_partitions``."""
     bundle = load_bundle(config)
     data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
     train_data, eval_data = split_local(
         data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id)
     )
-    return BenignClient(
+    return cls(
         config=config,
         partition_id=partition_id,
         model=new_model(config, bundle),
@@ -45,15 +47,7 @@ def dipsen_client(config: RunConfig, *, partition_id: int, num_partitions: int) 
     """Build the DiPSeN client (benign training, per-round seeded noise) for ``partition_id``."""
     from clients.dipsen import DiPSeNClient
 
-    honest = benign_client(config, partition_id=partition_id, num_partitions=num_partitions)
-    return DiPSeNClient(
-        config=config,
-        partition_id=partition_id,
-        model=honest.model,
-        train_data=honest.train_data,
-        eval_data=honest.eval_data,
-        num_classes=honest.num_classes,
-    )
+    return benign_client(config, partition_id=partition_id, num_partitions=num_partitions, cls=DiPSeNClient)
 
 
 def fda3_device(config: RunConfig, *, partition_id: int, num_partitions: int) -> NumPyClient:

@@ -34,7 +34,7 @@ from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
 from fedsec.experiment import torch_generator
 from fedsec.fda3 import AdversarialPairs, confident_buffer, loss_gradients, make_pairs
-from fedsec.training import set_weights
+from fedsec.training import get_weights, set_weights
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class AdversarialClient(NumPyClient):
         )
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
-        return [v.detach().cpu().numpy().copy() for v in self.model.state_dict().values()]
+        return get_weights(self.model)
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         server_round = int(config.get("server-round", 0))

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from fedsec.attacks.evasion import ATTACKS, generate
+from fedsec.attacks.params import display_name
 from fedsec.cache import cached_tensors, default_cache_dir, tensors_digest
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit, server_splits
 from fedsec.experiment import server_split_sizes, torch_generator
-from fedsec.fda3 import display_name
 from fedsec.training import evaluate, make_optimizer, train
 
 logger = logging.getLogger(__name__)

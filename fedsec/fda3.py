@@ -33,22 +33,6 @@ from fedsec.training import predict_logits
 
 logger = logging.getLogger(__name__)
 
-#: How the paper names each attack in its tables.
-DISPLAY_NAMES = {
-    "fgsm": "FGSM",
-    "bim": "BIM",
-    "pgd": "PGD",
-    "jsma": "JSMA",
-    "cw2": "CW2",
-    "deepfool": "DeepFool",
-    "simba": "SimBA",
-}
-
-
-def display_name(attack: str) -> str:
-    """The paper's name for ``attack`` (``cw2`` → ``CW2``)."""
-    return DISPLAY_NAMES.get(attack, attack.upper())
-
 
 def confident_buffer(
     model: nn.Module, data: TensorSplit, *, threshold: float, size: int, batch_size: int = 500

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from fedsec.attacks.monitor import AttackMonitor
+from fedsec.attacks.params import display_name
 from fedsec.data import TensorSplit
-from fedsec.fda3 import AdversarialPairs, MixedLoss, display_name
+from fedsec.fda3 import AdversarialPairs, MixedLoss
 from fedsec.training import evaluate, train
 
 logger = logging.getLogger(__name__)

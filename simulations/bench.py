@@ -768,9 +768,7 @@ def simulate(config: RunConfig) -> SimulationResult:
         start = time.perf_counter()
         session.start_superlink()
         superlink = time.perf_counter() - start
-        federation = (
-            f"num-supernodes={config.num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
-        )
+        federation = launcher.simulation_federation(config.num_clients)
         try:
             outcome = launcher.submit_and_wait(session, config, federation_config=federation)
             status = outcome.status

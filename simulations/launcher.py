@@ -258,6 +258,7 @@ class FlowerSession:
 
 
 def _healthy(port: int, certificates: Path | None = None) -> bool:
+    """Whether the SuperLink this session started answers its health endpoint (loopback only, no download)."""
     scheme, context = "http", None
     if certificates is not None:
         scheme, context = "https", ssl.create_default_context(cafile=str(certificates / "ca.crt"))
@@ -369,6 +370,11 @@ def _read_new_rounds(out_dir: Path, seen: int) -> list[dict[str, Any]]:
     return complete
 
 
+def simulation_federation(num_clients: int) -> str:
+    """``--federation-config`` for ``num_clients`` simulated SuperNodes, one CPU each."""
+    return f"num-supernodes={num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
+
+
 def run_simulation(
     config: RunConfig, *, on_round: Callable[[dict[str, Any]], None] | None = None
 ) -> RunOutcome:
@@ -376,9 +382,7 @@ def run_simulation(
     out_dir = Path(config.out_dir)
     with FlowerSession(simulation=True, log_dir=out_dir / "logs") as session:
         session.start_superlink()
-        federation = (
-            f"num-supernodes={config.num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
-        )
+        federation = simulation_federation(config.num_clients)
         return submit_and_wait(session, config, federation_config=federation, on_round=on_round)
 
 

@@ -1,4 +1,4 @@
-"""Parsing of attack names and parameter overrides from flat run-config strings.
+"""Attack names (as the papers print them) and parameter overrides from flat run-config strings.
 
 ``eval-attacks = "fgsm,bim,simba"`` names attacks; ``attack-params =
 "cw2.max_iter=10,simba.max_iter=300"`` overrides the registry's defaults.  Both
@@ -12,6 +12,22 @@ from fedsec.attacks.evasion import ATTACKS
 from fedsec.roles import piece_error
 
 AttackParams = dict[str, dict[str, float | int]]
+
+#: How the paper names each attack in its tables.
+DISPLAY_NAMES = {
+    "fgsm": "FGSM",
+    "bim": "BIM",
+    "pgd": "PGD",
+    "jsma": "JSMA",
+    "cw2": "CW2",
+    "deepfool": "DeepFool",
+    "simba": "SimBA",
+}
+
+
+def display_name(attack: str) -> str:
+    """The paper's name for ``attack`` (``cw2`` → ``CW2``)."""
+    return DISPLAY_NAMES.get(attack, attack.upper())
 
 
 def parse_attack_names(text: str, *, key: str = "eval-attacks") -> tuple[str, ...]:
