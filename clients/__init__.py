@@ -12,45 +12,42 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flwr.client import NumPyClient
+from flwr.common import RecordDict
 
-from clients.benign import BenignClient, split_local
+from clients.benign import BenignClient, client_parts
+from clients.malicious import MALICIOUS_FACTORIES
 from fedsec.config import RunConfig
-from fedsec.experiment import client_data, data_key, derive_seed, load_bundle, new_model
+from fedsec.experiment import client_data, data_key, load_bundle, new_model
 from fedsec.registry import Registry
 from fedsec.roles import parse_roles
-
-LOCAL_EVAL_FRACTION = 0.1
 
 ClientFactory = Callable[..., NumPyClient]
 
 
 def benign_client(
-    config: RunConfig, *, partition_id: int, num_partitions: int, cls: type[BenignClient] = BenignClient
+    config: RunConfig,
+    *,
+    partition_id: int,
+    num_partitions: int,
+    state: RecordDict | None = None,
+    cls: type[BenignClient] = BenignClient,
 ) -> BenignClient:
     """Build the honest client (or a ``cls`` subclass of it) for ``partition_id`` of ``num_partitions``."""
-    bundle = load_bundle(config)
-    data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
-    train_data, eval_data = split_local(
-        data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id)
-    )
-    return cls(
-        config=config,
-        partition_id=partition_id,
-        model=new_model(config, bundle),
-        train_data=train_data,
-        eval_data=eval_data,
-        num_classes=bundle.num_classes,
-    )
+    return cls(**client_parts(config, partition_id=partition_id, num_partitions=num_partitions))
 
 
-def dipsen_client(config: RunConfig, *, partition_id: int, num_partitions: int) -> NumPyClient:
+def dipsen_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> NumPyClient:
     """Build the DiPSeN client (benign training, per-round seeded noise) for ``partition_id``."""
     from clients.dipsen import DiPSeNClient
 
     return benign_client(config, partition_id=partition_id, num_partitions=num_partitions, cls=DiPSeNClient)
 
 
-def fda3_device(config: RunConfig, *, partition_id: int, num_partitions: int) -> NumPyClient:
+def fda3_device(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> NumPyClient:
     """Build the FDA³ adversarial-training device for ``partition_id``."""
     from clients.adversarial import AdversarialClient
     from fedsec.evaluation import cache_dir_of
@@ -69,8 +66,22 @@ def fda3_device(config: RunConfig, *, partition_id: int, num_partitions: int) ->
 
 
 CLIENT_ROLES: Registry[ClientFactory] = Registry(
-    "client role", {"benign": benign_client, "dipsen": dipsen_client, "fda3-device": fda3_device}
+    "client role",
+    {
+        "benign": benign_client,
+        "dipsen": dipsen_client,
+        "fda3-device": fda3_device,
+        **MALICIOUS_FACTORIES,
+    },
 )
+
+#: Roles whose clients attack (the scenario's ground truth for detection counts).
+MALICIOUS_ROLES = frozenset(MALICIOUS_FACTORIES)
+
+
+def malicious_partitions(config: RunConfig, num_partitions: int) -> frozenset[int]:
+    """Partition ids the scenario's ``roles`` make malicious."""
+    return frozenset(p for p, r in parse_roles(config.roles, num_partitions).items() if r in MALICIOUS_ROLES)
 
 
 def role_of(
@@ -83,12 +94,24 @@ def role_of(
 
 
 def build_client(
-    config: RunConfig, *, partition_id: int, num_partitions: int, role: str = "benign"
+    config: RunConfig,
+    *,
+    partition_id: int,
+    num_partitions: int,
+    role: str = "benign",
+    state: RecordDict | None = None,
 ) -> NumPyClient:
-    """Build the client for ``role`` (see :data:`CLIENT_ROLES`)."""
+    """Build the client for ``role`` (see :data:`CLIENT_ROLES`); ``state`` is the node's Flower state."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
-    return CLIENT_ROLES[role](config, partition_id=partition_id, num_partitions=num_partitions)
+    return CLIENT_ROLES[role](config, partition_id=partition_id, num_partitions=num_partitions, state=state)
 
 
-__all__ = ["CLIENT_ROLES", "BenignClient", "benign_client", "build_client"]
+__all__ = [
+    "CLIENT_ROLES",
+    "MALICIOUS_ROLES",
+    "BenignClient",
+    "benign_client",
+    "build_client",
+    "malicious_partitions",
+]

@@ -19,8 +19,17 @@ from torch import nn
 
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
-from fedsec.experiment import torch_generator
-from fedsec.training import evaluate, get_weights, make_optimizer, set_weights, train
+from fedsec.experiment import client_data, derive_seed, load_bundle, new_model, torch_generator
+from fedsec.training import (
+    LossFn,
+    cross_entropy_loss,
+    evaluate,
+    flatten,
+    get_weights,
+    make_optimizer,
+    set_weights,
+    train,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +41,26 @@ def split_local(data: TensorSplit, *, fraction: float, seed: int) -> tuple[Tenso
     order = np.random.default_rng(seed).permutation(len(data))
     cut = len(data) - round(fraction * len(data))
     return data.subset(order[:cut]), data.subset(order[cut:])
+
+
+LOCAL_EVAL_FRACTION = 0.1
+
+
+def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -> dict[str, Any]:
+    """The constructor arguments every :class:`BenignClient` (and subclass) takes, for a partition."""
+    bundle = load_bundle(config)
+    data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
+    train_data, eval_data = split_local(
+        data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id)
+    )
+    return {
+        "config": config,
+        "partition_id": partition_id,
+        "model": new_model(config, bundle),
+        "train_data": train_data,
+        "eval_data": eval_data,
+        "num_classes": bundle.num_classes,
+    }
 
 
 class BenignClient(NumPyClient):
@@ -75,8 +104,20 @@ class BenignClient(NumPyClient):
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         return get_weights(self.model)
 
-    def local_train(self, parameters: NDArrays, server_round: int) -> float:
-        """Load ``parameters`` and train locally; return the last epoch's mean loss."""
+    def local_train(
+        self,
+        parameters: NDArrays,
+        server_round: int,
+        *,
+        data: TensorSplit | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> float:
+        """Load ``parameters`` and train locally; return the last epoch's mean loss.
+
+        Malicious and defending clients reuse this loop with other ``data``
+        (poisoned, filtered) or another ``loss_fn`` (stealth, anomaly, distillation).
+        """
+        data = self.train_data if data is None else data
         set_weights(self.model, parameters)
         optimizer = make_optimizer(
             self.config.optimizer,
@@ -87,14 +128,19 @@ class BenignClient(NumPyClient):
         )
         result = train(
             self.model,
-            self.train_data.x,
-            self.train_data.y,
+            data.x,
+            data.y,
             epochs=self.config.local_epochs,
             batch_size=self.config.batch_size,
             optimizer=optimizer,
             generator=torch_generator(self.config.seed, self.partition_id, server_round),
+            loss_fn=loss_fn or cross_entropy_loss,
         )
         return result.loss
+
+    def local_update(self, parameters: NDArrays) -> np.ndarray:
+        """The model's current weights minus ``parameters``, flattened (float64)."""
+        return flatten(get_weights(self.model)) - flatten(parameters)
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         server_round = int(config.get("server-round", 0))

@@ -12,13 +12,22 @@ import torch
 from flwr.common import NDArrays
 
 from clients.benign import BenignClient
+from fedsec.data import TensorSplit
 from fedsec.experiment import derive_seed
+from fedsec.training import LossFn
 
 
 class DiPSeNClient(BenignClient):
     """A :class:`~clients.benign.BenignClient` whose stochastic layers are seeded per round."""
 
-    def local_train(self, parameters: NDArrays, server_round: int) -> float:
+    def local_train(
+        self,
+        parameters: NDArrays,
+        server_round: int,
+        *,
+        data: TensorSplit | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> float:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config.seed, self.partition_id, server_round, 1))
-            return super().local_train(parameters, server_round)
+            return super().local_train(parameters, server_round, data=data, loss_fn=loss_fn)

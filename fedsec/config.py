@@ -64,6 +64,10 @@ def _unit_interval(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "in [0, 1]"
 
 
+def _cosine_or_unset(value: Any) -> str | None:
+    return None if value == -2.0 or -1.0 <= value <= 1.0 else "in [-1, 1] (or -2 to calibrate)"
+
+
 def _absolute_or_empty(value: Any) -> str | None:
     return None if value == "" or os.path.isabs(value) else "an absolute path (or empty for no records)"
 
@@ -174,6 +178,73 @@ class RunConfig:
     )
     measure_overhead: bool = _option(False, "time a training step of this model and of its basic counterpart")
 
+    # --- poisoning attacks (Chen et al. multi-party; backdoors for the defenses)
+    variant: str = _option("", "this run's variant name (row label in comparison tables); set by scenarios")
+    attack_source: int = _option(5, "class the targeted/label-flip attacks poison (source)", _at_least(0))
+    attack_target: int = _option(7, "class the adversary wants (target of flips and backdoors)", _at_least(0))
+    attack_start_round: int = _option(
+        1, "first round malicious clients attack (before it they train honestly)", _at_least(1)
+    )
+    poison_fraction: float = _option(
+        1.0, "fraction of source-class (flip) or all (trigger) samples an attacker poisons", _unit_interval
+    )
+    boost_factor: float = _option(10.0, "λ of boosted model replacement (update × λ)", _positive)
+    stealth_lambdas: str = _option(
+        "1,2,4,8,16", "candidate weights λ_m of the targeted loss; the largest within the bounds is used"
+    )
+    stealth_penalty: float = _option(
+        1.0, "p: weight of the cosine penalty 1 − cos(δ_m, δ_benign)", _at_least(0)
+    )
+    l2_bound: float = _option(
+        0.0,
+        "C: max L2 distance of a stealthy update to each benign one (0: the benign updates' own spread)",
+        _at_least(0),
+    )
+    accuracy_slack: float = _option(
+        0.05, "stealthy attackers keep local accuracy within this of the benign estimate's", _unit_interval
+    )
+    perfect_knowledge_hook: bool = _option(
+        False, "simulation-only hook: colluders may compute the round's benign updates (PK, LK subset)"
+    )
+    lk_known_clients: int = _option(
+        0,
+        "limited knowledge: benign updates a colluder sees via the hook (0: estimate from history)",
+        _at_least(0),
+    )
+    trigger: str = _option("square", "backdoor trigger pattern", _choice("square", "dba"))
+    trigger_size: int = _option(4, "trigger side/bar length in pixels", _at_least(1))
+    dba_parts: int = _option(4, "pieces the DBA global trigger is split into", _at_least(1))
+    scale_factor: float = _option(
+        0.0, "constrain-and-scale γ (0: n/η = clients sampled per round)", _at_least(0)
+    )
+    anomaly_weight: float = _option(
+        0.3, "constrain-and-scale: weight of the anomaly (distance-to-global) loss term", _unit
+    )
+    clean_label_eps: float = _option(
+        0.3, "clean-label backdoor: PGD ε of the target-class perturbation", _positive
+    )
+    clean_label_iterations: int = _option(10, "clean-label backdoor: PGD iterations", _at_least(1))
+    # --- server detectors (Chen et al.)
+    detectors: str = _option("", "server detectors to apply, e.g. 'accuracy,l2,cosine' (empty: only measure)")
+    detectors_drop: bool = _option(True, "drop flagged updates (false: only flag and record them)")
+    calibration_rounds: int = _option(
+        0, "rounds whose updates calibrate detector thresholds (nothing is flagged in them)", _at_least(0)
+    )
+    detector_margin: float = _option(
+        0.1, "calibrated thresholds are widened by this fraction of the calibrated value", _at_least(0)
+    )
+    accuracy_gamma: float = _option(
+        0.0,
+        "accuracy check: flag if acc(w+δ_i) < acc(w+δ_others) − γ (0: calibrate)",
+        _at_least(0),
+    )
+    l2_ratio_threshold: float = _option(
+        0.0, "L2 check: flag if ‖δ_i‖ / median ‖δ‖ exceeds this (0: calibrate)", _at_least(0)
+    )
+    cosine_threshold: float = _option(
+        -2.0, "cosine check: flag if cos(δ_i, Σ others) is below this (-2: calibrate)", _cosine_or_unset
+    )
+
     # ------------------------------------------------------------------ parsing
     @classmethod
     def keys(cls) -> dict[str, dataclasses.Field[Any]]:
@@ -222,6 +293,10 @@ class RunConfig:
                     f"config key {key!r} must be one of: {', '.join(names)}, got {getattr(self, key)!r}"
                 )
 
+        if self.attack_source == self.attack_target:
+            raise ConfigError(
+                f"config keys 'attack-source' and 'attack-target' must differ, both are {self.attack_source}"
+            )
         if self.optimizer != "sgd" and self.momentum != 0.0:
             raise ConfigError(
                 f"config key 'momentum' applies to optimizer 'sgd' only; set momentum=0 with "

@@ -32,7 +32,7 @@ def client_fn(context: Context) -> Client:
         config, partition_id=partition_id, num_partitions=num_partitions, node_role=str(node.get("role", ""))
     )
     return build_client(
-        config, partition_id=partition_id, num_partitions=num_partitions, role=role
+        config, partition_id=partition_id, num_partitions=num_partitions, role=role, state=context.state
     ).to_client()
 
 

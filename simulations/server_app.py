@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,15 @@ from flwr.server import Grid, ServerApp, ServerConfig
 from flwr.server.compat import start_grid
 
 from fedsec.config import RunConfig
-from fedsec.data import TensorSplit
+from fedsec.data import DatasetBundle, TensorSplit
 from fedsec.experiment import load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
+from fedsec.roles import parse_roles
 from fedsec.training import evaluate, get_weights, set_weights
 from simulations.tables import final_tables
 from simulations.validate import validate
 from strategies import build_strategy
+from strategies.wrapper import GroundTruth
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,14 @@ def make_evaluate_fn(
     num_classes: int,
     recorder: RunRecorder,
     robust_sets: Mapping[str, TensorSplit] | None = None,
+    attack_sets: Mapping[str, TensorSplit] | None = None,
 ) -> Any:
-    """Server-side evaluation on the held-out test split (and robust sets); closes each round's record."""
+    """Server-side evaluation on the held-out test split (and robust/attack sets); closes each round's record.
+
+    ``attack_sets`` maps a record key (``targeted_accuracy``, ``asr``) to a test
+    set labelled with the adversary's target, so accuracy on it is the attack's
+    success rate.
+    """
 
     def evaluate_fn(
         server_round: int, parameters: NDArrays, fit_config: dict[str, Scalar]
@@ -52,6 +60,10 @@ def make_evaluate_fn(
         set_weights(model, parameters)
         result = evaluate(model, test.x, test.y, num_classes=num_classes, batch_size=config.eval_batch_size)
         extra: dict[str, Any] = {}
+        for name, split in (attack_sets or {}).items():
+            extra[name] = evaluate(
+                model, split.x, split.y, num_classes=num_classes, batch_size=config.eval_batch_size
+            ).accuracy
         if robust_sets:
             from fedsec.evaluation import accuracy_on
 
@@ -60,6 +72,53 @@ def make_evaluate_fn(
         return result.loss, {"accuracy": result.accuracy}
 
     return evaluate_fn
+
+
+def attack_test_sets(config: RunConfig, bundle: DatasetBundle, test: TensorSplit) -> dict[str, TensorSplit]:
+    """The test sets that measure the scenario's attacks (by what its malicious roles are after).
+
+    ``targeted_accuracy``: the source-class test samples labelled with the target;
+    ``asr``: every non-target test sample stamped with the global trigger, labelled the target.
+    """
+    from clients.malicious import OBJECTIVES, global_trigger
+    from fedsec.data.poisoning import backdoor_test_set, targeted_subset
+
+    roles = set(parse_roles(config.roles, config.num_clients).values())
+    objectives = {OBJECTIVES[r] for r in roles if r in OBJECTIVES}
+    sets: dict[str, TensorSplit] = {}
+    if "targeted" in objectives:
+        sets["targeted_accuracy"] = targeted_subset(
+            test, source=config.attack_source, target=config.attack_target
+        )
+    if "backdoor" in objectives:
+        trigger = global_trigger(config, bundle.input_shape)
+        sets["asr"] = backdoor_test_set(test, trigger, target=config.attack_target)
+    return sets
+
+
+def ground_truth(config: RunConfig) -> GroundTruth:
+    """The scenario's malicious clients (for detection counts in the records)."""
+    from clients import malicious_partitions
+
+    ids = malicious_partitions(config, config.num_clients)
+    return GroundTruth(malicious=frozenset(str(i) for i in ids), start_round=config.attack_start_round)
+
+
+def validation_accuracy_fn(
+    config: RunConfig, model: torch.nn.Module, validation: TensorSplit, num_classes: int
+) -> Callable[[NDArrays], float] | None:
+    """Accuracy of full model weights on the server's validation split (for the accuracy detector)."""
+    if len(validation) == 0:
+        return None
+    scratch = copy.deepcopy(model)
+
+    def accuracy(weights: NDArrays) -> float:
+        set_weights(scratch, weights)
+        return evaluate(
+            scratch, validation.x, validation.y, num_classes=num_classes, batch_size=config.eval_batch_size
+        ).accuracy
+
+    return accuracy
 
 
 def fit_config(server_round: int) -> dict[str, Scalar]:
@@ -102,10 +161,18 @@ def main(grid: Grid, context: Context) -> None:
         config,
         initial_parameters=ndarrays_to_parameters(get_weights(model)),
         evaluate_fn=make_evaluate_fn(
-            config, model, splits["test"], bundle.num_classes, recorder, robust_sets
+            config,
+            model,
+            splits["test"],
+            bundle.num_classes,
+            recorder,
+            robust_sets,
+            attack_test_sets(config, bundle, splits["test"]),
         ),
         on_fit_config_fn=fit_config,
         recorder=recorder,
+        truth=ground_truth(config),
+        accuracy_fn=validation_accuracy_fn(config, model, splits["validation"], bundle.num_classes),
     )
     logger.info(
         "fedsec: scenario %s, strategy %s, %s rounds", config.scenario, strategy, config.num_server_rounds

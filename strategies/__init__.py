@@ -25,6 +25,7 @@ from fedsec.config import RunConfig
 from fedsec.registry import Registry
 from fedsec.results import RunRecorder
 from strategies.guard import GuardedStrategy
+from strategies.wrapper import GroundTruth
 
 StrategyFactory = Callable[[RunConfig, dict[str, Any]], Strategy]
 
@@ -114,8 +115,17 @@ def build_strategy(
     evaluate_fn: Callable[..., Any] | None = None,
     on_fit_config_fn: Callable[[int], dict[str, Any]] | None = None,
     recorder: RunRecorder | None = None,
+    truth: GroundTruth | None = None,
+    accuracy_fn: Callable[[Any], float] | None = None,
 ) -> GuardedStrategy:
-    """Build ``config.strategy`` from :data:`STRATEGIES`, wrapped in the update guard."""
+    """Build ``config.strategy`` from :data:`STRATEGIES`, wrapped in the update guard.
+
+    With ``detectors`` configured, or malicious clients in ``truth``, the
+    strategy is first wrapped in :class:`~strategies.detection.DetectionStrategy`
+    (which drops flagged updates, or only measures when no detector is on).
+    ``accuracy_fn`` (validation accuracy of full model weights) feeds the
+    accuracy detector.
+    """
     factory = STRATEGIES[config.strategy]
     base = flower_kwargs(
         config,
@@ -123,7 +133,15 @@ def build_strategy(
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=on_fit_config_fn,
     )
-    return GuardedStrategy(inner=factory(config, base), recorder=recorder)
+    strategy = factory(config, base)
+    truth = truth or GroundTruth()
+    if config.detectors or truth.malicious:
+        from strategies.detection import DetectionStrategy
+
+        strategy = DetectionStrategy.from_config(
+            config, inner=strategy, accuracy_fn=accuracy_fn, recorder=recorder, truth=truth
+        )
+    return GuardedStrategy(inner=strategy, recorder=recorder)
 
 
 __all__ = ["STRATEGIES", "StrategyFactory", "build_strategy", "flower_kwargs", "weighted_metrics"]

@@ -17,37 +17,21 @@ from __future__ import annotations
 
 import logging
 
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    NDArrays,
-    Parameters,
-    Scalar,
-    parameters_to_ndarrays,
-)
+from flwr.common import FitIns, FitRes, NDArrays, Parameters, Scalar, parameters_to_ndarrays
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedsec.results import RunRecorder
 from fedsec.validation import ArraySpec, layout_of, screen_update
+from strategies.wrapper import Failures, FitResults, StrategyWrapper, client_label
 
 logger = logging.getLogger(__name__)
 
-FitResults = list[tuple[ClientProxy, FitRes]]
-Failures = list[tuple[ClientProxy, FitRes] | BaseException]
+__all__ = ["GuardedStrategy", "client_label"]
 
 
-def client_label(proxy: ClientProxy, res: FitRes | EvaluateRes | None = None) -> str:
-    """The id used in records: the client's ``partition-id`` metric, else Flower's node id."""
-    if res is not None and "partition-id" in res.metrics:
-        return str(res.metrics["partition-id"])
-    return f"node-{proxy.cid}"
-
-
-class GuardedStrategy(Strategy):
+class GuardedStrategy(StrategyWrapper):
     """Screen updates for ``inner`` and record what was rejected and why.
 
     Parameters
@@ -59,43 +43,26 @@ class GuardedStrategy(Strategy):
     """
 
     def __init__(self, *, inner: Strategy, recorder: RunRecorder | None = None) -> None:
-        if not isinstance(inner, Strategy):
-            raise ValueError(f"inner must be a flwr Strategy, got {type(inner).__name__}")
-        self.inner = inner
+        super().__init__(inner=inner)
         self.recorder = recorder
         self._layout: tuple[ArraySpec, ...] | None = None
 
     def __repr__(self) -> str:
         return f"GuardedStrategy({self.inner!r})"
 
-    # ------------------------------------------------------------ delegation
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        parameters = self.inner.initialize_parameters(client_manager)
-        if parameters is not None:
-            self._layout = layout_of(parameters_to_ndarrays(parameters))
+        parameters = super().initialize_parameters(client_manager)
+        if self.global_arrays is not None:
+            self._layout = layout_of(self.global_arrays)
         return parameters
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        self._layout = layout_of(parameters_to_ndarrays(parameters))
-        return self.inner.configure_fit(server_round, parameters, client_manager)
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.inner.configure_evaluate(server_round, parameters, client_manager)
-
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.inner.aggregate_evaluate(server_round, results, failures)
-
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.inner.evaluate(server_round, parameters)
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        assert self.global_arrays is not None
+        self._layout = layout_of(self.global_arrays)
+        return instructions
 
     # ------------------------------------------------------------- screening
     def screen(self, server_round: int, results: FitResults, failures: Failures) -> FitResults:

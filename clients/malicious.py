@@ -1,0 +1,511 @@
+"""Malicious Flower clients: data poisoning, boosted and stealthy model poisoning, backdoors.
+
+Implements the attackers of Chen et al., "Towards multi-party targeted model
+poisoning attacks against federated learning systems" (High-Confidence
+Computing 2021) — colluding stealthy clients with perfect or limited knowledge
+and the single-node baselines SNAL2 and SAnoDC — and the backdoor attacks the
+layered-defense and PDGAN papers are judged against: label flipping, BadNets
+pixel triggers (Gu et al. 2017), DBA (Xie et al. 2020), constrain-and-scale
+(Bagdasaryan et al. 2020) and the clean-label backdoor (Turner et al. 2019).
+
+Every client here is a :class:`~clients.benign.BenignClient` that trains with
+the one loop (:meth:`BenignClient.local_train`) on other data or with another
+loss, then transforms its update with :mod:`fedsec.attacks.poisoning`.  Before
+``attack-start-round`` each behaves honestly.
+
+Perfect knowledge (PK) — seeing the round's benign updates — is a named,
+simulation-only hook (:func:`simulated_benign_updates`): the colluder
+recomputes what the benign clients send this round from their partitions,
+which only a simulation holds.  It is refused unless the run sets
+``perfect-knowledge-hook = true``; ``fedsec deploy`` refuses that setting.
+Limited knowledge without the hook estimates the benign update from the
+global-model history kept in the node's Flower ``Context.state`` and from its
+own honest training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.common import ArrayRecord, NDArrays, RecordDict, Scalar
+from torch import nn
+
+from clients.benign import BenignClient
+from fedsec.attacks.poisoning import StealthObjective, apply_update, boost, select_lambda
+from fedsec.config import RunConfig
+from fedsec.data import TensorSplit
+from fedsec.data.poisoning import (
+    Trigger,
+    clean_label_poison,
+    dba_parts,
+    flip_labels,
+    pixel_pattern,
+    poison_with_trigger,
+    targeted_subset,
+)
+from fedsec.errors import ConfigError
+from fedsec.experiment import derive_seed, torch_generator
+from fedsec.roles import parse_roles
+from fedsec.training import evaluate, flatten, get_weights, set_weights
+
+logger = logging.getLogger(__name__)
+
+HISTORY_KEY = "fedsec-previous-global"
+CLEAN_LABEL_MAX_FRACTION = 0.99
+
+
+def global_trigger(config: RunConfig, input_shape: tuple[int, int, int]) -> Trigger:
+    """The run's backdoor trigger (what the server's ASR test set is stamped with)."""
+    return pixel_pattern(input_shape, kind=config.trigger, size=config.trigger_size)
+
+
+def sampled_per_round(config: RunConfig) -> int:
+    """Clients FedAvg averages each round (n in constrain-and-scale's γ = n/η)."""
+    return max(1, math.ceil(config.fraction_fit * config.num_clients))
+
+
+class MaliciousClient(BenignClient):
+    """A client that trains honestly before ``attack-start-round`` and attacks from then on."""
+
+    def __init__(self, *, state: RecordDict | None = None, num_partitions: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state = state
+        self.num_partitions = num_partitions
+
+    def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
+        """This round's malicious weights and metrics to report."""
+        raise NotImplementedError
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        server_round = int(config.get("server-round", 0))
+        if server_round < self.config.attack_start_round:
+            result = super().fit(parameters, config)
+        else:
+            weights, metrics = self.attack(parameters, server_round)
+            result = (weights, len(self.train_data), {"partition-id": self.partition_id, **metrics})
+        if self.state is not None:
+            self.state[HISTORY_KEY] = ArrayRecord([np.asarray(p) for p in parameters])
+        return result
+
+
+# ---------------------------------------------------------------------------- data poisoning
+
+
+class DataPoisoningClient(MaliciousClient):
+    """Trains on a poisoned copy of its data (label flip, BadNets, DBA).
+
+    Parameters
+    ----------
+    poisoned
+        The poisoned training data used from ``attack-start-round`` on.
+    """
+
+    def __init__(self, *, poisoned: TensorSplit, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poisoned = poisoned
+
+    def poison(self, parameters: NDArrays, server_round: int) -> TensorSplit:
+        return self.poisoned
+
+    def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
+        loss = self.local_train(parameters, server_round, data=self.poison(parameters, server_round))
+        return get_weights(self.model), {"train-loss": loss}
+
+
+class CleanLabelClient(DataPoisoningClient):
+    """Turner et al.'s clean-label backdoor: PGD-hardened target-class images + trigger, true labels.
+
+    The proxy model for the perturbation is the current global model, so the
+    poisons are remade every round.
+    """
+
+    def __init__(self, *, trigger: Trigger, input_shape: tuple[int, int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trigger = trigger
+        self.input_shape = input_shape
+
+    def poison(self, parameters: NDArrays, server_round: int) -> TensorSplit:
+        set_weights(self.model, parameters)
+        return clean_label_poison(
+            self.train_data,
+            self.trigger,
+            target=self.config.attack_target,
+            # ART's pp_poison must lie in (0, 1): poison-fraction 1.0 means "as many as ART allows".
+            fraction=min(self.config.poison_fraction, CLEAN_LABEL_MAX_FRACTION),
+            model=self.model,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            eps=self.config.clean_label_eps,
+            eps_step=self.config.clean_label_eps / 4,
+            max_iter=self.config.clean_label_iterations,
+            seed=derive_seed(self.config.seed, self.partition_id, server_round),
+        )
+
+
+# ---------------------------------------------------------------------------- scaled updates
+
+
+class ScaledUpdateClient(DataPoisoningClient):
+    """Trains on poisoned data (optionally with a loss of its own), then scales its update.
+
+    ``boosted`` (Bhagoji et al.'s explicit boosting / model replacement) scales
+    by λ = ``boost-factor``; ``constrain-scale`` (Bagdasaryan et al.) trains
+    with ``α·CE + (1-α)·‖w − w_global‖²`` and scales by γ = ``scale-factor``
+    (default n/η: the clients averaged per round, FedAvg's η = 1).
+    """
+
+    def __init__(self, *, factor: float, anomaly_weight: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0, got {factor}")
+        if not 0.0 <= anomaly_weight < 1.0:
+            raise ValueError(f"anomaly_weight must be in [0, 1), got {anomaly_weight}")
+        self.factor = factor
+        self.anomaly_weight = anomaly_weight
+
+    def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
+        loss_fn = None
+        if self.anomaly_weight:
+            set_weights(self.model, parameters)
+            loss_fn = AnomalyEvasionLoss(
+                reference=[p.detach().clone() for p in self.model.parameters()], weight=self.anomaly_weight
+            )
+        loss = self.local_train(
+            parameters, server_round, data=self.poison(parameters, server_round), loss_fn=loss_fn
+        )
+        update = boost(self.local_update(parameters), self.factor)
+        return apply_update(parameters, update), {"train-loss": loss, "attack-scale": self.factor}
+
+
+@dataclass
+class AnomalyEvasionLoss:
+    """``(1-α)·CE + α·‖θ − θ_global‖²`` — constrain-and-scale's anomaly-evasion objective.
+
+    The anomaly term is the squared L2 distance to the global model, the
+    quantity a norm-based detector looks at.
+    """
+
+    reference: list[torch.Tensor]
+    weight: float
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ce = nn.functional.cross_entropy(model(x), y)
+        distance = sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), self.reference, strict=True))
+        return (1.0 - self.weight) * ce + self.weight * distance
+
+
+# ---------------------------------------------------------------------------- stealthy model poisoning
+
+
+@dataclass(frozen=True)
+class Stealth:
+    """How a stealthy attacker behaves (the paper's variants).
+
+    Attributes
+    ----------
+    knowledge
+        ``"perfect"`` (every benign update of the round, via the simulation hook),
+        ``"limited"`` (``lk-known-clients`` of them via the hook, or the
+        history estimate when 0) or ``"estimate"`` (history + own honest training).
+    cosine
+        Train with the cosine penalty toward the benign update.
+    bounded
+        Keep the L2 distance to every known benign update within C.
+    """
+
+    knowledge: str
+    cosine: bool
+    bounded: bool
+
+
+STEALTH_VARIANTS = {
+    "colluding-pk": Stealth(knowledge="perfect", cosine=True, bounded=True),
+    "colluding-lk": Stealth(knowledge="limited", cosine=True, bounded=True),
+    "snal2": Stealth(knowledge="estimate", cosine=False, bounded=True),
+    "sanodc": Stealth(knowledge="estimate", cosine=False, bounded=False),
+}
+
+
+def benign_partitions(config: RunConfig, num_partitions: int) -> list[int]:
+    """Partitions the scenario makes benign (what a perfect-knowledge colluder simulates)."""
+    return [p for p, role in parse_roles(config.roles, num_partitions).items() if role == "benign"]
+
+
+def simulated_benign_updates(
+    config: RunConfig, parameters: NDArrays, server_round: int, partitions: list[int], num_partitions: int
+) -> list[np.ndarray]:
+    """**Simulation-only hook**: the benign updates of ``partitions`` in ``server_round``.
+
+    Rebuilds each benign client from its partition and trains it from
+    ``parameters`` exactly as it trains itself this round (same data, same
+    seeded shuffling), which is possible only where every partition lives in
+    one place.  Refused unless ``perfect-knowledge-hook`` is on.
+    """
+    if not config.perfect_knowledge_hook:
+        raise ConfigError(
+            "colluders with perfect (or hook-based limited) knowledge need the simulation-only hook: "
+            "set perfect-knowledge-hook = true in the scenario (never available in deployment)"
+        )
+    from clients import benign_client
+
+    updates = []
+    for partition in partitions:
+        honest = benign_client(config, partition_id=partition, num_partitions=num_partitions)
+        honest.local_train(parameters, server_round)
+        updates.append(honest.local_update(parameters))
+    return updates
+
+
+def spread(vectors: list[np.ndarray]) -> float:
+    """The largest pairwise L2 distance among ``vectors`` (the norm of a single one)."""
+    if len(vectors) == 1:
+        return float(np.linalg.norm(vectors[0]))
+    return max(float(np.linalg.norm(a - b)) for i, a in enumerate(vectors) for b in vectors[i + 1 :])
+
+
+class StealthyClient(MaliciousClient):
+    """Chen et al.'s stealthy targeted poisoning (Eq. 4) and its single-node baselines.
+
+    Each round it estimates the benign updates ``B`` (by ``stealth.knowledge``),
+    then, for λ_m from the largest ``stealth-lambdas`` candidate down, trains
+    ``CE(benign data) + λ_m·CE(targeted samples) + p·(1 − cos(δ, mean B))`` from
+    the global model, and sends the first update whose L2 distance to every
+    update in ``B`` is at most C (``l2-bound``, or the spread of ``B``) and whose
+    local validation accuracy is within ``accuracy-slack`` of the benign
+    estimate's (awareness of the server's accuracy check).  If no λ fits, the
+    smallest λ's update is shrunk toward mean ``B`` until it does.
+    """
+
+    def __init__(self, *, stealth: Stealth, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stealth = stealth
+        source = self.config.attack_source
+        self.targeted = targeted_subset(self.train_data, source=source, target=self.config.attack_target)
+        keep = np.flatnonzero(self.train_data.y.numpy() != source)
+        self.clean = self.train_data.subset(keep)
+
+    def benign_estimates(self, parameters: NDArrays, server_round: int) -> list[np.ndarray]:
+        """The benign updates this attacker knows or estimates this round."""
+        config = self.config
+        if self.stealth.knowledge == "perfect" or (
+            self.stealth.knowledge == "limited" and config.lk_known_clients > 0
+        ):
+            partitions = benign_partitions(config, self.num_partitions)
+            if self.stealth.knowledge == "limited":
+                partitions = partitions[: config.lk_known_clients]
+            return simulated_benign_updates(config, parameters, server_round, partitions, self.num_partitions)
+        self.local_train(parameters, server_round)
+        estimates = [self.local_update(parameters)]
+        previous = self.state.get(HISTORY_KEY) if self.state is not None else None
+        if isinstance(previous, ArrayRecord):
+            history = flatten(parameters) - flatten(previous.to_numpy_ndarrays())
+            if np.linalg.norm(history) > 0:
+                estimates.append(history)
+        return estimates
+
+    def local_accuracy(self, parameters: NDArrays, update: np.ndarray) -> float:
+        set_weights(self.model, apply_update(parameters, update))
+        data = self.eval_data if len(self.eval_data) else self.clean
+        return evaluate(self.model, data.x, data.y, num_classes=self.num_classes).accuracy
+
+    def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
+        config = self.config
+        benign = self.benign_estimates(parameters, server_round)
+        benign_mean = np.mean(benign, axis=0)
+        radius = (config.l2_bound or spread(benign)) if self.stealth.bounded else math.inf
+        floor = self.local_accuracy(parameters, benign_mean) - config.accuracy_slack
+        set_weights(self.model, parameters)
+        global_params = [p.detach().clone() for p in self.model.parameters()]
+
+        def craft(lam: float) -> np.ndarray:
+            objective = StealthObjective(
+                targeted=self.targeted,
+                lam=lam,
+                penalty=config.stealth_penalty if self.stealth.cosine else 0.0,
+                global_params=global_params,
+                benign_update=benign_mean if self.stealth.cosine else None,
+                generator=torch_generator(config.seed, self.partition_id, server_round, int(lam * 1000)),
+            )
+            self.local_train(parameters, server_round, data=self.clean, loss_fn=objective)
+            return self.local_update(parameters)
+
+        def accurate(update: np.ndarray) -> bool:
+            return not self.stealth.bounded or self.local_accuracy(parameters, update) >= floor
+
+        choice = select_lambda(
+            parse_lambdas(config.stealth_lambdas), craft, benign=benign, radius=radius, accept=accurate
+        )
+        logger.info(
+            "client %s round %s: λ=%s within bound=%s (C=%.3f)",
+            self.partition_id,
+            server_round,
+            choice.lam,
+            choice.within_bound,
+            radius,
+        )
+        return apply_update(parameters, choice.update), {
+            "attack-lambda": choice.lam,
+            "attack-within-bound": int(choice.within_bound),
+            "attack-radius": float(radius) if math.isfinite(radius) else -1.0,
+        }
+
+
+def parse_lambdas(text: str) -> list[float]:
+    """``"1,2,4"`` → ``[1.0, 2.0, 4.0]``; ConfigError naming ``stealth-lambdas`` otherwise."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"config key 'stealth-lambdas' must be comma-separated numbers, got {text!r}"
+        ) from None
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise ConfigError(f"config key 'stealth-lambdas' must list positive numbers, got {text!r}")
+    return values
+
+
+# ---------------------------------------------------------------------------- registry factories
+
+
+def _parts(
+    config: RunConfig, partition_id: int, num_partitions: int, state: RecordDict | None
+) -> dict[str, Any]:
+    from clients.benign import client_parts
+
+    parts = client_parts(config, partition_id=partition_id, num_partitions=num_partitions)
+    return {**parts, "state": state, "num_partitions": num_partitions}
+
+
+def _input_shape(parts: dict[str, Any]) -> tuple[int, int, int]:
+    return tuple(int(d) for d in parts["train_data"].x.shape[1:])  # type: ignore[return-value]
+
+
+def _seed(config: RunConfig, partition_id: int) -> int:
+    return derive_seed(config.seed, partition_id, 0x9015)
+
+
+def label_flip_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> MaliciousClient:
+    """Label flipping: ``poison-fraction`` of the source-class samples relabelled to the target."""
+    parts = _parts(config, partition_id, num_partitions, state)
+    poisoned = flip_labels(
+        parts["train_data"],
+        source=config.attack_source,
+        target=config.attack_target,
+        fraction=config.poison_fraction,
+        seed=_seed(config, partition_id),
+    )
+    return DataPoisoningClient(poisoned=poisoned, **parts)
+
+
+def _trigger_poisoned(
+    config: RunConfig, parts: dict[str, Any], trigger: Trigger, partition_id: int
+) -> TensorSplit:
+    return poison_with_trigger(
+        parts["train_data"],
+        trigger,
+        target=config.attack_target,
+        fraction=config.poison_fraction,
+        seed=_seed(config, partition_id),
+    )
+
+
+def badnets_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> MaliciousClient:
+    """BadNets: ``poison-fraction`` of the samples stamped with the global trigger, labelled the target."""
+    parts = _parts(config, partition_id, num_partitions, state)
+    trigger = global_trigger(config, _input_shape(parts))
+    return DataPoisoningClient(poisoned=_trigger_poisoned(config, parts, trigger, partition_id), **parts)
+
+
+def dba_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> MaliciousClient:
+    """DBA: this attacker stamps its local part of the global trigger (part = its rank among DBA clients)."""
+    parts = _parts(config, partition_id, num_partitions, state)
+    attackers = [p for p, role in parse_roles(config.roles, num_partitions).items() if role == "dba"]
+    rank = attackers.index(partition_id) if partition_id in attackers else partition_id
+    local = dba_parts(global_trigger(config, _input_shape(parts)), config.dba_parts)[rank % config.dba_parts]
+    return DataPoisoningClient(poisoned=_trigger_poisoned(config, parts, local, partition_id), **parts)
+
+
+def clean_label_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> MaliciousClient:
+    """Clean-label backdoor: target-class images hardened against the global model, stamped, labels kept."""
+    parts = _parts(config, partition_id, num_partitions, state)
+    shape = _input_shape(parts)
+    return CleanLabelClient(
+        trigger=global_trigger(config, shape), input_shape=shape, poisoned=parts["train_data"], **parts
+    )
+
+
+def boosted_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> MaliciousClient:
+    """Boosted model replacement: label-flip training, then the update × ``boost-factor``."""
+    parts = _parts(config, partition_id, num_partitions, state)
+    poisoned = flip_labels(
+        parts["train_data"],
+        source=config.attack_source,
+        target=config.attack_target,
+        fraction=config.poison_fraction,
+        seed=_seed(config, partition_id),
+    )
+    return ScaledUpdateClient(factor=config.boost_factor, poisoned=poisoned, **parts)
+
+
+def constrain_scale_client(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> MaliciousClient:
+    """Constrain-and-scale: trigger poisoning with an anomaly-evasion loss, update × γ (default n/η)."""
+    parts = _parts(config, partition_id, num_partitions, state)
+    trigger = global_trigger(config, _input_shape(parts))
+    return ScaledUpdateClient(
+        factor=config.scale_factor or float(sampled_per_round(config)),
+        anomaly_weight=config.anomaly_weight,
+        poisoned=_trigger_poisoned(config, parts, trigger, partition_id),
+        **parts,
+    )
+
+
+def _stealthy(name: str) -> Any:
+    def factory(
+        config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+    ) -> MaliciousClient:
+        return StealthyClient(
+            stealth=STEALTH_VARIANTS[name], **_parts(config, partition_id, num_partitions, state)
+        )
+
+    factory.__doc__ = f"Stealthy targeted poisoning, variant {name!r} ({STEALTH_VARIANTS[name]})."
+    return factory
+
+
+#: What each malicious role is after: ``targeted`` (source-class test samples
+#: classified as the target) or ``backdoor`` (triggered test samples → target).
+OBJECTIVES = {
+    "label-flip": "targeted",
+    "boosted": "targeted",
+    **dict.fromkeys(STEALTH_VARIANTS, "targeted"),
+    "badnets": "backdoor",
+    "dba": "backdoor",
+    "clean-label": "backdoor",
+    "constrain-scale": "backdoor",
+}
+
+#: Malicious client roles (merged into :data:`clients.CLIENT_ROLES`).
+MALICIOUS_FACTORIES: dict[str, Any] = {
+    "label-flip": label_flip_client,
+    "badnets": badnets_client,
+    "dba": dba_client,
+    "clean-label": clean_label_client,
+    "boosted": boosted_client,
+    "constrain-scale": constrain_scale_client,
+    **{name: _stealthy(name) for name in STEALTH_VARIANTS},
+}

@@ -1,0 +1,361 @@
+"""PDGAN auditing: GAN-generated audit data, majority-vote labels and the accuracy threshold.
+
+Implements Algorithm 1 of Zhao, Chen, Chen, Xiang and Chen, "Detecting and
+mitigating poisoning attacks in federated learning using generative adversarial
+networks" (PDGAN).  The server
+
+1. trains a generator against a ``K + 1``-class discriminator initialised from the
+   global model (:func:`train_gan`, a semi-supervised GAN: the discriminator
+   classifies real auxiliary samples into their ``K`` classes and generated ones
+   as "fake", index ``K``; the generator pushes its samples towards the real classes);
+2. generates an unlabelled audit set (:func:`audit_set`);
+3. runs every participant's model on it (:func:`predict_all`), labels each audit
+   sample by majority vote over the participants (:func:`majority_vote`), scores
+   each participant's accuracy against those labels (:func:`audit_accuracies`),
+   and drops participants whose accuracy is below ``θ`` (:func:`audit`).
+
+No Flower imports; the strategy adapter calls these.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsec.data.datasets import TensorSplit
+from fedsec.models.gan import Generator
+from fedsec.training import predict_logits
+
+__all__ = [
+    "AuditResult",
+    "GanStats",
+    "audit",
+    "audit_accuracies",
+    "audit_set",
+    "majority_vote",
+    "predict_all",
+    "train_gan",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------- GAN training
+
+
+@dataclass(frozen=True)
+class GanStats:
+    """Outcome of :func:`train_gan`.
+
+    Attributes
+    ----------
+    d_loss
+        Discriminator loss of the last step: ``CE(D(x_real), y_real) + CE(D(G(z)), fake)``.
+    g_loss
+        Generator loss of the last step: mean ``-log(1 - p_fake(G(z)))``.
+    steps
+        Number of alternating (discriminator, generator) steps taken.
+    """
+
+    d_loss: float
+    g_loss: float
+    steps: int
+
+
+def _not_fake_loss(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean ``-log(1 - p_fake)`` = ``logsumexp(all logits) - logsumexp(real-class logits)``."""
+    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits[:, :num_classes], dim=1)).mean()
+
+
+def train_gan(
+    generator: Generator,
+    discriminator: nn.Module,
+    auxiliary: TensorSplit,
+    *,
+    num_classes: int,
+    steps: int,
+    batch_size: int,
+    lr: float = 2e-4,
+    rng: torch.Generator,
+) -> GanStats:
+    """Train ``generator`` and ``discriminator`` in place as a semi-supervised GAN.
+
+    Each step draws a batch of ``min(batch_size, N)`` distinct auxiliary samples and
+    latent vectors from ``rng``, then
+
+    * discriminator step: minimise ``CE(D(x), y) + CE(D(G(z).detach()), K)``;
+    * generator step (fresh ``z``): minimise ``-log(1 - p_fake(G(z)))``, i.e.
+      ``logsumexp`` over all ``K + 1`` logits minus ``logsumexp`` over the ``K``
+      real-class logits, which pushes generated samples into the real classes.
+
+    Both networks use Adam with betas ``(0.5, 0.999)``.  Their training modes are
+    restored afterwards and no gradients are left on their parameters.
+
+    Parameters
+    ----------
+    generator
+        The generator; its ``output_shape`` must equal the auxiliary images' shape.
+    discriminator
+        A ``K + 1``-output network (see :func:`fedsec.models.gan.discriminator_from`).
+    auxiliary
+        The server's small labelled set (labels in ``[0, num_classes)``, ``N >= 1``); not modified.
+    num_classes
+        Number of real classes ``K >= 2``; ``K`` is the fake index.
+    steps
+        Number of alternating steps, >= 1.
+    batch_size
+        Real (and generated) samples per step, >= 1.
+    lr
+        Adam learning rate of both networks, finite and > 0.
+    rng
+        Source of batch order and latent vectors; same state, same run.
+
+    Returns
+    -------
+    GanStats
+
+    Raises
+    ------
+    ValueError
+        If a parameter is invalid or the shapes disagree (the message names it).
+    TypeError
+        If ``rng`` is not a :class:`torch.Generator`.
+    FloatingPointError
+        If a loss becomes NaN or infinite (the message gives the step).
+    """
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if not _is_int(steps) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not isinstance(rng, torch.Generator):
+        raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
+    n = len(auxiliary)
+    if n < 1:
+        raise ValueError("auxiliary is empty: need at least one labelled sample")
+    if tuple(auxiliary.x.shape[1:]) != generator.output_shape:
+        raise ValueError(
+            f"auxiliary images have shape {tuple(auxiliary.x.shape[1:])}, "
+            f"generator output_shape is {generator.output_shape}"
+        )
+    if int(auxiliary.y.min()) < 0 or int(auxiliary.y.max()) >= num_classes:
+        raise ValueError(f"auxiliary labels must lie in [0, num_classes={num_classes})")
+
+    b = min(int(batch_size), n)
+    fake_index = torch.full((b,), num_classes, dtype=torch.int64)
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=float(lr), betas=(0.5, 0.999))
+    g_opt = torch.optim.Adam(generator.parameters(), lr=float(lr), betas=(0.5, 0.999))
+    modes = (generator.training, discriminator.training)
+    generator.train()
+    discriminator.train()
+    d_value = g_value = math.nan
+    try:
+        for step in range(1, steps + 1):
+            idx = torch.randperm(n, generator=rng)[:b]
+            x_real, y_real = auxiliary.x[idx], auxiliary.y[idx]
+            z = torch.randn(b, generator.latent_dim, generator=rng)
+            z_gen = torch.randn(b, generator.latent_dim, generator=rng)
+
+            d_opt.zero_grad(set_to_none=True)
+            real_logits = discriminator(x_real)
+            if real_logits.ndim != 2 or real_logits.shape[1] != num_classes + 1:
+                raise ValueError(
+                    f"discriminator output has shape {tuple(real_logits.shape)}, "
+                    f"expected (B, num_classes + 1 = {num_classes + 1})"
+                )
+            fake_logits = discriminator(generator(z).detach())
+            d_loss = nn.functional.cross_entropy(real_logits, y_real) + nn.functional.cross_entropy(
+                fake_logits, fake_index
+            )
+            d_value = float(d_loss.detach())
+            if not math.isfinite(d_value):
+                raise FloatingPointError(f"discriminator loss became {d_value} at step {step}/{steps}")
+            d_loss.backward()
+            d_opt.step()
+
+            g_opt.zero_grad(set_to_none=True)
+            g_loss = _not_fake_loss(discriminator(generator(z_gen)), num_classes)
+            g_value = float(g_loss.detach())
+            if not math.isfinite(g_value):
+                raise FloatingPointError(f"generator loss became {g_value} at step {step}/{steps}")
+            g_loss.backward()
+            g_opt.step()
+            logger.debug("GAN step %s/%s: d_loss %s, g_loss %s", step, steps, d_value, g_value)
+    finally:
+        d_opt.zero_grad(set_to_none=True)
+        g_opt.zero_grad(set_to_none=True)
+        generator.train(modes[0])
+        discriminator.train(modes[1])
+    return GanStats(d_loss=d_value, g_loss=g_value, steps=steps)
+
+
+def audit_set(generator: Generator, n: int, *, rng: torch.Generator) -> torch.Tensor:
+    """Generate ``n`` unlabelled audit images ``(n, C, H, W)`` in ``[0, 1]``; see :meth:`Generator.sample`."""
+    return generator.sample(n, generator=rng)
+
+
+# ---------------------------------------------------------------------------- auditing
+
+
+def _check_predictions(predictions: np.ndarray) -> np.ndarray:
+    array = np.asarray(predictions)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(
+            f"predictions must have shape (k_clients, n) with k, n >= 1, got {tuple(array.shape)}"
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"predictions must hold integer labels, got dtype {array.dtype}")
+    return array
+
+
+def majority_vote(predictions: np.ndarray) -> np.ndarray:
+    """Label each audit sample by the most frequent prediction over the clients.
+
+    Parameters
+    ----------
+    predictions
+        Integer labels ``(k_clients, n)``; not modified.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64 (n,)``; a tie goes to the smallest of the tied labels.
+
+    Raises
+    ------
+    ValueError
+        If ``predictions`` is not a non-empty 2-D integer array.
+    """
+    array = _check_predictions(predictions)
+    values = np.unique(array)  # sorted, so argmax's first maximum is the smallest tied label
+    counts = (array[None, :, :] == values[:, None, None]).sum(axis=1)  # (u, n)
+    return values[np.argmax(counts, axis=0)].astype(np.int64)
+
+
+def audit_accuracies(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each client's accuracy against ``labels``.
+
+    Parameters
+    ----------
+    predictions
+        Integer labels ``(k_clients, n)``; not modified.
+    labels
+        Reference labels ``(n,)`` (the majority vote); not modified.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 (k_clients,)``: fraction of samples on which the client agrees with ``labels``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or ``predictions`` is not a non-empty 2-D integer array.
+    """
+    array = _check_predictions(predictions)
+    reference = np.asarray(labels)
+    if reference.shape != (array.shape[1],):
+        raise ValueError(f"labels must have shape ({array.shape[1]},), got {tuple(reference.shape)}")
+    return (array == reference[None, :]).mean(axis=1).astype(np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """Outcome of :func:`audit`.
+
+    Attributes
+    ----------
+    labels
+        ``int64 (n,)``: majority-vote labels of the audit samples (read-only).
+    accuracies
+        ``float64 (k,)``: each client's audit accuracy against ``labels`` (read-only).
+    kept
+        Indices (rows of ``predictions``) of clients with accuracy ``>= θ``, ascending.
+    dropped
+        Index -> reason, e.g. ``"audit accuracy 0.12 < θ=0.50"``, for the others.
+    """
+
+    labels: np.ndarray
+    accuracies: np.ndarray
+    kept: tuple[int, ...]
+    dropped: dict[int, str]
+
+
+def audit(predictions: np.ndarray, *, theta: float) -> AuditResult:
+    """Majority-vote the audit labels and keep the clients whose accuracy is at least ``theta``.
+
+    Parameters
+    ----------
+    predictions
+        Integer labels ``(k_clients, n)`` of every client's model on the audit set; not modified.
+    theta
+        Accuracy threshold ``θ`` in ``[0, 1]``; ``0`` keeps every client.
+
+    Returns
+    -------
+    AuditResult
+
+    Raises
+    ------
+    ValueError
+        If ``theta`` is outside ``[0, 1]`` or ``predictions`` is invalid.
+    """
+    if not _is_real(theta) or not 0.0 <= float(theta) <= 1.0:
+        raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
+    labels = majority_vote(predictions)
+    accuracies = audit_accuracies(predictions, labels)
+    kept = tuple(i for i, acc in enumerate(accuracies) if acc >= theta)
+    dropped = {
+        i: f"audit accuracy {acc:.2f} < θ={float(theta):.2f}"
+        for i, acc in enumerate(accuracies)
+        if acc < theta
+    }
+    labels.setflags(write=False)
+    accuracies.setflags(write=False)
+    logger.info("PDGAN audit at θ=%s: kept %s, dropped %s", theta, kept, dropped)
+    return AuditResult(labels=labels, accuracies=accuracies, kept=kept, dropped=dropped)
+
+
+def predict_all(models: Sequence[nn.Module], x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+    """Arg-max predictions of every model on ``x``.
+
+    Parameters
+    ----------
+    models
+        The clients' networks (``(B, K)`` logits each); their modes are restored.
+    x
+        Audit inputs ``(n, C, H, W)``; not modified.
+    batch_size
+        Forward-pass batch size, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64 (k_clients, n)``.
+
+    Raises
+    ------
+    ValueError
+        If ``models`` is empty, ``x`` is empty or ``batch_size < 1``.
+    """
+    if len(models) == 0:
+        raise ValueError("models is empty: need at least one client model")
+    rows = [predict_logits(m, x, batch_size=batch_size).argmax(dim=1).cpu().numpy() for m in models]
+    return np.stack(rows).astype(np.int64)

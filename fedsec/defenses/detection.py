@@ -1,0 +1,199 @@
+"""Server-side detectors of poisoned updates: accuracy, L2-norm and cosine checks.
+
+Implements the three checks Chen et al. ("Towards multi-party targeted model
+poisoning attacks against federated learning systems", High-Confidence
+Computing 2021) evaluate their stealthy colluders against, following Bhagoji
+et al. ("Analyzing federated learning through an adversarial lens", ICML 2019):
+
+accuracy checking
+    the validation accuracy of ``w + δ_i`` against that of ``w + δ_{all but i}``
+    (the FedAvg of the others); flag client ``i`` when it is lower by more than γ;
+L2-norm checking
+    ``‖δ_i‖`` against the round's median update norm (a scale-free ratio, so a
+    threshold calibrated in early rounds still means something later, when all
+    updates are smaller); flag when the ratio exceeds a threshold;
+cosine-similarity checking
+    ``cos(δ_i, Σ_{j≠i} δ_j)``; flag when it is below a threshold.
+
+Thresholds come from the run config or are calibrated on the statistics of
+the first (attack-free) rounds: the largest benign ratio/drop and the smallest
+benign cosine seen, widened by a margin.  Everything here is numpy on
+flattened update vectors ``(n_clients, d)``; the Flower wrapper is
+:mod:`strategies.detection`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DETECTORS = ("accuracy", "l2", "cosine")
+
+
+def as_matrix(updates: Sequence[np.ndarray] | np.ndarray, *, name: str = "updates") -> np.ndarray:
+    """``(n, d)`` float64 copy of ``updates``; ValueError unless 2-D, non-empty and finite."""
+    matrix = np.array(updates, dtype=np.float64, copy=True)
+    if matrix.ndim != 2 or matrix.shape[0] < 1:
+        raise ValueError(f"{name} must be a non-empty (n_clients, d) array, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError(f"{name} must be finite")
+    return matrix
+
+
+def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.einsum("ij,ij->i", a, b)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def cosine_to_others(updates: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """``cos(δ_i, Σ_{j≠i} δ_j)`` for every client (0 when either vector is zero or ``n == 1``)."""
+    matrix = as_matrix(updates)
+    others = matrix.sum(axis=0, keepdims=True) - matrix
+    return _cosine_rows(matrix, others)
+
+
+def norm_ratios(updates: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """``‖δ_i‖ / median_j ‖δ_j‖`` (all ones when the median norm is zero)."""
+    norms = np.linalg.norm(as_matrix(updates), axis=1)
+    median = float(np.median(norms))
+    if median == 0.0:
+        return np.ones_like(norms)
+    return norms / median
+
+
+def max_l2_to(updates: Sequence[np.ndarray] | np.ndarray, reference: Collection[int]) -> np.ndarray:
+    """For every row, its largest L2 distance to the rows in ``reference`` other than itself (0 if none)."""
+    matrix = as_matrix(updates)
+    ref = sorted(set(reference))
+    if any(not 0 <= i < len(matrix) for i in ref):
+        raise ValueError(f"reference indices must be in [0, {len(matrix)}), got {ref}")
+    out = np.zeros(len(matrix))
+    for i in range(len(matrix)):
+        others = [j for j in ref if j != i]
+        if others:
+            out[i] = float(np.max(np.linalg.norm(matrix[others] - matrix[i], axis=1)))
+    return out
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detector thresholds; ``None`` means the detector is not ready (not yet calibrated).
+
+    Attributes
+    ----------
+    accuracy_gamma
+        Flag when ``acc(w+δ_others) − acc(w+δ_i) > accuracy_gamma``.
+    l2_ratio
+        Flag when ``‖δ_i‖ / median ‖δ‖ > l2_ratio``.
+    cosine
+        Flag when ``cos(δ_i, Σ others) < cosine``.
+    """
+
+    accuracy_gamma: float | None = None
+    l2_ratio: float | None = None
+    cosine: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"accuracy": self.accuracy_gamma, "l2": self.l2_ratio, "cosine": self.cosine}
+
+
+@dataclass(frozen=True)
+class RoundStatistics:
+    """One round's per-client statistics (arrays aligned with the round's clients)."""
+
+    cosine: np.ndarray
+    l2_ratio: np.ndarray
+    accuracy_drop: np.ndarray | None = None
+
+
+def parse_detectors(text: str) -> tuple[str, ...]:
+    """``"accuracy,l2"`` → ``("accuracy", "l2")``; ValueError naming the unknown detector."""
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown detector {unknown[0]!r}; choose from: {', '.join(DETECTORS)}")
+    return names
+
+
+def calibrate(
+    history: Iterable[RoundStatistics], *, margin: float, fixed: Thresholds | None = None
+) -> Thresholds:
+    """Thresholds from benign rounds: largest L2 ratio and accuracy drop, smallest cosine, widened.
+
+    ``margin`` widens each by that fraction of its magnitude (at least by
+    ``margin`` × 0.01 for a zero value); thresholds already set in ``fixed`` are kept.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    rounds = list(history)
+    fixed = fixed or Thresholds()
+    if not rounds:
+        return fixed
+
+    def widen(value: float, up: bool) -> float:
+        delta = margin * max(abs(value), 0.01)
+        return value + delta if up else value - delta
+
+    cos = np.concatenate([r.cosine for r in rounds])
+    ratio = np.concatenate([r.l2_ratio for r in rounds])
+    drops = [r.accuracy_drop for r in rounds if r.accuracy_drop is not None]
+    return Thresholds(
+        accuracy_gamma=fixed.accuracy_gamma
+        if fixed.accuracy_gamma is not None
+        else (widen(max(0.0, float(np.max(np.concatenate(drops)))), up=True) if drops else None),
+        l2_ratio=fixed.l2_ratio if fixed.l2_ratio is not None else widen(float(np.max(ratio)), up=True),
+        cosine=fixed.cosine if fixed.cosine is not None else widen(float(np.min(cos)), up=False),
+    )
+
+
+def flag(
+    stats: RoundStatistics, thresholds: Thresholds, detectors: Sequence[str]
+) -> dict[int, dict[str, str]]:
+    """``{client index: {detector: reason}}`` for every client at least one enabled detector flags."""
+    flagged: dict[int, dict[str, str]] = {}
+    for i in range(len(stats.cosine)):
+        reasons: dict[str, str] = {}
+        if "cosine" in detectors and thresholds.cosine is not None and stats.cosine[i] < thresholds.cosine:
+            reasons["cosine"] = f"cosine {stats.cosine[i]:.3f} to the others < {thresholds.cosine:.3f}"
+        if "l2" in detectors and thresholds.l2_ratio is not None and stats.l2_ratio[i] > thresholds.l2_ratio:
+            reasons["l2"] = f"L2 norm {stats.l2_ratio[i]:.2f}× the median > {thresholds.l2_ratio:.2f}×"
+        if (
+            "accuracy" in detectors
+            and thresholds.accuracy_gamma is not None
+            and stats.accuracy_drop is not None
+            and stats.accuracy_drop[i] > thresholds.accuracy_gamma
+        ):
+            reasons["accuracy"] = (
+                f"validation accuracy {stats.accuracy_drop[i]:.3f} below the others' "
+                f"> γ={thresholds.accuracy_gamma:.3f}"
+            )
+        if reasons:
+            flagged[i] = reasons
+    return flagged
+
+
+def confusion(flagged: Collection[str], malicious: Collection[str], clients: Iterable[str]) -> dict[str, int]:
+    """Detection counts ``tp``/``fp``/``fn``/``tn`` of ``flagged`` against the ground truth ``malicious``."""
+    counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    flagged_set, malicious_set = set(flagged), set(malicious)
+    for client in clients:
+        is_flagged, is_malicious = client in flagged_set, client in malicious_set
+        key = ("tp" if is_malicious else "fp") if is_flagged else ("fn" if is_malicious else "tn")
+        counts[key] += 1
+    return counts
+
+
+def detection_rates(counts: Mapping[str, int]) -> dict[str, float | None]:
+    """Recall (TP / (TP + FN)) and false-positive rate (FP / (FP + TN)); ``None`` when undefined."""
+    positives = counts.get("tp", 0) + counts.get("fn", 0)
+    negatives = counts.get("fp", 0) + counts.get("tn", 0)
+    return {
+        "recall": counts.get("tp", 0) / positives if positives else None,
+        "false_positive_rate": counts.get("fp", 0) / negatives if negatives else None,
+    }

@@ -1,0 +1,367 @@
+"""Server-side update selection of the layered backdoor defense.
+
+Implements the server layer of "A layered defense framework for edge-computing
+intelligent services" (the layered backdoor-defense paper): before averaging,
+the server
+
+1. drops every client update whose cosine similarity to the previous global
+   update is negative (the paper's "ReLU" step: an update pulling against the
+   direction the federation is moving in is discarded), and
+2. clusters the remaining updates with HDBSCAN on pairwise cosine distances
+   and keeps only the largest (majority) cluster.
+
+:func:`hdbscan_majority` is also the filtering step of FLAME (see
+:mod:`fedsec.defenses.flame`).  Updates are 2-D float arrays ``(n_clients, d)``
+of flattened update vectors (client weights minus global weights).  Every
+function copies its inputs and never mutates them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import HDBSCAN
+
+__all__ = [
+    "Selection",
+    "cosine_to_reference",
+    "hdbscan_majority",
+    "layered_selection",
+    "pairwise_cosine_distances",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_updates(name: str, updates: np.ndarray) -> np.ndarray:
+    """Return ``updates`` as a new float64 ``(n, d)`` array, validating shape and values.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` if the array is not 2-D, has no rows or no columns, or
+        holds NaN/Inf.
+    """
+    try:
+        array = np.array(updates, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a 2-D float array (n_clients, d), got {error}") from error
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_clients, d), got shape {array.shape}")
+    if array.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one update, got shape {array.shape}")
+    if array.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one coordinate per update, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        bad = sorted({int(i) for i in np.nonzero(~np.isfinite(array))[0]})
+        raise ValueError(f"{name} has non-finite values (NaN/Inf) in rows {bad}")
+    return array
+
+
+def _check_vector(name: str, vector: np.ndarray, d: int) -> np.ndarray:
+    """Return ``vector`` as a new float64 1-D array of length ``d`` with finite values."""
+    try:
+        array = np.array(vector, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a 1-D float array of length {d}, got {error}") from error
+    if array.shape != (d,):
+        raise ValueError(f"{name} must be a 1-D array of length {d}, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} has non-finite values (NaN/Inf)")
+    return array
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
+    """Rows of ``array`` scaled to unit L2 norm; all-zero rows stay zero.
+
+    Each row is first divided by its largest absolute entry so that the norm
+    cannot overflow for very large (but finite) values.
+    """
+    scale = np.max(np.abs(array), axis=1, keepdims=True)
+    safe_scale = np.where(scale > 0, scale, 1.0)
+    scaled = array / safe_scale
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+    return np.divide(scaled, norms, out=np.zeros_like(scaled), where=norms > 0)
+
+
+def cosine_to_reference(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every update with a reference vector.
+
+    Parameters
+    ----------
+    updates
+        Array ``(n, d)`` of flattened update vectors.
+    reference
+        Vector ``(d,)``, e.g. the previous global update.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 array ``(n,)`` with ``cos(updates[i], reference)`` in
+        ``[-1, 1]``; 0 where the update's or the reference's norm is 0.
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` is not a finite 2-D array with at least one row, or
+        ``reference`` is not a finite vector of length ``d`` (naming it).
+    """
+    rows = _check_updates("updates", updates)
+    ref = _check_vector("reference", reference, rows.shape[1])
+    unit = _unit_rows(rows)
+    unit_ref = _unit_rows(ref[np.newaxis, :])[0]
+    return np.clip(unit @ unit_ref, -1.0, 1.0)
+
+
+def pairwise_cosine_distances(updates: np.ndarray) -> np.ndarray:
+    """Cosine distances ``1 - cos(u_i, u_j)`` between all pairs of updates.
+
+    Parameters
+    ----------
+    updates
+        Array ``(n, d)`` of flattened update vectors.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 array ``(n, n)``: symmetric, zero on the diagonal and clipped
+        to ``[0, 2]`` (orthogonal updates are at distance 1, opposite ones at
+        2).  An all-zero update has cosine 0, hence distance 1, to every other
+        update.
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` is not a finite 2-D array with at least one row.
+    """
+    unit = _unit_rows(_check_updates("updates", updates))
+    distances = 1.0 - unit @ unit.T
+    distances = 0.5 * (distances + distances.T)
+    np.clip(distances, 0.0, 2.0, out=distances)
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` naming ``name`` if it is not an int >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def hdbscan_majority(
+    updates: np.ndarray, *, min_cluster_size: int | None = None, min_samples: int = 1
+) -> np.ndarray:
+    """Indices of the updates in the largest HDBSCAN cluster on cosine distances.
+
+    Runs ``sklearn.cluster.HDBSCAN(metric="precomputed",
+    min_cluster_size=min_cluster_size or n // 2 + 1, min_samples=min_samples,
+    allow_single_cluster=True)`` on :func:`pairwise_cosine_distances` and keeps
+    the largest cluster; noise points (label -1) and smaller clusters are
+    dropped.  With the default ``min_cluster_size`` a cluster must hold a
+    strict majority of the updates, as in FLAME and the layered defense.
+
+    Parameters
+    ----------
+    updates
+        Array ``(n, d)`` of flattened update vectors.
+    min_cluster_size
+        Smallest group HDBSCAN calls a cluster, an integer in ``[2, n]``;
+        ``None`` means ``n // 2 + 1``.  The upper bound is only checked when
+        clustering runs (``n >= 3``).
+    min_samples
+        HDBSCAN's ``min_samples`` (the ``k`` of the core distance), an integer
+        in ``[1, n]`` (upper bound checked when clustering runs).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted int64 indices of the kept updates.  Ties between equally large
+        clusters go to the cluster containing the lowest index.  If HDBSCAN
+        labels every update as noise, all indices are kept and a warning is
+        logged (there is no majority to trust, so nothing is filtered).
+
+    Notes
+    -----
+    Fewer than three updates are all kept without clustering: one update is
+    trivially its own majority, and with two updates neither can outvote the
+    other, so there is no basis for calling one of them an outlier.
+
+    The result is deterministic: HDBSCAN has no random component and the
+    distance matrix is a pure function of ``updates``, so the same updates
+    (in the same order) always give the same indices.  Reordering the clients
+    can only matter for exact ties in distances.
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` is not a finite 2-D array with at least one row, or
+        ``min_cluster_size`` / ``min_samples`` is out of range (naming it).
+    """
+    rows = _check_updates("updates", updates)
+    n = rows.shape[0]
+    if min_cluster_size is not None:
+        _check_int("min_cluster_size", min_cluster_size, 2)
+    _check_int("min_samples", min_samples, 1)
+    if n < 3:
+        return np.arange(n, dtype=np.int64)
+
+    size = n // 2 + 1 if min_cluster_size is None else int(min_cluster_size)
+    if size > n:
+        raise ValueError(f"min_cluster_size must be at most the number of updates ({n}), got {size}")
+    if min_samples > n:
+        raise ValueError(f"min_samples must be at most the number of updates ({n}), got {min_samples}")
+
+    distances = pairwise_cosine_distances(rows)
+    clusterer = HDBSCAN(
+        metric="precomputed",
+        min_cluster_size=size,
+        min_samples=int(min_samples),
+        allow_single_cluster=True,
+        copy=True,
+    )
+    labels = np.asarray(clusterer.fit_predict(distances))
+    clustered = labels[labels >= 0]
+    if clustered.size == 0:
+        logger.warning(
+            "HDBSCAN labelled all %s updates as noise (min_cluster_size=%s); keeping all of them", n, size
+        )
+        return np.arange(n, dtype=np.int64)
+
+    cluster_ids, counts = np.unique(clustered, return_counts=True)
+    first_index = np.array([int(np.argmax(labels == c)) for c in cluster_ids])
+    # largest count first, then the cluster whose first member has the lowest index
+    best = min(range(len(cluster_ids)), key=lambda k: (-int(counts[k]), int(first_index[k])))
+    kept = np.flatnonzero(labels == cluster_ids[best]).astype(np.int64)
+    logger.debug("HDBSCAN majority: kept %s of %s updates (clusters %s)", kept.size, n, counts.tolist())
+    return kept
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Outcome of a selection step: kept indices and the reason each dropped one was dropped.
+
+    Attributes
+    ----------
+    kept
+        Sorted indices (into the round's updates) of the kept updates.
+    dropped
+        ``index -> reason`` for every dropped update, e.g. ``"cosine -0.31 to
+        the previous global update"`` or ``"outside the HDBSCAN majority
+        cluster"``.
+    """
+
+    kept: tuple[int, ...]
+    dropped: dict[int, str]
+
+    def __post_init__(self) -> None:
+        kept = tuple(int(i) for i in self.kept)
+        if list(kept) != sorted(set(kept)):
+            raise ValueError(f"kept must hold sorted, distinct indices, got {kept}")
+        dropped = {int(i): str(reason) for i, reason in self.dropped.items()}
+        overlap = sorted(set(kept) & set(dropped))
+        if overlap:
+            raise ValueError(f"dropped must not contain kept indices, both hold {overlap}")
+        object.__setattr__(self, "kept", kept)
+        object.__setattr__(self, "dropped", dropped)
+
+
+def layered_selection(
+    updates: np.ndarray,
+    *,
+    previous_global_update: np.ndarray | None,
+    drop_negative: bool = True,
+    cluster: bool = True,
+    min_cluster_size: int | None = None,
+) -> Selection:
+    """The layered defense's server selection: negative-cosine drop, then HDBSCAN majority.
+
+    Step 1 ("ReLU" step; runs if ``drop_negative`` and ``previous_global_update``
+    is given and not all zero): updates whose cosine similarity to the previous
+    global update is below 0 are dropped.  Step 2 (runs if ``cluster``):
+    :func:`hdbscan_majority` over the updates that survived step 1; its
+    indices are mapped back to positions in ``updates``.
+
+    Parameters
+    ----------
+    updates
+        Array ``(n, d)`` of this round's flattened client updates.
+    previous_global_update
+        The previous round's global update ``(d,)`` (new minus old global
+        weights), or ``None`` in the first round (step 1 is then skipped).
+    drop_negative
+        Whether to run step 1.
+    cluster
+        Whether to run step 2.
+    min_cluster_size
+        Passed to :func:`hdbscan_majority`; ``None`` means a strict majority
+        of the updates that survived step 1.  A value larger than the number
+        of survivors is lowered to that number (and logged), so that a fixed
+        setting cannot fail a round in which step 1 dropped many updates.
+
+    Returns
+    -------
+    Selection
+        Kept indices and, for each dropped update, a reason naming the step.
+        If step 1 drops every update, nothing is kept (and a warning is
+        logged).
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` or ``previous_global_update`` is malformed, a flag is
+        not a bool, or ``min_cluster_size`` is not an integer >= 2 (naming it).
+    """
+    rows = _check_updates("updates", updates)
+    n, d = rows.shape
+    for name, flag in (("drop_negative", drop_negative), ("cluster", cluster)):
+        if not isinstance(flag, bool | np.bool_):
+            raise ValueError(f"{name} must be a bool, got {flag!r}")
+    if min_cluster_size is not None:
+        _check_int("min_cluster_size", min_cluster_size, 2)
+    reference = (
+        None
+        if previous_global_update is None
+        else _check_vector("previous_global_update", previous_global_update, d)
+    )
+
+    dropped: dict[int, str] = {}
+    remaining = np.arange(n, dtype=np.int64)
+
+    if drop_negative and reference is not None:
+        if np.any(reference != 0):
+            cosines = cosine_to_reference(rows, reference)
+            negative = cosines < 0
+            for index in np.flatnonzero(negative):
+                dropped[int(index)] = (
+                    f"cosine {cosines[index]:.2f} to the previous global update is negative "
+                    "(layered defense, step 1: ReLU)"
+                )
+            remaining = np.flatnonzero(~negative).astype(np.int64)
+        else:
+            logger.debug("previous_global_update is all zeros; skipping the negative-cosine step")
+
+    if remaining.size == 0:
+        logger.warning("all %s updates have a negative cosine to the previous global update", n)
+        return Selection(kept=(), dropped=dropped)
+
+    if cluster:
+        size = min_cluster_size
+        if size is not None and remaining.size >= 3 and size > remaining.size:
+            logger.info(
+                "min_cluster_size %s exceeds the %s updates left after step 1; using %s",
+                size,
+                remaining.size,
+                remaining.size,
+            )
+            size = int(remaining.size)
+        local = hdbscan_majority(rows[remaining], min_cluster_size=size)
+        majority = set(remaining[local].tolist())
+        for position in remaining.tolist():
+            if position not in majority:
+                dropped[int(position)] = "outside the HDBSCAN majority cluster (layered defense, step 2)"
+        remaining = np.array(sorted(majority), dtype=np.int64)
+
+    return Selection(kept=tuple(int(i) for i in remaining), dropped=dropped)

@@ -1,0 +1,203 @@
+"""The poisoning detectors of Chen et al. as a wrapper around any Flower strategy.
+
+:class:`DetectionStrategy` measures every round's updates (cosine to the
+aggregate of the others, L2 norm against the round's median, and with the
+``accuracy`` detector the validation accuracy of ``w + δ_i`` against
+``w + δ_{others}``), calibrates thresholds on the first rounds if asked,
+drops flagged updates and lets the inner strategy aggregate the rest.  The
+math is :mod:`fedsec.defenses.detection`.
+
+Even with no detector enabled it records, per client and round, the statistics
+the paper's tables report (cosine to the others, maximal L2 distance to the
+benign updates) — the benign set there comes from the scenario's ground
+truth and is used only for these records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.common import NDArrays
+from flwr.server.strategy import Strategy
+
+from fedsec.config import RunConfig
+from fedsec.defenses.detection import (
+    RoundStatistics,
+    Thresholds,
+    calibrate,
+    cosine_to_others,
+    flag,
+    max_l2_to,
+    norm_ratios,
+    parse_detectors,
+)
+from fedsec.errors import ConfigError
+from fedsec.results import RunRecorder
+from fedsec.training import flatten
+from strategies.wrapper import FilteringStrategy, GroundTruth, Verdict
+
+logger = logging.getLogger(__name__)
+
+AccuracyFn = Callable[[NDArrays], float]
+
+
+def fixed_thresholds(config: RunConfig) -> Thresholds:
+    """The thresholds the config sets explicitly (unset ones are calibrated)."""
+    return Thresholds(
+        accuracy_gamma=config.accuracy_gamma or None,
+        l2_ratio=config.l2_ratio_threshold or None,
+        cosine=None if config.cosine_threshold == -2.0 else config.cosine_threshold,
+    )
+
+
+class DetectionStrategy(FilteringStrategy):
+    """Flag and drop updates that fail the configured checks; record the statistics.
+
+    Parameters
+    ----------
+    inner
+        The strategy that aggregates the kept updates.
+    detectors
+        Enabled checks, a subset of ``("accuracy", "l2", "cosine")``.
+    thresholds
+        Thresholds set explicitly; the others are calibrated.
+    calibration_rounds
+        Rounds ``1..calibration_rounds`` only collect statistics (nothing is flagged).
+    margin
+        How much calibrated thresholds are widened (fraction of their value).
+    drop
+        Drop flagged updates (False: only flag and record them, to measure evasion).
+    accuracy_fn
+        Validation accuracy of a full model's weights (needed by ``accuracy``).
+    recorder, truth
+        As for :class:`~strategies.wrapper.FilteringStrategy`.
+    """
+
+    def __init__(
+        self,
+        *,
+        inner: Strategy,
+        detectors: tuple[str, ...],
+        thresholds: Thresholds,
+        calibration_rounds: int,
+        margin: float,
+        drop: bool = True,
+        accuracy_fn: AccuracyFn | None = None,
+        recorder: RunRecorder | None = None,
+        truth: GroundTruth | None = None,
+    ) -> None:
+        super().__init__(inner=inner, name="detectors", recorder=recorder, truth=truth)
+        if calibration_rounds < 0:
+            raise ValueError(f"calibration_rounds must be >= 0, got {calibration_rounds}")
+        if "accuracy" in detectors and accuracy_fn is None:
+            raise ValueError("the accuracy detector needs accuracy_fn (a server validation set)")
+        missing = {
+            "accuracy": thresholds.accuracy_gamma,
+            "l2": thresholds.l2_ratio,
+            "cosine": thresholds.cosine,
+        }
+        unset = [d for d in detectors if missing[d] is None]
+        if unset and calibration_rounds == 0:
+            raise ConfigError(
+                f"detectors {', '.join(unset)} have no threshold: set calibration-rounds > 0 "
+                "or their thresholds (accuracy-gamma, l2-ratio-threshold, cosine-threshold)"
+            )
+        self.detectors = detectors
+        self.fixed = thresholds
+        self.thresholds = thresholds if calibration_rounds == 0 else Thresholds()
+        self.calibration_rounds = calibration_rounds
+        self.margin = margin
+        self.drop = drop
+        self.accuracy_fn = accuracy_fn
+        self._history: list[RoundStatistics] = []
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RunConfig,
+        *,
+        inner: Strategy,
+        accuracy_fn: AccuracyFn | None,
+        recorder: RunRecorder | None,
+        truth: GroundTruth,
+    ) -> DetectionStrategy:
+        try:
+            detectors = parse_detectors(config.detectors)
+        except ValueError as error:
+            raise ConfigError(f"config key 'detectors': {error}") from None
+        return cls(
+            inner=inner,
+            detectors=detectors,
+            thresholds=fixed_thresholds(config),
+            calibration_rounds=config.calibration_rounds,
+            margin=config.detector_margin,
+            drop=config.detectors_drop,
+            accuracy_fn=accuracy_fn,
+            recorder=recorder,
+            truth=truth,
+        )
+
+    def statistics(self, updates: list[NDArrays]) -> tuple[np.ndarray, RoundStatistics]:
+        """The round's flattened updates ``δ_i`` and their statistics."""
+        assert self.global_arrays is not None
+        reference = self.global_arrays
+        deltas = np.stack([flatten([w - g for w, g in zip(u, reference, strict=True)]) for u in updates])
+        drops = None
+        if "accuracy" in self.detectors and self.accuracy_fn is not None:
+            drops = np.array([self._accuracy_drop(updates, i) for i in range(len(updates))])
+        return deltas, RoundStatistics(
+            cosine=cosine_to_others(deltas), l2_ratio=norm_ratios(deltas), accuracy_drop=drops
+        )
+
+    def _accuracy_drop(self, updates: list[NDArrays], i: int) -> float:
+        assert self.accuracy_fn is not None
+        own = self.accuracy_fn(updates[i])
+        others = [u for j, u in enumerate(updates) if j != i]
+        if not others:
+            return 0.0
+        mean = [
+            np.mean([u[k] for u in others], axis=0).astype(updates[i][k].dtype)
+            for k in range(len(updates[i]))
+        ]
+        return float(self.accuracy_fn(mean) - own)
+
+    def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
+        deltas, stats = self.statistics(updates)
+        benign = [i for i, label in enumerate(labels) if label not in self.truth.malicious]
+        max_l2 = max_l2_to(deltas, benign)
+        record: dict[str, Any] = {
+            "update_stats": {
+                label: {
+                    "cosine": float(stats.cosine[i]),
+                    "l2_ratio": float(stats.l2_ratio[i]),
+                    "norm": float(np.linalg.norm(deltas[i])),
+                    "max_l2_benign": float(max_l2[i]),
+                    **(
+                        {"accuracy_drop": float(stats.accuracy_drop[i])}
+                        if stats.accuracy_drop is not None
+                        else {}
+                    ),
+                }
+                for i, label in enumerate(labels)
+            }
+        }
+        if server_round <= self.calibration_rounds:
+            self._history.append(stats)
+            if server_round == self.calibration_rounds:
+                self.thresholds = calibrate(self._history, margin=self.margin, fixed=self.fixed)
+                logger.info("detectors calibrated after round %s: %s", server_round, self.thresholds)
+            record["thresholds"] = self.thresholds.as_dict()
+            return Verdict(kept=tuple(range(len(labels))), record=record)
+        flagged = flag(stats, self.thresholds, self.detectors)
+        record["thresholds"] = self.thresholds.as_dict()
+        record["flagged_by"] = {labels[i]: sorted(reasons) for i, reasons in flagged.items()}
+        if not self.drop:
+            return Verdict(kept=tuple(range(len(labels))), record=record)
+        return Verdict(
+            kept=tuple(i for i in range(len(labels)) if i not in flagged),
+            dropped={i: "; ".join(reasons.values()) for i, reasons in flagged.items()},
+            record=record,
+        )

@@ -1,0 +1,217 @@
+"""Tests for PDGAN auditing (majority vote, θ filter, GAN training) and model-inversion audit data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedsec.data.datasets import TensorSplit
+from fedsec.defenses.audit import (
+    audit,
+    audit_accuracies,
+    audit_set,
+    majority_vote,
+    predict_all,
+    train_gan,
+)
+from fedsec.defenses.inversion import invert_classes
+from fedsec.models import build_model
+from fedsec.models.gan import Generator, discriminator_from
+from fedsec.training import make_optimizer, train
+
+K = 10
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks run fastest (and steadiest on shared cores) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TableModel(nn.Module):
+    """A fixed "client model": reads the class id encoded in pixel (0, 0) and returns one-hot logits."""
+
+    def __init__(self, table: dict[int, int]) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = torch.round(x[:, 0, 0, 0] * K).long().tolist()
+        logits = torch.zeros(len(ids), K)
+        for row, cls in enumerate(ids):
+            logits[row, self.table[cls]] = 5.0
+        return logits
+
+
+def _encoded_inputs(per_class: int = 3) -> tuple[torch.Tensor, np.ndarray]:
+    labels = np.repeat(np.arange(K), per_class)
+    x = torch.zeros(len(labels), 1, 2, 2)
+    x[:, 0, 0, 0] = torch.from_numpy(labels).float() / K
+    return x, labels
+
+
+def test_majority_vote_labels_and_theta_filter_drop_the_poisoned_client() -> None:
+    honest = {c: c for c in range(K)}
+    poisoned = {**honest, 1: 7}  # label flipping 1 -> 7
+    models = [TableModel(honest) for _ in range(4)] + [TableModel(poisoned)]
+    x, truth = _encoded_inputs(per_class=3)
+
+    predictions = predict_all(models, x, batch_size=7)
+    assert predictions.shape == (5, 30)
+    assert predictions.dtype == np.int64
+    assert (predictions[4][truth == 1] == 7).all()
+
+    result = audit(predictions, theta=0.95)
+
+    np.testing.assert_array_equal(result.labels, truth)  # the honest majority labels the audit set
+    np.testing.assert_allclose(result.accuracies, [1.0, 1.0, 1.0, 1.0, 27 / 30])
+    assert result.kept == (0, 1, 2, 3)
+    assert list(result.dropped) == [4]
+    assert result.dropped[4] == "audit accuracy 0.90 < θ=0.95"
+    # θ below the poisoned client's accuracy keeps everyone; θ = 0 always does
+    assert audit(predictions, theta=0.85).kept == (0, 1, 2, 3, 4)
+    zero = audit(predictions, theta=0.0)
+    assert zero.kept == (0, 1, 2, 3, 4)
+    assert zero.dropped == {}
+
+
+def test_majority_vote_breaks_ties_towards_the_smallest_label() -> None:
+    predictions = np.array([[3, 1, 9], [1, 1, 2], [3, 0, 2], [1, 0, 5]])
+    before = predictions.copy()
+    np.testing.assert_array_equal(majority_vote(predictions), [1, 0, 2])
+    np.testing.assert_array_equal(predictions, before)
+
+
+def test_audit_accuracies_hand_computed() -> None:
+    predictions = np.array([[0, 1, 2, 3], [0, 1, 0, 0], [5, 5, 5, 5]])
+    np.testing.assert_allclose(audit_accuracies(predictions, np.array([0, 1, 2, 0])), [0.75, 0.75, 0.0])
+
+
+def test_audit_validates_its_inputs() -> None:
+    predictions = np.zeros((2, 3), dtype=np.int64)
+    for theta in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="theta"):
+            audit(predictions, theta=theta)
+    with pytest.raises(ValueError, match="predictions"):
+        majority_vote(np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="predictions"):
+        majority_vote(np.zeros((2, 3)))  # float labels
+    with pytest.raises(ValueError, match="labels"):
+        audit_accuracies(predictions, np.zeros(4, dtype=np.int64))
+    with pytest.raises(ValueError, match="models"):
+        predict_all([], torch.zeros(2, 1, 2, 2))
+
+
+def _two_class_images(n_per_class: int, seed: int) -> TensorSplit:
+    """Class 0: bright top half; class 1: bright bottom half; 1x8x8 with noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2 * n_per_class, 1, 8, 8, generator=g) * 0.3
+    x[:n_per_class, :, :4] += 0.6
+    x[n_per_class:, :, 4:] += 0.6
+    y = torch.arange(2).repeat_interleave(n_per_class)
+    return TensorSplit(x=x.clamp(0, 1), y=y)
+
+
+def test_train_gan_learns_the_real_classes_and_updates_the_generator() -> None:
+    aux = _two_class_images(16, seed=0)
+    before_aux = aux.x.clone()
+    global_model = build_model("lenet", input_shape=(1, 8, 8), num_classes=2, seed=1)
+    disc = discriminator_from(global_model, model_name="lenet", input_shape=(1, 8, 8), num_classes=2, seed=2)
+    gen = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
+    gen_before = [p.detach().clone() for p in gen.parameters()]
+    disc.eval()
+
+    def real_loss() -> float:
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(disc(aux.x), aux.y))
+
+    start = real_loss()
+    stats = train_gan(
+        gen, disc, aux, num_classes=2, steps=40, batch_size=16, lr=2e-3, rng=torch.Generator().manual_seed(0)
+    )
+
+    assert stats.steps == 40
+    assert np.isfinite(stats.d_loss) and np.isfinite(stats.g_loss)
+    assert real_loss() < 0.5 * start
+    assert any(not torch.equal(p, q) for p, q in zip(gen.parameters(), gen_before, strict=True))
+    assert not disc.training  # mode restored
+    assert all(p.grad is None for p in [*disc.parameters(), *gen.parameters()])
+    assert torch.equal(aux.x, before_aux)
+    images = audit_set(gen, 5, rng=torch.Generator().manual_seed(1))
+    assert images.shape == (5, 1, 8, 8)
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+
+
+def test_train_gan_validates_shapes_and_parameters() -> None:
+    aux = _two_class_images(4, seed=0)
+    gen = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
+    disc = build_model("lenet", input_shape=(1, 8, 8), num_classes=3, seed=0)
+    rng = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="steps"):
+        train_gan(gen, disc, aux, num_classes=2, steps=0, batch_size=4, rng=rng)
+    with pytest.raises(ValueError, match="output_shape"):
+        train_gan(
+            Generator(latent_dim=8, output_shape=(1, 12, 12), base_channels=8),
+            disc,
+            aux,
+            num_classes=2,
+            steps=1,
+            batch_size=4,
+            rng=rng,
+        )
+    with pytest.raises(ValueError, match="num_classes"):
+        train_gan(gen, disc, aux, num_classes=3, steps=1, batch_size=4, rng=rng)  # D has 3, not 4 outputs
+
+
+def test_invert_classes_recovers_inputs_the_model_assigns_to_each_class() -> None:
+    g = torch.Generator().manual_seed(0)
+    prototypes = (torch.rand(3, 1, 8, 8, generator=g) > 0.5).float()
+    y = torch.arange(3).repeat_interleave(30)
+    x = (prototypes[y] + 0.2 * torch.randn(len(y), 1, 8, 8, generator=g)).clamp(0, 1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = make_optimizer("adam", model.parameters(), lr=0.01)
+    train(model, x, y, epochs=20, batch_size=30, optimizer=optimizer, generator=g)
+    optimizer.zero_grad(set_to_none=True)
+    weights = [p.detach().clone() for p in model.parameters()]
+    model.train()
+
+    split = invert_classes(
+        model,
+        input_shape=(1, 8, 8),
+        num_classes=3,
+        per_class=4,
+        steps=30,
+        lr=0.1,
+        rng=torch.Generator().manual_seed(1),
+    )
+
+    assert split.x.shape == (12, 1, 8, 8)
+    assert split.x.dtype == torch.float32
+    np.testing.assert_array_equal(split.y.numpy(), np.repeat(np.arange(3), 4))
+    assert float(split.x.min()) >= 0.0 and float(split.x.max()) <= 1.0
+    assert not split.x.requires_grad
+    with torch.no_grad():
+        predicted = model(split.x).argmax(dim=1)
+    assert float((predicted == split.y).float().mean()) >= 0.9
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+    again = invert_classes(
+        model,
+        input_shape=(1, 8, 8),
+        num_classes=3,
+        per_class=4,
+        steps=30,
+        lr=0.1,
+        rng=torch.Generator().manual_seed(1),
+    )
+    assert torch.equal(again.x, split.x)
+    with pytest.raises(ValueError, match="num_classes"):
+        invert_classes(
+            model, input_shape=(1, 8, 8), num_classes=4, per_class=1, steps=1, lr=0.1, rng=torch.Generator()
+        )

@@ -1,0 +1,141 @@
+"""Tests for PDGAN's generator and the discriminator built from the global model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fedsec.models import build_model
+from fedsec.models.gan import Generator, discriminator_from, refresh_discriminator
+
+K = 10
+CASES = [("lenet", (1, 28, 28)), ("cnn", (1, 8, 8))]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks run fastest (and steadiest on shared cores) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _final_keys(model: nn.Module) -> tuple[str, str]:
+    keys = list(model.state_dict())
+    return keys[-2], keys[-1]  # classifier's last Linear: weight, bias
+
+
+def _assert_initialised_from(disc: nn.Module, global_model: nn.Module, fake_row: dict[str, torch.Tensor]):
+    src, dst = global_model.state_dict(), disc.state_dict()
+    assert src.keys() == dst.keys()
+    final = _final_keys(global_model)
+    for key, value in src.items():
+        if key in final:
+            assert dst[key].shape[0] == K + 1
+            assert torch.equal(dst[key][:K], value)
+            assert torch.equal(dst[key][K], fake_row[key])
+        else:
+            assert torch.equal(dst[key], value), key
+
+
+@pytest.mark.parametrize(("name", "shape"), CASES)
+def test_discriminator_is_initialised_from_the_global_model(name, shape) -> None:
+    global_model = build_model(name, input_shape=shape, num_classes=K, seed=1)
+    before = {k: v.clone() for k, v in global_model.state_dict().items()}
+    fresh = build_model(name, input_shape=shape, num_classes=K + 1, seed=2)
+    fake_row = {k: fresh.state_dict()[k][K].clone() for k in _final_keys(fresh)}
+
+    disc = discriminator_from(global_model, model_name=name, input_shape=shape, num_classes=K, seed=2)
+
+    _assert_initialised_from(disc, global_model, fake_row)
+    x = torch.rand((4, *shape), generator=torch.Generator().manual_seed(0))
+    global_model.eval()
+    disc.eval()
+    with torch.no_grad():
+        out, ref = disc(x), global_model(x)
+    assert out.shape == (4, K + 1)
+    torch.testing.assert_close(out[:, :K], ref)
+    # the global model is not touched
+    assert all(torch.equal(v, before[k]) for k, v in global_model.state_dict().items())
+
+
+@pytest.mark.parametrize(("name", "shape"), CASES)
+def test_refresh_copies_the_new_global_weights_and_keeps_the_fake_row(name, shape) -> None:
+    global_model = build_model(name, input_shape=shape, num_classes=K, seed=1)
+    disc = discriminator_from(global_model, model_name=name, input_shape=shape, num_classes=K, seed=2)
+    with torch.no_grad():  # the discriminator drifts during GAN training ...
+        for p in disc.parameters():
+            p.add_(0.5)
+    fake_row = {k: disc.state_dict()[k][K].clone() for k in _final_keys(disc)}
+    with torch.no_grad():  # ... and the next round brings a new global model
+        for p in global_model.parameters():
+            p.mul_(-2.0).add_(0.25)
+    assert not torch.equal(
+        disc.state_dict()[_final_keys(disc)[0]][:K], global_model.state_dict()[_final_keys(global_model)[0]]
+    )
+
+    refresh_discriminator(disc, global_model)
+
+    _assert_initialised_from(disc, global_model, fake_row)
+
+
+def test_discriminator_rejects_architecture_and_class_mismatch() -> None:
+    lenet = build_model("lenet", input_shape=(1, 28, 28), num_classes=K, seed=1)
+    with pytest.raises(ValueError, match="architecture"):
+        discriminator_from(lenet, model_name="cnn", input_shape=(1, 28, 28), num_classes=K, seed=2)
+    other_size = build_model("lenet", input_shape=(1, 32, 32), num_classes=K, seed=1)
+    with pytest.raises(ValueError, match="architecture"):
+        discriminator_from(other_size, model_name="lenet", input_shape=(1, 28, 28), num_classes=K, seed=2)
+    with pytest.raises(ValueError, match="num_classes"):
+        discriminator_from(lenet, model_name="lenet", input_shape=(1, 28, 28), num_classes=5, seed=2)
+    disc = discriminator_from(lenet, model_name="lenet", input_shape=(1, 28, 28), num_classes=K, seed=2)
+    with pytest.raises(ValueError, match="architecture"):
+        refresh_discriminator(disc, disc)  # no final layer with one output fewer
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_generator_output_shape_and_range(shape) -> None:
+    gen = Generator(latent_dim=16, output_shape=shape, base_channels=8)
+    z = torch.randn(5, 16, generator=torch.Generator().manual_seed(0)) * 10.0
+    out = gen(z)
+    assert out.shape == (5, *shape)
+    assert out.requires_grad
+    assert float(out.detach().min()) >= 0.0
+    assert float(out.detach().max()) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"output_shape": (1, 30, 30)}, "output_shape"),
+        ({"output_shape": (1, 28, 30)}, "output_shape"),
+        ({"output_shape": (1, 28)}, "output_shape"),
+        ({"output_shape": (1, 28, 28), "latent_dim": 0}, "latent_dim"),
+        ({"output_shape": (1, 28, 28), "base_channels": 3}, "base_channels"),
+    ],
+)
+def test_generator_rejects_bad_parameters(kwargs, name) -> None:
+    with pytest.raises(ValueError, match=name):
+        Generator(**kwargs)
+
+
+def test_sample_is_deterministic_under_the_same_seed_and_restores_the_mode() -> None:
+    gen = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
+    gen.train()
+    a = gen.sample(6, generator=torch.Generator().manual_seed(3))
+    b = gen.sample(6, generator=torch.Generator().manual_seed(3))
+    c = gen.sample(6, generator=torch.Generator().manual_seed(4))
+    assert a.shape == (6, 1, 8, 8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not a.requires_grad
+    assert gen.training
+    # same seed, same weights; torch's global RNG is untouched by construction
+    state = torch.get_rng_state()
+    again = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(
+        torch.equal(p, q) for p, q in zip(gen.state_dict().values(), again.state_dict().values(), strict=True)
+    )
