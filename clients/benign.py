@@ -10,9 +10,10 @@ never by copying the loop.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 from torch import nn
@@ -46,6 +47,23 @@ def split_local(data: TensorSplit, *, fraction: float, seed: int) -> tuple[Tenso
 LOCAL_EVAL_FRACTION = 0.1
 
 
+class LocalDefense(Protocol):
+    """A defense a device runs instead of plain local training (e.g. the layered defense's edge side)."""
+
+    def train(
+        self,
+        model: nn.Module,
+        data: TensorSplit,
+        *,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        epochs: int,
+        batch_size: int,
+    ) -> float:
+        """Train ``model`` in place on ``data``; return the last epoch's mean loss."""
+        ...
+
+
 def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -> dict[str, Any]:
     """The constructor arguments every :class:`BenignClient` (and subclass) takes, for a partition."""
     bundle = load_bundle(config)
@@ -53,8 +71,14 @@ def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -
     train_data, eval_data = split_local(
         data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id)
     )
+    defense = None
+    if config.edge_defense:
+        from clients.edge_defense import edge_defense
+
+        defense = edge_defense(config)
     return {
         "config": config,
+        "defense": defense,
         "partition_id": partition_id,
         "model": new_model(config, bundle),
         "train_data": train_data,
@@ -78,6 +102,8 @@ class BenignClient(NumPyClient):
         This client's local training and local evaluation data.
     num_classes
         Number of classes, for per-class evaluation counts.
+    defense
+        A :class:`LocalDefense` that replaces plain training (None: plain training).
     """
 
     def __init__(
@@ -89,6 +115,7 @@ class BenignClient(NumPyClient):
         train_data: TensorSplit,
         eval_data: TensorSplit,
         num_classes: int,
+        defense: LocalDefense | None = None,
     ) -> None:
         if partition_id < 0:
             raise ValueError(f"partition_id must be >= 0, got {partition_id}")
@@ -100,6 +127,7 @@ class BenignClient(NumPyClient):
         self.train_data = train_data
         self.eval_data = eval_data
         self.num_classes = num_classes
+        self.defense = defense
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         return get_weights(self.model)
@@ -126,6 +154,16 @@ class BenignClient(NumPyClient):
             momentum=self.config.momentum,
             weight_decay=self.config.weight_decay,
         )
+        generator = torch_generator(self.config.seed, self.partition_id, server_round)
+        if self.defense is not None and loss_fn is None:
+            return self.defense.train(
+                self.model,
+                data,
+                optimizer=optimizer,
+                generator=generator,
+                epochs=self.config.local_epochs,
+                batch_size=self.config.batch_size,
+            )
         result = train(
             self.model,
             data.x,
@@ -133,7 +171,7 @@ class BenignClient(NumPyClient):
             epochs=self.config.local_epochs,
             batch_size=self.config.batch_size,
             optimizer=optimizer,
-            generator=torch_generator(self.config.seed, self.partition_id, server_round),
+            generator=generator,
             loss_fn=loss_fn or cross_entropy_loss,
         )
         return result.loss

@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 HISTORY_KEY = "fedsec-previous-global"
 CLEAN_LABEL_MAX_FRACTION = 0.99
+#: Seed-derivation key of the poisoning draws (distinct from partition and round keys).
+POISON_STREAM = 0x9015
 
 
 def global_trigger(config: RunConfig, input_shape: tuple[int, int, int]) -> Trigger:
@@ -143,7 +145,7 @@ class CleanLabelClient(DataPoisoningClient):
             eps=self.config.clean_label_eps,
             eps_step=self.config.clean_label_eps / 4,
             max_iter=self.config.clean_label_iterations,
-            seed=derive_seed(self.config.seed, self.partition_id, server_round),
+            seed=_seed(self.config, self.partition_id, server_round),
         )
 
 
@@ -372,11 +374,23 @@ def parse_lambdas(text: str) -> list[float]:
 
 
 def _parts(
-    config: RunConfig, partition_id: int, num_partitions: int, state: RecordDict | None
+    config: RunConfig,
+    partition_id: int,
+    num_partitions: int,
+    state: RecordDict | None,
+    *,
+    controls_training: bool = False,
 ) -> dict[str, Any]:
+    """Client arguments; an attacker that ``controls_training`` never runs the edge defense.
+
+    Data-poisoning roles model honest devices whose data was poisoned, so they
+    train the way every device does (with the edge defense, if the run has one).
+    """
     from clients.benign import client_parts
 
     parts = client_parts(config, partition_id=partition_id, num_partitions=num_partitions)
+    if controls_training:
+        parts["defense"] = None
     return {**parts, "state": state, "num_partitions": num_partitions}
 
 
@@ -384,8 +398,9 @@ def _input_shape(parts: dict[str, Any]) -> tuple[int, int, int]:
     return tuple(int(d) for d in parts["train_data"].x.shape[1:])  # type: ignore[return-value]
 
 
-def _seed(config: RunConfig, partition_id: int) -> int:
-    return derive_seed(config.seed, partition_id, 0x9015)
+def _seed(config: RunConfig, partition_id: int, *keys: int) -> int:
+    """A 32-bit seed for this attacker's poisoning draws (numpy's legacy seeding needs < 2**32)."""
+    return derive_seed(config.seed, partition_id, POISON_STREAM, *keys) % 2**32
 
 
 def label_flip_client(
@@ -450,7 +465,7 @@ def boosted_client(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> MaliciousClient:
     """Boosted model replacement: label-flip training, then the update × ``boost-factor``."""
-    parts = _parts(config, partition_id, num_partitions, state)
+    parts = _parts(config, partition_id, num_partitions, state, controls_training=True)
     poisoned = flip_labels(
         parts["train_data"],
         source=config.attack_source,
@@ -465,7 +480,7 @@ def constrain_scale_client(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> MaliciousClient:
     """Constrain-and-scale: trigger poisoning with an anomaly-evasion loss, update × γ (default n/η)."""
-    parts = _parts(config, partition_id, num_partitions, state)
+    parts = _parts(config, partition_id, num_partitions, state, controls_training=True)
     trigger = global_trigger(config, _input_shape(parts))
     return ScaledUpdateClient(
         factor=config.scale_factor or float(sampled_per_round(config)),

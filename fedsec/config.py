@@ -64,10 +64,6 @@ def _unit_interval(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "in [0, 1]"
 
 
-def _cosine_or_unset(value: Any) -> str | None:
-    return None if value == -2.0 or -1.0 <= value <= 1.0 else "in [-1, 1] (or -2 to calibrate)"
-
-
 def _absolute_or_empty(value: Any) -> str | None:
     return None if value == "" or os.path.isabs(value) else "an absolute path (or empty for no records)"
 
@@ -241,9 +237,46 @@ class RunConfig:
     l2_ratio_threshold: float = _option(
         0.0, "L2 check: flag if ‖δ_i‖ / median ‖δ‖ exceeds this (0: calibrate)", _at_least(0)
     )
-    cosine_threshold: float = _option(
-        -2.0, "cosine check: flag if cos(δ_i, Σ others) is below this (-2: calibrate)", _cosine_or_unset
+    cosine_gap: float = _option(
+        0.0,
+        "cosine check: flag if cos(δ_i, Σ others) is this far below the round's median (0: calibrate)",
+        _at_least(0),
     )
+    # --- layered backdoor defense (edge ABL + distillation; server cosine/HDBSCAN + distillation)
+    edge_defense: str = _option(
+        "", "edge defense of clients that control their training", _choice("", "abl", "abl+distill")
+    )
+    abl_isolation_epochs: int = _option(1, "ABL: epochs of loss-threshold (LGA) training", _at_least(1))
+    abl_gamma: float = _option(0.5, "ABL: loss threshold γ of sign(L − γ)·L", _at_least(0))
+    abl_fraction: float = _option(0.1, "ABL: fraction ρ of lowest-loss samples isolated", _unit)
+    abl_unlearning_epochs: int = _option(
+        1, "ABL: epochs of gradient ascent on the isolated set", _at_least(1)
+    )
+    layered_drop_negative: bool = _option(
+        True, "layered: drop updates with negative cosine to the last global update"
+    )
+    layered_cluster: bool = _option(True, "layered: keep only the HDBSCAN majority cluster")
+    server_distill: bool = _option(
+        False, "fine-tune each aggregate with attention distillation on the clean set"
+    )
+    distill_delta: float = _option(1.0, "weight δ of the self-attention distillation loss", _at_least(0))
+    distill_epochs: int = _option(1, "epochs of distillation (edge and server)", _at_least(1))
+    distill_learning_rate: float = _option(0.01, "SGD learning rate of server-side distillation", _positive)
+    foolsgold_kappa: float = _option(1.0, "FoolsGold logit confidence κ", _positive)
+    flame_noise: float = _option(0.001, "FLAME noise level λ (noise std = λ · median norm)", _at_least(0))
+    # --- PDGAN (Zhao et al.)
+    audit: str = _option("", "audit clients with generated data", _choice("", "gan", "inversion"))
+    audit_start_round: int = _option(5, "d_iter: first round the audit may drop clients", _at_least(1))
+    audit_threshold: float = _option(
+        0.5, "θ: clients whose audit accuracy is below this are dropped", _unit_interval
+    )
+    audit_size: int = _option(200, "generated audit samples per round", _at_least(1))
+    auxiliary_classes: str = _option("", "classes the server's auxiliary set keeps, e.g. '0,4' (empty: all)")
+    gan_steps: int = _option(100, "GAN training steps per round", _at_least(1))
+    gan_batch_size: int = _option(32, "GAN batch size", _at_least(1))
+    gan_learning_rate: float = _option(0.0002, "GAN Adam learning rate", _positive)
+    inversion_steps: int = _option(100, "model-inversion ascent steps", _at_least(1))
+    inversion_learning_rate: float = _option(0.1, "model-inversion Adam learning rate", _positive)
 
     # ------------------------------------------------------------------ parsing
     @classmethod

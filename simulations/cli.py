@@ -64,7 +64,7 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> tuple
         variants = [(out, overrides)]
     else:
         sweep = scenario.sweep
-        variants = [(out / sweep.label(v), {**overrides, sweep.key: v}) for v in sweep.values]
+        variants = [(out / sweep.label(v), {**overrides, **sweep.overrides(v)}) for v in sweep.values]
     configs = []
     for run_out, values in variants:
         config = scenario.config(values)
@@ -152,6 +152,11 @@ def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
     if args.nodes < 1:
         raise FedsecError(f"--nodes must be >= 1, got {args.nodes}")
     config = prepare(args, nodes=args.nodes)
+    if config.perfect_knowledge_hook:
+        raise FedsecError(
+            "perfect-knowledge-hook is a simulation-only hook (colluders recompute other partitions' "
+            "updates); `fedsec deploy` refuses it — run the scenario with `fedsec run`"
+        )
     certificates = Path(args.certificates).expanduser() if args.certificates else None
     return _follow(
         console,

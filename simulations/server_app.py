@@ -157,6 +157,7 @@ def main(grid: Grid, context: Context) -> None:
         scenario=config.scenario,
         config=config.to_run_config(),
     )
+    truth = ground_truth(config)
     strategy = build_strategy(
         config,
         initial_parameters=ndarrays_to_parameters(get_weights(model)),
@@ -171,7 +172,7 @@ def main(grid: Grid, context: Context) -> None:
         ),
         on_fit_config_fn=fit_config,
         recorder=recorder,
-        truth=ground_truth(config),
+        truth=truth,
         accuracy_fn=validation_accuracy_fn(config, model, splits["validation"], bundle.num_classes),
     )
     logger.info(
@@ -183,7 +184,14 @@ def main(grid: Grid, context: Context) -> None:
         strategy=strategy,
     )
     tables = final_tables(
-        config, bundle, test=splits["test"], model=model, initial=initial, robust_sets=robust_sets
+        config,
+        bundle,
+        test=splits["test"],
+        model=model,
+        initial=initial,
+        robust_sets=robust_sets,
+        rounds=recorder.rounds,
+        malicious=truth.malicious,
     )
     summary = recorder.finish(tables=tables)
     logger.info("fedsec: final accuracy %s", summary["final"].get("accuracy"))

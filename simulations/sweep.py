@@ -17,31 +17,36 @@ from typing import Any
 from fedsec.results import SUMMARY_FILE, read_summary
 from simulations.scenarios import Scenario
 
+#: Per-round attack metrics a sweep table shows next to accuracy when runs record them.
+ATTACK_METRICS = ("targeted_accuracy", "asr")
+
 
 def sweep_table(scenario: Scenario, run_dirs: Sequence[Path]) -> dict[str, dict[str, Any]]:
-    """``{KEY=VALUE: {"accuracy": ..., <robust set>: ...}}`` from the runs' final records."""
+    """``{KEY=VALUE or variant: {"accuracy": ..., <robust set>/<attack metric>: ...}}`` from final records."""
     if scenario.sweep is None:
         raise ValueError(f"scenario {scenario.name} has no sweep")
     rows: dict[str, dict[str, Any]] = {}
     for value, run_dir in zip(scenario.sweep.values, run_dirs, strict=True):
         final = read_summary(run_dir)["final"]
-        rows[scenario.sweep.label(value)] = {"accuracy": final.get("accuracy"), **final.get("robust", {})}
+        row = {"accuracy": final.get("accuracy"), **final.get("robust", {})}
+        row.update({key: final[key] for key in ATTACK_METRICS if key in final})
+        rows[scenario.sweep.label(value)] = row
     return rows
 
 
 def merged_tables(run_dirs: Sequence[Path], labels: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """The runs' own tables merged cell by cell, runs side by side.
 
-    Runs whose columns have distinct names (e.g. one model each) keep them; if
-    two runs fill the same column of a table, that table's columns are
-    suffixed with each run's label (``"LeNet-5 [num-clients=10]"``), so no run's
-    value overwrites another's.
+    Runs that fill distinct cells (one model's column each, or one variant's row
+    each) keep their names; if two runs fill the same cell of a table, that
+    table's columns are suffixed with each run's label
+    (``"LeNet-5 [num-clients=10]"``), so no run's value overwrites another's.
     """
     per_run = [read_summary(d).get("tables") or {} for d in run_dirs]
     merged: dict[str, dict[str, dict[str, Any]]] = {}
     for name in dict.fromkeys(n for tables in per_run for n in tables):
-        columns = [set(c for row in tables.get(name, {}).values() for c in row) for tables in per_run]
-        clash = any(a & b for i, a in enumerate(columns) for b in columns[i + 1 :])
+        cells = [{(r, c) for r, row in tables.get(name, {}).items() for c in row} for tables in per_run]
+        clash = any(a & b for i, a in enumerate(cells) for b in cells[i + 1 :])
         target = merged.setdefault(name, {})
         for tables, label in zip(per_run, labels, strict=True):
             for row, cells in tables.get(name, {}).items():

@@ -9,7 +9,9 @@
 * ``Training-step overhead`` — with ``measure-overhead``: milliseconds per SGD
   step of the model and of its counterpart (DiPSeN ↔ basic CNN), timed side by
   side in this run, and their ratio;
-* the FDA³ comparison table (:mod:`simulations.fda3_report`) with ``fda3-baselines``.
+* the FDA³ comparison table (:mod:`simulations.fda3_report`) with ``fda3-baselines``;
+* the poisoning tables (:mod:`simulations.poisoning_report`) when the round
+  records hold update statistics (runs with attackers or detectors).
 
 Column names are the models' paper names, so a sweep over ``model`` merges the
 runs' tables into the paper's side-by-side layout.
@@ -17,7 +19,7 @@ runs' tables into the paper's side-by-side layout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -55,8 +57,10 @@ def final_tables(
     model: nn.Module,
     initial: nn.Module,
     robust_sets: Mapping[str, TensorSplit],
+    rounds: Sequence[Mapping[str, Any]] = (),
+    malicious: Collection[str] = (),
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every table ``config`` asks for, computed on the final global ``model``."""
+    """Every table ``config`` asks for, computed on the final global ``model`` and the round records."""
     column = model_name(config.model)
     result = evaluate(
         model, test.x, test.y, num_classes=bundle.num_classes, batch_size=config.eval_batch_size
@@ -95,6 +99,9 @@ def final_tables(
             "ms per step": {name: t["ms_per_step"] for name, t in timing.items()},
             "ratio to Basic CNN": {name: t["ratio"] for name, t in timing.items()},
         }
+    from simulations.poisoning_report import poisoning_tables
+
+    tables.update(poisoning_tables(config, rounds, malicious=set(malicious)))
     if config.fda3_baselines:
         from simulations.fda3_report import fda3_table
 

@@ -25,4 +25,8 @@ def validate(config: RunConfig) -> None:
 
         parse_attack_names(config.eval_attacks)
         parse_attack_params(config.attack_params)
-    build_strategy(config, initial_parameters=ndarrays_to_parameters([]))
+    build_strategy(
+        config,
+        initial_parameters=ndarrays_to_parameters([]),
+        accuracy_fn=(lambda weights: 0.0) if config.validation_size else None,
+    )

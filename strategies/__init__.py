@@ -25,12 +25,14 @@ from fedsec.config import RunConfig
 from fedsec.registry import Registry
 from fedsec.results import RunRecorder
 from strategies.guard import GuardedStrategy
-from strategies.wrapper import GroundTruth
+from strategies.wrapper import GroundTruth, ServerEnv
 
-StrategyFactory = Callable[[RunConfig, dict[str, Any]], Strategy]
+#: ``factory(config, base, env)``: ``base`` holds Flower's strategy keyword arguments,
+#: ``env`` the run record, ground truth and validation accuracy (:class:`ServerEnv`).
+StrategyFactory = Callable[[RunConfig, dict[str, Any], ServerEnv], Strategy]
 
 
-def _fda3(config: RunConfig, base: dict[str, Any]) -> Strategy:
+def _fda3(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
     from fedsec.attacks.evasion import ATTACKS
     from fedsec.attacks.monitor import AttackMonitor
     from strategies.fda3 import FDA3
@@ -49,25 +51,46 @@ def _fda3(config: RunConfig, base: dict[str, Any]) -> Strategy:
     )
 
 
-def _multikrum(config: RunConfig, base: dict[str, Any]) -> Strategy:
+def _multikrum(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
     keep = config.multikrum_keep or max(1, config.num_clients - config.num_malicious_clients)
     return Krum(**base, num_malicious_clients=config.num_malicious_clients, num_clients_to_keep=keep)
+
+
+def _layered(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
+    from strategies.layered import LayeredDefense
+
+    return LayeredDefense.from_config(config, inner=FedAvg(**base), env=env)
+
+
+def _foolsgold(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
+    from strategies.foolsgold import FoolsGold
+
+    return FoolsGold(**base, kappa=config.foolsgold_kappa, env=env)
+
+
+def _flame(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
+    from strategies.flame import Flame
+
+    return Flame(**base, noise_lambda=config.flame_noise, seed=config.seed, env=env)
 
 
 STRATEGIES: Registry[StrategyFactory] = Registry(
     "strategy",
     {
-        "fedavg": lambda config, base: FedAvg(**base),
-        "fedmedian": lambda config, base: FedMedian(**base),
-        "fedtrimmedavg": lambda config, base: FedTrimmedAvg(**base, beta=config.trim_beta),
-        "krum": lambda config, base: Krum(
+        "fedavg": lambda config, base, env: FedAvg(**base),
+        "fedmedian": lambda config, base, env: FedMedian(**base),
+        "fedtrimmedavg": lambda config, base, env: FedTrimmedAvg(**base, beta=config.trim_beta),
+        "krum": lambda config, base, env: Krum(
             **base, num_malicious_clients=config.num_malicious_clients, num_clients_to_keep=0
         ),
         "multikrum": _multikrum,
         "fda3": _fda3,
-        "bulyan": lambda config, base: Bulyan(
+        "bulyan": lambda config, base, env: Bulyan(
             **base, num_malicious_clients=config.num_malicious_clients, to_keep=0
         ),
+        "layered": _layered,
+        "foolsgold": _foolsgold,
+        "flame": _flame,
     },
 )
 
@@ -133,14 +156,22 @@ def build_strategy(
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=on_fit_config_fn,
     )
-    strategy = factory(config, base)
-    truth = truth or GroundTruth()
-    if config.detectors or truth.malicious:
+    env = ServerEnv(recorder=recorder, truth=truth or GroundTruth(), accuracy_fn=accuracy_fn)
+    strategy = factory(config, base, env)
+    if config.server_distill:
+        from strategies.layered import ServerDistillation
+
+        strategy = ServerDistillation.from_config(config, inner=strategy, env=env)
+    if config.detectors or env.truth.malicious:
         from strategies.detection import DetectionStrategy
 
         strategy = DetectionStrategy.from_config(
-            config, inner=strategy, accuracy_fn=accuracy_fn, recorder=recorder, truth=truth
+            config, inner=strategy, accuracy_fn=accuracy_fn, recorder=recorder, truth=env.truth
         )
+    if config.audit:
+        from strategies.gan_audit import AuditStrategy
+
+        strategy = AuditStrategy.from_config(config, inner=strategy, env=env)
     return GuardedStrategy(inner=strategy, recorder=recorder)
 
 

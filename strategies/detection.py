@@ -49,7 +49,7 @@ def fixed_thresholds(config: RunConfig) -> Thresholds:
     return Thresholds(
         accuracy_gamma=config.accuracy_gamma or None,
         l2_ratio=config.l2_ratio_threshold or None,
-        cosine=None if config.cosine_threshold == -2.0 else config.cosine_threshold,
+        cosine_gap=config.cosine_gap or None,
     )
 
 
@@ -93,17 +93,17 @@ class DetectionStrategy(FilteringStrategy):
         if calibration_rounds < 0:
             raise ValueError(f"calibration_rounds must be >= 0, got {calibration_rounds}")
         if "accuracy" in detectors and accuracy_fn is None:
-            raise ValueError("the accuracy detector needs accuracy_fn (a server validation set)")
+            raise ConfigError("the accuracy detector needs a server validation set: set validation-size > 0")
         missing = {
             "accuracy": thresholds.accuracy_gamma,
             "l2": thresholds.l2_ratio,
-            "cosine": thresholds.cosine,
+            "cosine": thresholds.cosine_gap,
         }
         unset = [d for d in detectors if missing[d] is None]
         if unset and calibration_rounds == 0:
             raise ConfigError(
                 f"detectors {', '.join(unset)} have no threshold: set calibration-rounds > 0 "
-                "or their thresholds (accuracy-gamma, l2-ratio-threshold, cosine-threshold)"
+                "or their thresholds (accuracy-gamma, l2-ratio-threshold, cosine-gap)"
             )
         self.detectors = detectors
         self.fixed = thresholds

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,25 @@ class GroundTruth:
     def at(self, server_round: int) -> frozenset[str]:
         """The clients that attack in ``server_round``."""
         return self.malicious if server_round >= self.start_round else frozenset()
+
+
+@dataclass(frozen=True)
+class ServerEnv:
+    """What the server side gives strategies besides the config and Flower's keyword arguments.
+
+    Attributes
+    ----------
+    recorder
+        The run record (per-round decisions go here); ``None`` only logs.
+    truth
+        The scenario's malicious clients, for detection counts only.
+    accuracy_fn
+        Validation accuracy of full model weights (accuracy detector), if the server holds a validation set.
+    """
+
+    recorder: RunRecorder | None = None
+    truth: GroundTruth = field(default_factory=GroundTruth)
+    accuracy_fn: Callable[[NDArrays], float] | None = None
 
 
 class StrategyWrapper(Strategy):
@@ -195,8 +214,8 @@ class FilteringStrategy(StrategyWrapper):
             self.recorder.note(
                 server_round,
                 kept={self.name: sorted((labels[i] for i in verdict.kept), key=_natural)},
-                dropped=dropped,
                 detection={self.name: counts},
+                **({"dropped": dropped} if dropped else {}),
                 **verdict.record,
             )
 

@@ -13,11 +13,14 @@ L2-norm checking
     threshold calibrated in early rounds still means something later, when all
     updates are smaller); flag when the ratio exceeds a threshold;
 cosine-similarity checking
-    ``cos(δ_i, Σ_{j≠i} δ_j)``; flag when it is below a threshold.
+    ``cos(δ_i, Σ_{j≠i} δ_j)`` against the round's median of that cosine; flag
+    when it falls short of the median by more than a threshold (benign
+    cosines shrink as training converges, so an absolute threshold calibrated
+    early would flag every benign client later, while the gap stays put).
 
 Thresholds come from the run config or are calibrated on the statistics of
-the first (attack-free) rounds: the largest benign ratio/drop and the smallest
-benign cosine seen, widened by a margin.  Everything here is numpy on
+the first (attack-free) rounds: the largest benign ratio, accuracy drop and
+cosine gap seen, widened by a margin.  Everything here is numpy on
 flattened update vectors ``(n_clients, d)``; the Flower wrapper is
 :mod:`strategies.detection`.
 """
@@ -91,16 +94,16 @@ class Thresholds:
         Flag when ``acc(w+δ_others) − acc(w+δ_i) > accuracy_gamma``.
     l2_ratio
         Flag when ``‖δ_i‖ / median ‖δ‖ > l2_ratio``.
-    cosine
-        Flag when ``cos(δ_i, Σ others) < cosine``.
+    cosine_gap
+        Flag when ``median_j cos_j − cos_i > cosine_gap`` (``cos_i = cos(δ_i, Σ others)``).
     """
 
     accuracy_gamma: float | None = None
     l2_ratio: float | None = None
-    cosine: float | None = None
+    cosine_gap: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"accuracy": self.accuracy_gamma, "l2": self.l2_ratio, "cosine": self.cosine}
+        return {"accuracy": self.accuracy_gamma, "l2": self.l2_ratio, "cosine": self.cosine_gap}
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,11 @@ class RoundStatistics:
     cosine: np.ndarray
     l2_ratio: np.ndarray
     accuracy_drop: np.ndarray | None = None
+
+    @property
+    def cosine_gap(self) -> np.ndarray:
+        """``median(cos) − cos_i``: how far each client falls below the round's typical cosine."""
+        return float(np.median(self.cosine)) - self.cosine
 
 
 def parse_detectors(text: str) -> tuple[str, ...]:
@@ -124,7 +132,7 @@ def parse_detectors(text: str) -> tuple[str, ...]:
 def calibrate(
     history: Iterable[RoundStatistics], *, margin: float, fixed: Thresholds | None = None
 ) -> Thresholds:
-    """Thresholds from benign rounds: largest L2 ratio and accuracy drop, smallest cosine, widened.
+    """Thresholds from benign rounds: the largest L2 ratio, accuracy drop and cosine gap, widened.
 
     ``margin`` widens each by that fraction of its magnitude (at least by
     ``margin`` × 0.01 for a zero value); thresholds already set in ``fixed`` are kept.
@@ -136,19 +144,18 @@ def calibrate(
     if not rounds:
         return fixed
 
-    def widen(value: float, up: bool) -> float:
-        delta = margin * max(abs(value), 0.01)
-        return value + delta if up else value - delta
+    def widen(value: float) -> float:
+        return value + margin * max(abs(value), 0.01)
 
-    cos = np.concatenate([r.cosine for r in rounds])
+    gaps = np.concatenate([r.cosine_gap for r in rounds])
     ratio = np.concatenate([r.l2_ratio for r in rounds])
     drops = [r.accuracy_drop for r in rounds if r.accuracy_drop is not None]
     return Thresholds(
         accuracy_gamma=fixed.accuracy_gamma
         if fixed.accuracy_gamma is not None
-        else (widen(max(0.0, float(np.max(np.concatenate(drops)))), up=True) if drops else None),
-        l2_ratio=fixed.l2_ratio if fixed.l2_ratio is not None else widen(float(np.max(ratio)), up=True),
-        cosine=fixed.cosine if fixed.cosine is not None else widen(float(np.min(cos)), up=False),
+        else (widen(max(0.0, float(np.max(np.concatenate(drops))))) if drops else None),
+        l2_ratio=fixed.l2_ratio if fixed.l2_ratio is not None else widen(float(np.max(ratio))),
+        cosine_gap=fixed.cosine_gap if fixed.cosine_gap is not None else widen(max(0.0, float(np.max(gaps)))),
     )
 
 
@@ -157,10 +164,14 @@ def flag(
 ) -> dict[int, dict[str, str]]:
     """``{client index: {detector: reason}}`` for every client at least one enabled detector flags."""
     flagged: dict[int, dict[str, str]] = {}
+    gaps = stats.cosine_gap
     for i in range(len(stats.cosine)):
         reasons: dict[str, str] = {}
-        if "cosine" in detectors and thresholds.cosine is not None and stats.cosine[i] < thresholds.cosine:
-            reasons["cosine"] = f"cosine {stats.cosine[i]:.3f} to the others < {thresholds.cosine:.3f}"
+        if "cosine" in detectors and thresholds.cosine_gap is not None and gaps[i] > thresholds.cosine_gap:
+            reasons["cosine"] = (
+                f"cosine {stats.cosine[i]:.3f} to the others is {gaps[i]:.3f} below the round's median "
+                f"(> {thresholds.cosine_gap:.3f})"
+            )
         if "l2" in detectors and thresholds.l2_ratio is not None and stats.l2_ratio[i] > thresholds.l2_ratio:
             reasons["l2"] = f"L2 norm {stats.l2_ratio[i]:.2f}× the median > {thresholds.l2_ratio:.2f}×"
         if (

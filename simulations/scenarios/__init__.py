@@ -2,7 +2,11 @@
 
 A scenario is a flat TOML table of kebab-case run-config keys (the keys of
 :class:`fedsec.config.RunConfig`); its first comment line is its one-line
-description.  ``SCENARIO`` on the command line is a file name here (without
+description.  It may run several times: ``sweep = "KEY=V1,V2"`` runs once per
+value of one key; ``[variants.NAME]`` tables run once per named variant, each
+with its own overrides (e.g. the paper's PK / LK / SNAL2 / SAnoDC attackers),
+and set the run's ``variant`` key to NAME so tables name their rows after it.
+``SCENARIO`` on the command line is a file name here (without
 ``.toml``) or a path to any TOML file.
 """
 
@@ -21,18 +25,31 @@ SCENARIO_DIR = Path(__file__).resolve().parent
 
 SWEEP_KEY = "sweep"
 SWEEP_TABLE_KEY = "sweep-table"
+VARIANTS_KEY = "variants"
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """One run-config key swept over values (``sweep = "num-clients=10,20,30"``)."""
+    """Runs of one scenario: one per value of ``key``, or one per named variant.
+
+    ``sweep = "num-clients=10,20,30"`` gives ``key="num-clients"``; ``[variants.PK]``
+    tables give ``key="variant"``, ``values`` the variant names and ``variants``
+    each one's overrides.
+    """
 
     key: str
     values: tuple[ConfigValue, ...]
     table: str
+    variants: tuple[tuple[str, dict[str, ConfigValue]], ...] = ()
 
     def label(self, value: ConfigValue) -> str:
-        return f"{self.key}={value}"
+        return str(value) if self.variants else f"{self.key}={value}"
+
+    def overrides(self, value: ConfigValue) -> dict[str, ConfigValue]:
+        """The run-config values of the run for ``value``."""
+        if self.variants:
+            return {**dict(self.variants)[str(value)], "variant": str(value)}
+        return {self.key: value}
 
 
 @dataclass(frozen=True)
@@ -82,12 +99,19 @@ def load_scenario(name_or_path: str) -> Scenario:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"scenario {path}: not valid TOML ({error})") from None
+    variants = values.pop(VARIANTS_KEY, None)
     nested = [k for k, v in values.items() if isinstance(v, dict | list)]
     if nested:
         raise ConfigError(
             f"scenario {path}: keys must be flat run-config values, not tables/arrays: {nested}"
         )
-    sweep = _parse_sweep(values.pop(SWEEP_KEY, None), values.pop(SWEEP_TABLE_KEY, None), path)
+    table = values.pop(SWEEP_TABLE_KEY, None)
+    if variants is not None:
+        if SWEEP_KEY in values:
+            raise ConfigError(f"scenario {path}: use either 'sweep' or [variants.*], not both")
+        sweep: Sweep | None = _parse_variants(variants, table, path)
+    else:
+        sweep = _parse_sweep(values.pop(SWEEP_KEY, None), table, path)
     scenario = Scenario(
         name=str(values.get("scenario", path.stem)),
         path=path,
@@ -98,8 +122,27 @@ def load_scenario(name_or_path: str) -> Scenario:
     scenario.config()  # validate now, with the file's name in any error
     if sweep is not None:
         for value in sweep.values:
-            scenario.config({sweep.key: value})
+            try:
+                scenario.config(sweep.overrides(value))
+            except ConfigError as error:
+                raise ConfigError(f"scenario {path}, {sweep.label(value)}: {error}") from None
     return scenario
+
+
+def _parse_variants(variants: object, table: object, path: Path) -> Sweep:
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"scenario {path}: [variants.NAME] must be tables of run-config keys")
+    runs: list[tuple[str, dict[str, ConfigValue]]] = []
+    for name, overrides in variants.items():
+        if not isinstance(overrides, dict) or any(isinstance(v, dict | list) for v in overrides.values()):
+            raise ConfigError(f"scenario {path}: variant {name!r} must be a flat table of run-config keys")
+        runs.append((str(name), dict(overrides)))
+    return Sweep(
+        key="variant",
+        values=tuple(name for name, _ in runs),
+        table=str(table or "variants"),
+        variants=tuple(runs),
+    )
 
 
 def _parse_sweep(text: object, table: object, path: Path) -> Sweep | None:

@@ -1,0 +1,117 @@
+"""Tables of a poisoning run, from its per-round records (Chen et al.'s Tables 2 and 3 and curves).
+
+Each run contributes one row, named after its variant (``PK``, ``LK``,
+``SNAL2``, ``SAnoDC``, ``none``), so a variant scenario's merged tables put the
+attackers side by side, one column per iteration:
+
+* ``Cosine similarity per iteration (Table 2)`` — mean over the attacking
+  clients of ``cos(δ_m, Σ others)``; for a run without attackers, the benign
+  clients' mean (the reference row);
+* ``Max L2 distance per iteration (Table 3)`` — the largest L2 distance from
+  an attacker's update to a benign update (benign clients' own for the
+  reference row);
+* ``Targeted accuracy per iteration`` / ``Global accuracy per iteration`` /
+  ``Backdoor ASR per iteration`` — the curves, as tables;
+* ``Detection (rounds flagged)`` — per detector, the rounds in which it flagged
+  an attacker, and the rounds in which it flagged a benign client;
+* ``Attack summary`` — final global and targeted accuracy / ASR, mean cosine,
+  largest L2 distance, and the attack rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedsec.config import RunConfig
+from fedsec.defenses.detection import parse_detectors
+
+COSINE_TABLE = "Cosine similarity per iteration (Table 2)"
+L2_TABLE = "Max L2 distance per iteration (Table 3)"
+TARGETED_TABLE = "Targeted accuracy per iteration"
+GLOBAL_TABLE = "Global accuracy per iteration"
+ASR_TABLE = "Backdoor ASR per iteration"
+DETECTION_TABLE = "Detection (rounds flagged)"
+SUMMARY_TABLE = "Attack summary"
+
+Rounds = Sequence[Mapping[str, Any]]
+
+
+def row_name(config: RunConfig) -> str:
+    """The run's row label: its variant, else its scenario."""
+    return config.variant or config.scenario
+
+
+def _stat(record: Mapping[str, Any], key: str, clients: set[str]) -> list[float]:
+    stats = record.get("update_stats", {})
+    return [float(s[key]) for label, s in stats.items() if label in clients and s.get(key) is not None]
+
+
+def poisoning_tables(
+    config: RunConfig, rounds: Rounds, *, malicious: set[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The tables above for one run (empty when the run recorded no update statistics)."""
+    row = row_name(config)
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    if not any("update_stats" in r for r in rounds):
+        return tables
+    cosine: dict[str, Any] = {}
+    l2: dict[str, Any] = {}
+    attack_rounds = []
+    for record in rounds:
+        stats = record.get("update_stats")
+        if not stats:
+            continue
+        column = str(record["round"])
+        attacking = malicious if record["round"] >= config.attack_start_round else set()
+        clients = attacking or (set(stats) - malicious if not malicious else set())
+        if attacking:
+            attack_rounds.append(record["round"])
+        values = _stat(record, "cosine", clients)
+        if values:
+            cosine[column] = float(np.mean(values))
+            l2[column] = float(np.max(_stat(record, "max_l2_benign", clients)))
+    tables[COSINE_TABLE] = {row: cosine}
+    tables[L2_TABLE] = {row: l2}
+    tables[GLOBAL_TABLE] = {row: {str(r["round"]): r.get("accuracy") for r in rounds}}
+    for key, name in (("targeted_accuracy", TARGETED_TABLE), ("asr", ASR_TABLE)):
+        if any(key in r for r in rounds):
+            tables[name] = {row: {str(r["round"]): r.get(key) for r in rounds if key in r}}
+    detection = _detection_rows(
+        rounds, malicious, config.attack_start_round, parse_detectors(config.detectors)
+    )
+    if detection:
+        tables[DETECTION_TABLE] = {row: detection}
+    final = rounds[-1] if rounds else {}
+    summary: dict[str, Any] = {"global accuracy": final.get("accuracy")}
+    for key, label in (("targeted_accuracy", "targeted accuracy"), ("asr", "ASR")):
+        if key in final:
+            summary[label] = final[key]
+    if cosine:
+        summary["mean cosine"] = float(np.mean(list(cosine.values())))
+        summary["max L2 distance"] = float(np.max(list(l2.values())))
+    summary["attack rounds"] = len(attack_rounds)
+    tables[SUMMARY_TABLE] = {row: summary}
+    return tables
+
+
+def _detection_rows(
+    rounds: Rounds, malicious: set[str], start_round: int, detectors: Sequence[str]
+) -> dict[str, int]:
+    """``{"<detector> on attackers": rounds, "<detector> on benign": rounds}`` over the judged rounds."""
+    judged = [r for r in rounds if "flagged_by" in r]
+    if not judged or not detectors:
+        return {}
+    row: dict[str, int] = {"rounds judged": len(judged)}
+    for detector in detectors:
+        on_attackers = on_benign = 0
+        for record in judged:
+            flagged = {c for c, names in record["flagged_by"].items() if detector in names}
+            attacking = malicious if record["round"] >= start_round else set()
+            on_attackers += bool(flagged & attacking)
+            on_benign += bool(flagged - attacking)
+        row[f"{detector} on attackers"] = on_attackers
+        row[f"{detector} on benign"] = on_benign
+    return row

@@ -1,0 +1,133 @@
+"""FoolsGold as a Flower strategy (Fung, Yoon and Beschastnikh, RAID 2020).
+
+"The Limitations of Federated Learning in Sybil Settings": every client's
+update is weighted by a FoolsGold learning-rate weight that shrinks with the
+cosine similarity of its *accumulated* updates to any other client's, so
+sybils that push the same poisoning direction round after round cancel out.
+The math is :mod:`fedsec.defenses.foolsgold`; this is the Flower adapter: it
+decodes updates ``δ_i = w_i − w_global``, keeps the per-client histories,
+computes the weights and returns ``w_global + Σ w_i δ_i / Σ w_i``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from flwr.common import FitIns, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from fedsec.attacks.poisoning import apply_update, flat_update
+from fedsec.defenses.detection import confusion
+from fedsec.defenses.foolsgold import FoolsGoldHistory, foolsgold_aggregate, foolsgold_weights
+from strategies.wrapper import Failures, FitResults, ServerEnv, client_label, labels_of
+
+__all__ = ["FoolsGold"]
+
+logger = logging.getLogger(__name__)
+
+#: Reason recorded for a client whose FoolsGold weight is exactly 0.
+ZERO_WEIGHT = "FoolsGold weight 0"
+
+
+class FoolsGold(FedAvg):
+    """FedAvg with FoolsGold client weights instead of example counts.
+
+    Parameters
+    ----------
+    kappa
+        Confidence ``κ > 0`` of the FoolsGold logit (the paper uses 1).
+    env
+        Run record and ground truth (for the records only).
+    **kwargs
+        Flower ``FedAvg`` arguments.
+
+    Notes
+    -----
+    Per round the record gets ``foolsgold_weights`` (``{client: weight}``),
+    ``kept["foolsgold"]`` (clients with a positive weight), ``dropped``
+    (clients with weight 0) and ``detection["foolsgold"]`` (those drops
+    against the ground truth).  If every weight is 0 the previous model is
+    kept (``None`` parameters).
+    """
+
+    def __init__(self, *, kappa: float, env: ServerEnv, **kwargs: Any) -> None:
+        if (
+            not isinstance(kappa, int | float)
+            or isinstance(kappa, bool)
+            or not math.isfinite(kappa)
+            or kappa <= 0
+        ):
+            raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
+        if not isinstance(env, ServerEnv):
+            raise ValueError(f"env must be a ServerEnv, got {type(env).__name__}")
+        super().__init__(**kwargs)
+        self.kappa = float(kappa)
+        self.env = env
+        self.history = FoolsGoldHistory()
+        self.global_arrays: list[np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        return f"FoolsGold(kappa={self.kappa})"
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        parameters = super().initialize_parameters(client_manager)
+        if parameters is not None:
+            self.global_arrays = parameters_to_ndarrays(parameters)
+        return parameters
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        self.global_arrays = parameters_to_ndarrays(parameters)
+        return super().configure_fit(server_round, parameters, client_manager)
+
+    def aggregate_fit(
+        self, server_round: int, results: FitResults, failures: Failures
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        if not results:
+            return None, {}
+        if not self.accept_failures and failures:
+            return None, {}
+        if self.global_arrays is None:
+            raise RuntimeError("configure_fit must run before aggregate_fit (no global model yet)")
+        reference = self.global_arrays
+        labels = [client_label(proxy, res) for proxy, res in results]
+        deltas = np.stack(
+            [flat_update(parameters_to_ndarrays(res.parameters), reference) for _, res in results]
+        )
+        histories = self.history.update(labels, deltas)
+        weights = foolsgold_weights(histories, kappa=self.kappa)
+
+        kept = [i for i in range(len(labels)) if weights[i] > 0]
+        dropped = {labels[i]: ZERO_WEIGHT for i in range(len(labels)) if weights[i] == 0}
+        for label in dropped:
+            logger.warning("round %s: FoolsGold gave client %s weight 0", server_round, label)
+        counts = confusion(dropped, self.env.truth.at(server_round), labels)
+        logger.info(
+            "round %s: FoolsGold weights %s (%s)", server_round, np.round(weights, 3).tolist(), counts
+        )
+        if self.env.recorder is not None:
+            self.env.recorder.note(
+                server_round,
+                foolsgold_weights={label: float(w) for label, w in zip(labels, weights, strict=True)},
+                kept={"foolsgold": labels_of(kept, labels)},
+                dropped=dropped,
+                detection={"foolsgold": counts},
+            )
+        if not kept:
+            logger.warning("round %s: every FoolsGold weight is 0; keeping the previous model", server_round)
+            return None, {}
+
+        update = foolsgold_aggregate(deltas, weights)
+        parameters = ndarrays_to_parameters(apply_update(reference, update))
+        metrics: dict[str, Scalar] = {}
+        if self.fit_metrics_aggregation_fn:
+            metrics = self.fit_metrics_aggregation_fn(
+                [(results[i][1].num_examples, results[i][1].metrics) for i in kept]
+            )
+        return parameters, metrics

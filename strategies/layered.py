@@ -1,0 +1,273 @@
+"""Server side of the layered backdoor defense, as Flower strategy wrappers.
+
+Implements the server layer of "A layered defense framework for edge-computing
+intelligent services" (the layered backdoor-defense paper):
+
+* :class:`LayeredDefense` drops every update whose cosine similarity to the
+  previous round's global update is negative, keeps the HDBSCAN majority
+  cluster of the rest (pairwise cosine distances), and lets the inner strategy
+  (FedAvg) aggregate what was kept.  The math is
+  :func:`fedsec.defenses.selection.layered_selection`.
+* :class:`ServerDistillation` fine-tunes every aggregate of any inner strategy
+  with self-attention distillation (:func:`fedsec.defenses.attention.distill`)
+  on a small clean set the server holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from flwr.common import (
+    FitIns,
+    NDArrays,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+from torch import nn
+
+from fedsec.config import RunConfig
+from fedsec.data import TensorSplit
+from fedsec.defenses.attention import distill
+from fedsec.defenses.selection import cosine_to_reference, layered_selection
+from fedsec.errors import ConfigError
+from fedsec.experiment import load_bundle, new_model, server_data, torch_generator
+from fedsec.results import RunRecorder
+from fedsec.training import flatten, get_weights, make_optimizer, set_weights
+from strategies.wrapper import (
+    Failures,
+    FilteringStrategy,
+    FitResults,
+    GroundTruth,
+    ServerEnv,
+    StrategyWrapper,
+    Verdict,
+)
+
+__all__ = ["SERVER_DISTILL_STREAM", "LayeredDefense", "ServerDistillation"]
+
+logger = logging.getLogger(__name__)
+
+#: Key of the random stream that shuffles the server's distillation batches
+#: (``torch_generator(seed, SERVER_DISTILL_STREAM, server_round)``).
+SERVER_DISTILL_STREAM = 2**31 - 2
+
+
+class LayeredDefense(FilteringStrategy):
+    """Negative-cosine drop and HDBSCAN majority cluster before ``inner`` aggregates.
+
+    The reference direction is the previous global update: the global model
+    sent in this round minus the one sent in the round before (tracked in
+    :meth:`configure_fit`).  In round 1 there is none and the negative-cosine
+    step is skipped.  A round whose aggregate kept the previous model (zero
+    global update) does not erase the reference: the last non-zero global
+    update stays in force.
+
+    Parameters
+    ----------
+    inner
+        The strategy that aggregates the kept updates (FedAvg in the paper).
+    drop_negative
+        Run step 1 (drop updates with negative cosine to the previous global update).
+    cluster
+        Run step 2 (keep only the HDBSCAN majority cluster).
+    recorder, truth
+        As for :class:`~strategies.wrapper.FilteringStrategy`.
+    """
+
+    def __init__(
+        self,
+        *,
+        inner: Strategy,
+        drop_negative: bool = True,
+        cluster: bool = True,
+        recorder: RunRecorder | None = None,
+        truth: GroundTruth | None = None,
+    ) -> None:
+        for name, flag in (("drop_negative", drop_negative), ("cluster", cluster)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be a bool, got {flag!r}")
+        super().__init__(inner=inner, name="layered", recorder=recorder, truth=truth)
+        self.drop_negative = drop_negative
+        self.cluster = cluster
+        #: Flattened previous global update, ``None`` until two global models were sent.
+        self.previous_global_update: np.ndarray | None = None
+        self._last_sent: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"LayeredDefense(drop_negative={self.drop_negative}, cluster={self.cluster}, {self.inner!r})"
+
+    @classmethod
+    def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> LayeredDefense:
+        """Build from ``layered-drop-negative`` and ``layered-cluster``."""
+        return cls(
+            inner=inner,
+            drop_negative=config.layered_drop_negative,
+            cluster=config.layered_cluster,
+            recorder=env.recorder,
+            truth=env.truth,
+        )
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        assert self.global_arrays is not None
+        current = flatten(self.global_arrays)
+        if self._last_sent is not None and self._last_sent.shape == current.shape:
+            moved = current - self._last_sent
+            if np.any(moved != 0):
+                self.previous_global_update = moved
+            else:
+                logger.info(
+                    "round %s: the global model did not move; keeping the earlier global update",
+                    server_round,
+                )
+        self._last_sent = current
+        return instructions
+
+    def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
+        assert self.global_arrays is not None
+        reference = self.global_arrays
+        deltas = np.stack([flatten([w - g for w, g in zip(u, reference, strict=True)]) for u in updates])
+        previous = self.previous_global_update
+        selection = layered_selection(
+            deltas,
+            previous_global_update=previous,
+            drop_negative=self.drop_negative,
+            cluster=self.cluster,
+        )
+        record: dict[str, Any] = {}
+        if previous is not None and previous.shape == deltas[0].shape and np.any(previous != 0):
+            cosines = cosine_to_reference(deltas, previous)
+            record["layered_cosine"] = {label: float(c) for label, c in zip(labels, cosines, strict=True)}
+        return Verdict(kept=selection.kept, dropped=dict(selection.dropped), record=record)
+
+
+class ServerDistillation(StrategyWrapper):
+    """Fine-tune every aggregate of ``inner`` with self-attention distillation on a clean set.
+
+    Parameters
+    ----------
+    inner
+        Any Flower strategy; its aggregated parameters are the starting point.
+    model
+        A network of the run's architecture (its ``state_dict`` matches the
+        global parameters); reused every round, loaded with the aggregate first.
+    clean
+        The server's clean split (at least one example).
+    delta
+        Weight ``δ`` of the distillation loss, finite and >= 0.
+    epochs
+        Distillation epochs per round, >= 1.
+    learning_rate
+        SGD learning rate (no momentum), finite and > 0.
+    batch_size
+        Mini-batch size, >= 1.
+    seed
+        Run seed; batches are shuffled by ``torch_generator(seed, SERVER_DISTILL_STREAM, round)``.
+    recorder
+        Where ``server_distill_loss`` goes; ``None`` only logs it.
+    """
+
+    def __init__(
+        self,
+        *,
+        inner: Strategy,
+        model: nn.Module,
+        clean: TensorSplit,
+        delta: float,
+        epochs: int,
+        learning_rate: float,
+        batch_size: int,
+        seed: int,
+        recorder: RunRecorder | None = None,
+    ) -> None:
+        super().__init__(inner=inner)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(clean, TensorSplit) or len(clean.y) == 0:
+            raise ValueError("clean must be a non-empty TensorSplit (the server's clean set)")
+        if not _is_real(delta) or not math.isfinite(delta) or delta < 0:
+            raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
+        if not _is_int(epochs) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if not _is_real(learning_rate) or not math.isfinite(learning_rate) or learning_rate <= 0:
+            raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.model = model
+        self.clean = clean
+        self.delta = float(delta)
+        self.epochs = int(epochs)
+        self.learning_rate = float(learning_rate)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.recorder = recorder
+
+    def __repr__(self) -> str:
+        return f"ServerDistillation(delta={self.delta}, epochs={self.epochs}, {self.inner!r})"
+
+    @classmethod
+    def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> ServerDistillation:
+        """Build from ``distill-*``, ``batch-size`` and the server's ``clean`` split.
+
+        Raises
+        ------
+        fedsec.errors.ConfigError
+            If ``clean-size`` is 0 (there is nothing to distill on).
+        """
+        if config.clean_size <= 0:
+            raise ConfigError("server-distill needs clean-size > 0 (a clean server-held set)")
+        bundle = load_bundle(config)
+        return cls(
+            inner=inner,
+            model=new_model(config, bundle),
+            clean=server_data(config, bundle)["clean"],
+            delta=config.distill_delta,
+            epochs=config.distill_epochs,
+            learning_rate=config.distill_learning_rate,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            recorder=env.recorder,
+        )
+
+    def aggregate_fit(
+        self, server_round: int, results: FitResults, failures: Failures
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
+        if parameters is None:
+            return parameters, metrics
+        set_weights(self.model, parameters_to_ndarrays(parameters))
+        optimizer = make_optimizer("sgd", self.model.parameters(), lr=self.learning_rate)
+        loss = distill(
+            self.model,
+            self.clean.x,
+            self.clean.y,
+            delta=self.delta,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=torch_generator(self.seed, SERVER_DISTILL_STREAM, server_round),
+        )
+        logger.info("round %s: server distillation loss %.4f", server_round, loss)
+        if self.recorder is not None:
+            self.recorder.note(server_round, server_distill_loss=float(loss))
+        return ndarrays_to_parameters(get_weights(self.model)), metrics
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
