@@ -178,6 +178,11 @@ class RunConfig:
     variant: str = _option("", "this run's variant name (row label in comparison tables); set by scenarios")
     attack_source: int = _option(5, "class the targeted/label-flip attacks poison (source)", _at_least(0))
     attack_target: int = _option(7, "class the adversary wants (target of flips and backdoors)", _at_least(0))
+    targeted_samples: int = _option(
+        0,
+        "stealthy attacks aim at this many chosen source-class test images (0: the whole class)",
+        _at_least(0),
+    )
     attack_start_round: int = _option(
         1, "first round malicious clients attack (before it they train honestly)", _at_least(1)
     )
@@ -186,7 +191,14 @@ class RunConfig:
     )
     boost_factor: float = _option(10.0, "λ of boosted model replacement (update × λ)", _positive)
     stealth_lambdas: str = _option(
-        "1,2,4,8,16", "candidate weights λ_m of the targeted loss; the largest within the bounds is used"
+        "1,2,4,8,16,32", "candidate boosts λ_m of the targeted step; the largest within the bounds is used"
+    )
+    targeted_epochs: int = _option(
+        5, "epochs of the stealthy attackers' step on the targeted samples", _at_least(1)
+    )
+    stealth_steps: int = _option(5, "descent steps of the stealthy attackers' malicious step", _at_least(1))
+    stealth_step: float = _option(
+        0.1, "length of each malicious step, as a fraction of the benign estimate's norm", _positive
     )
     stealth_penalty: float = _option(
         1.0, "p: weight of the cosine penalty 1 − cos(δ_m, δ_benign)", _at_least(0)

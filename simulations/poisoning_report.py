@@ -86,7 +86,11 @@ def poisoning_tables(
         tables[DETECTION_TABLE] = {row: detection}
     final = rounds[-1] if rounds else {}
     summary: dict[str, Any] = {"global accuracy": final.get("accuracy")}
-    for key, label in (("targeted_accuracy", "targeted accuracy"), ("asr", "ASR")):
+    for key, label in (
+        ("targeted_accuracy", "targeted accuracy"),
+        ("class_flip_rate", "class flip rate"),
+        ("asr", "ASR"),
+    ):
         if key in final:
             summary[label] = final[key]
     if cosine:

@@ -77,19 +77,23 @@ def make_evaluate_fn(
 def attack_test_sets(config: RunConfig, bundle: DatasetBundle, test: TensorSplit) -> dict[str, TensorSplit]:
     """The test sets that measure the scenario's attacks (by what its malicious roles are after).
 
-    ``targeted_accuracy``: the source-class test samples labelled with the target;
+    ``targeted_accuracy``: the source-class test samples labelled with the target (with
+    ``targeted-samples``, only the chosen ones, and ``class_flip_rate`` the whole class);
     ``asr``: every non-target test sample stamped with the global trigger, labelled the target.
     """
-    from clients.malicious import OBJECTIVES, global_trigger
+    from clients.malicious import OBJECTIVES, global_trigger, targeted_examples
     from fedsec.data.poisoning import backdoor_test_set, targeted_subset
 
     roles = set(parse_roles(config.roles, config.num_clients).values())
     objectives = {OBJECTIVES[r] for r in roles if r in OBJECTIVES}
     sets: dict[str, TensorSplit] = {}
     if "targeted" in objectives:
-        sets["targeted_accuracy"] = targeted_subset(
-            test, source=config.attack_source, target=config.attack_target
-        )
+        whole_class = targeted_subset(test, source=config.attack_source, target=config.attack_target)
+        if config.targeted_samples:
+            sets["targeted_accuracy"] = targeted_examples(config)
+            sets["class_flip_rate"] = whole_class
+        else:
+            sets["targeted_accuracy"] = whole_class
     if "backdoor" in objectives:
         trigger = global_trigger(config, bundle.input_shape)
         sets["asr"] = backdoor_test_set(test, trigger, target=config.attack_target)

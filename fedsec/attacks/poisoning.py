@@ -586,3 +586,84 @@ class StealthObjective:
             cos = self.cosine(model)
             loss = loss + (self.penalty * (1.0 - cos)).to(loss.dtype)
         return loss
+
+
+# ---------------------------------------------------------------------------- stealthy malicious direction
+
+
+def remove_conflict(gradient: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``gradient`` without its component against ``reference`` (when their dot product is negative).
+
+    A descent step along the result lowers the attacker's loss without, to
+    first order, raising the loss whose gradient is ``reference`` (the benign
+    data's): the projection of "gradient surgery" (Yu et al., NeurIPS 2020).
+    """
+    g = _vector(gradient, "gradient")
+    r = _vector(reference, "reference", size=g.shape[0])
+    dot = float(g @ r)
+    norm2 = float(r @ r)
+    if dot >= 0.0 or norm2 == 0.0:
+        return g.copy()
+    return g - (dot / norm2) * r
+
+
+def flat_gradient(model: nn.Module, loss: torch.Tensor) -> np.ndarray:
+    """``∂loss/∂θ`` over ``model.parameters()``, flattened to float64 (grads are cleared again)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return np.concatenate(
+        [
+            (torch.zeros_like(p) if g is None else g).detach().double().reshape(-1).numpy()
+            for p, g in zip(params, grads, strict=True)
+        ]
+    )
+
+
+def stealth_direction(
+    model: nn.Module,
+    *,
+    objective: Callable[[nn.Module], torch.Tensor],
+    benign_loss: Callable[[nn.Module], torch.Tensor],
+    steps: int,
+    step_norm: float,
+) -> np.ndarray:
+    """The malicious step of the alternating minimisation: ``steps`` normalised descent steps.
+
+    From the model's current weights, each step descends ``objective`` (the
+    targeted loss plus the stealth penalty) along its gradient with the part
+    that conflicts with ``benign_loss``'s gradient removed
+    (:func:`remove_conflict`), scaled to length ``step_norm``.  The model is
+    moved as it goes and restored at the end; the summed step (flattened over
+    ``model.parameters()``) is returned, to be boosted by λ_m.
+    """
+    if not _is_int(steps) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not _is_real(step_norm) or not math.isfinite(float(step_norm)) or float(step_norm) < 0:
+        raise ValueError(f"step_norm must be a finite number >= 0, got {step_norm!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    total = np.zeros(sum(p.numel() for p in params))
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(steps):
+            g = remove_conflict(
+                flat_gradient(model, objective(model)), flat_gradient(model, benign_loss(model))
+            )
+            norm = float(np.linalg.norm(g))
+            if norm == 0.0:
+                break
+            step = -g / norm * float(step_norm)
+            total += step
+            with torch.no_grad():
+                offset = 0
+                for p in params:
+                    n = p.numel()
+                    p.add_(torch.from_numpy(step[offset : offset + n]).reshape(p.shape).to(p.dtype))
+                    offset += n
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        model.train(was_training)
+    return total

@@ -132,6 +132,23 @@ def targeted_subset(split: TensorSplit, *, source: int, target: int) -> TensorSp
     return TensorSplit(x=out.x, y=torch.full_like(out.y, tgt))
 
 
+def chosen_targets(split: TensorSplit, *, source: int, target: int, count: int, seed: int) -> TensorSplit:
+    """``count`` seeded source-class samples of ``split``, relabelled ``target`` (chosen inputs).
+
+    The targeted attacks of Bhagoji et al. and Chen et al. aim at a few chosen
+    inputs rather than a whole class; attackers and the server's evaluation
+    draw the same ones from the same seed.  ``count`` larger than the class
+    takes the whole class.
+    """
+    if not _is_int(count) or count < 1:
+        raise ValueError(f"count must be an int >= 1, got {count!r}")
+    everything = targeted_subset(split, source=source, target=target)
+    if count >= len(everything):
+        return everything
+    order = np.random.default_rng(_check_seed(seed)).permutation(len(everything))[:count]
+    return everything.subset(np.sort(order))
+
+
 def flip_labels(split: TensorSplit, *, source: int, target: int, fraction: float, seed: int) -> TensorSplit:
     """A copy of ``split`` where a random ``fraction`` of the ``source`` samples are labelled ``target``.
 

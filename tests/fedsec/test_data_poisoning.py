@@ -297,3 +297,20 @@ def test_clean_label_poison_rejects_bad_parameters(kwargs, name):
     } | kwargs
     with pytest.raises(ValueError, match=name):
         clean_label_poison(make_split(8), pixel_pattern(SHAPE), **args)
+
+
+def test_chosen_targets_are_seeded_source_samples_relabelled():
+    from fedsec.data.poisoning import chosen_targets
+
+    x = torch.rand(20, 1, 4, 4)
+    y = torch.tensor([5, 1] * 10)
+    split = TensorSplit(x=x, y=y)
+
+    a = chosen_targets(split, source=5, target=7, count=3, seed=1)
+    b = chosen_targets(split, source=5, target=7, count=3, seed=1)
+    whole = chosen_targets(split, source=5, target=7, count=50, seed=1)
+
+    assert len(a) == 3 and torch.equal(a.x, b.x) and bool(torch.all(a.y == 7))
+    assert len(whole) == 10
+    rows = {tuple(r.flatten().tolist()) for r in x[y == 5]}
+    assert all(tuple(r.flatten().tolist()) in rows for r in a.x)

@@ -329,3 +329,63 @@ def test_stealth_objective_rejects_bad_parameters(kwargs, name):
     } | kwargs
     with pytest.raises(ValueError, match=name):
         StealthObjective(**args)
+
+
+# ------------------------------------------------------------ accept, conflict removal, direction
+
+
+def test_select_lambda_accept_rejects_updates_that_fail_an_extra_check():
+    from fedsec.attacks.poisoning import select_lambda
+
+    v = np.array([1.0, 0.0])
+    crafted: list[float] = []
+
+    def craft(lam: float) -> np.ndarray:
+        crafted.append(lam)
+        return lam * v
+
+    choice = select_lambda(
+        [1, 2, 4, 8], craft, benign=[np.zeros(2)], radius=100.0, accept=lambda u: u[0] <= 2.0
+    )
+
+    assert choice.lam == 2.0 and choice.within_bound and crafted == [8.0, 4.0, 2.0]
+
+
+def test_remove_conflict_by_hand():
+    from fedsec.attacks.poisoning import remove_conflict
+
+    reference = np.array([1.0, 0.0])
+    # conflicting: (-1, 1)·(1, 0) = -1 → remove the (-1, 0) component
+    np.testing.assert_allclose(remove_conflict(np.array([-1.0, 1.0]), reference), [0.0, 1.0])
+    # not conflicting: unchanged
+    np.testing.assert_allclose(remove_conflict(np.array([1.0, 1.0]), reference), [1.0, 1.0])
+
+
+def test_stealth_direction_lowers_the_objective_keeps_the_model_and_has_the_requested_length():
+    from fedsec.attacks.poisoning import stealth_direction
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(8, 3)
+    y_target = torch.ones(8, dtype=torch.long)
+    y_benign = torch.zeros(8, dtype=torch.long)
+
+    def objective(m: torch.nn.Module) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(m(x[:2]), y_target[:2])
+
+    def benign(m: torch.nn.Module) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(m(x[2:]), y_benign[2:])
+
+    step = stealth_direction(model, objective=objective, benign_loss=benign, steps=3, step_norm=0.1)
+    restored = all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
+    loss_before = float(objective(model))
+    with torch.no_grad():
+        offset = 0
+        for p in model.parameters():
+            p.add_(torch.from_numpy(step[offset : offset + p.numel()]).reshape(p.shape).float())
+            offset += p.numel()
+
+    assert restored
+    assert np.linalg.norm(step) <= 0.3 + 1e-9
+    assert float(objective(model)) < loss_before

@@ -1,0 +1,384 @@
+"""PDGAN's server-side audit as a wrapper around any Flower strategy.
+
+Implements Algorithm 1 of Zhao, Chen, Chen, Xiang and Chen, "Detecting and
+mitigating poisoning attacks in federated learning using generative adversarial
+networks" (PDGAN).  Every round the server
+
+1. refreshes a ``K + 1``-class discriminator from the global model and trains it
+   against a generator on its small auxiliary set (a semi-supervised GAN,
+   :func:`fedsec.defenses.audit.train_gan`);
+2. from round ``d_iter`` (``audit-start-round``) on, generates an audit set,
+   runs every participant's model on it, labels each sample by majority vote and
+   drops the participants whose accuracy against those labels is below ``θ``
+   (:func:`fedsec.defenses.audit.audit`); before ``d_iter`` everyone is kept.
+
+The paper updates the discriminator "from the aggregated model"; the aggregate
+of round ``t - 1`` is exactly the global model the clients of round ``t``
+started from, which is what :attr:`StrategyWrapper.global_arrays` holds when
+``aggregate_fit`` runs.  ``audit="inversion"`` replaces the generator by model
+inversion of the global model (:func:`fedsec.defenses.inversion.invert_classes`),
+the weaker alternative the paper compares against; no GAN is trained then.
+
+The wrapped strategy aggregates only the kept clients' models, so the audit
+composes with FedAvg, FedMedian, Krum or any other Flower strategy.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.common import NDArrays
+from flwr.server.strategy import Strategy
+from torch import nn
+
+from fedsec.config import RunConfig
+from fedsec.data import TensorSplit
+from fedsec.defenses.audit import audit, audit_set, predict_all, train_gan
+from fedsec.defenses.inversion import invert_classes
+from fedsec.errors import ConfigError
+from fedsec.experiment import derive_seed, load_bundle, new_model, server_data, torch_generator
+from fedsec.models.gan import Generator, discriminator_from, refresh_discriminator
+from fedsec.results import RunRecorder
+from fedsec.training import set_weights
+from strategies.wrapper import FilteringStrategy, GroundTruth, ServerEnv, Verdict
+
+__all__ = ["AUDIT_STREAM", "GENERATORS", "AuditStrategy", "parse_classes", "save_grid"]
+
+logger = logging.getLogger(__name__)
+
+#: Seed stream of the audit (generator/discriminator init, GAN batches, audit samples).
+AUDIT_STREAM = 0x5D6A
+#: Sub-streams of one round under :data:`AUDIT_STREAM`.
+_GAN_TRAINING, _AUDIT_SAMPLES = 0, 1
+#: Audit-data generators.
+GENERATORS = ("gan", "inversion")
+#: Images shown in the per-round PNG grid.
+GRID_IMAGES = 32
+
+
+def parse_classes(text: str, *, num_classes: int, key: str = "auxiliary-classes") -> tuple[int, ...]:
+    """Parse ``"0,4"`` into ``(0, 4)``; empty text means every class.
+
+    Raises
+    ------
+    ConfigError
+        If an entry is not an integer in ``[0, num_classes)`` or repeats (the message names ``key``).
+    """
+    if not text.strip():
+        return tuple(range(num_classes))
+    classes: list[int] = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ConfigError(
+                f"config key {key!r} must be comma-separated class indices like '0,4', got {text!r}"
+            ) from None
+        if not 0 <= value < num_classes:
+            raise ConfigError(
+                f"config key {key!r}: class {value} is outside [0, {num_classes}), got {text!r}"
+            )
+        if value in classes:
+            raise ConfigError(f"config key {key!r}: class {value} is listed twice in {text!r}")
+        classes.append(value)
+    return tuple(classes)
+
+
+def save_grid(images: torch.Tensor, path: Path, *, columns: int = 8) -> Path:
+    """Write up to :data:`GRID_IMAGES` images ``(n, C, H, W)`` in ``[0, 1]`` as one PNG grid."""
+    from matplotlib.image import imsave  # imported here: only runs that write records need it
+
+    shown = images[:GRID_IMAGES].detach().cpu().clamp(0.0, 1.0).numpy()
+    n, channels, height, width = shown.shape
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (height + 1) + 1, cols * (width + 1) + 1, channels), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        top, left = 1 + r * (height + 1), 1 + c * (width + 1)
+        grid[top : top + height, left : left + width] = shown[i].transpose(1, 2, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if channels == 1:
+        imsave(path, grid[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        imsave(path, grid[:, :, :3])
+    return path
+
+
+class AuditStrategy(FilteringStrategy):
+    """Drop the clients whose models disagree with the majority on generated audit data (PDGAN).
+
+    Parameters
+    ----------
+    inner
+        The strategy that aggregates the kept clients' models.
+    generator
+        ``"gan"`` (Algorithm 1) or ``"inversion"`` (model inversion of the global model).
+    start_round
+        ``d_iter``: rounds before it only train the GAN and keep every client; >= 1.
+    theta
+        ``θ`` in ``[0, 1]``: clients whose audit accuracy is below it are dropped.
+    audit_size
+        Generated audit samples per round (``"inversion"``: ``ceil(audit_size / K)``
+        per class, so up to ``K - 1`` more); >= 1.
+    model
+        A model of the global architecture (a template: it is copied, never changed).
+    model_name, input_shape, num_classes
+        Its registry name, ``(C, H, W)`` input and number of classes ``K``.
+    auxiliary
+        The server's labelled auxiliary set (already restricted to the auxiliary
+        classes); required and non-empty for ``"gan"``.
+    gan_steps, gan_batch_size, gan_learning_rate
+        GAN training per round (:func:`~fedsec.defenses.audit.train_gan`).
+    inversion_steps, inversion_learning_rate
+        Model inversion per audited round (:func:`~fedsec.defenses.inversion.invert_classes`).
+    seed
+        The run seed; every random draw comes from streams derived from it.
+    out_dir
+        Where ``audit/round-XXX.png`` grids of the audit images go; ``None`` writes none.
+    latent_dim, base_channels
+        Size of the generator (see :class:`~fedsec.models.gan.Generator`).
+    recorder, truth
+        As for :class:`~strategies.wrapper.FilteringStrategy`.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        *,
+        inner: Strategy,
+        generator: str,
+        start_round: int,
+        theta: float,
+        audit_size: int,
+        model: nn.Module,
+        model_name: str,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        auxiliary: TensorSplit | None,
+        gan_steps: int = 100,
+        gan_batch_size: int = 32,
+        gan_learning_rate: float = 2e-4,
+        inversion_steps: int = 100,
+        inversion_learning_rate: float = 0.1,
+        seed: int = 0,
+        out_dir: Path | None = None,
+        latent_dim: int = 100,
+        base_channels: int = 64,
+        recorder: RunRecorder | None = None,
+        truth: GroundTruth | None = None,
+    ) -> None:
+        super().__init__(inner=inner, name="audit", recorder=recorder, truth=truth)
+        if generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+        _check_int("start_round", start_round, 1)
+        if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0.0 <= theta <= 1.0:
+            raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
+        _check_int("audit_size", audit_size, 1)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
+        _check_int("num_classes", num_classes, 2)
+        _check_int("gan_steps", gan_steps, 1)
+        _check_int("gan_batch_size", gan_batch_size, 1)
+        _check_int("inversion_steps", inversion_steps, 1)
+        _check_int("seed", seed, 0)
+        for name, rate in (
+            ("gan_learning_rate", gan_learning_rate),
+            ("inversion_learning_rate", inversion_learning_rate),
+        ):
+            if (
+                isinstance(rate, bool)
+                or not isinstance(rate, int | float)
+                or not math.isfinite(rate)
+                or rate <= 0
+            ):
+                raise ValueError(f"{name} must be a finite number > 0, got {rate!r}")
+        if generator == "gan":
+            if auxiliary is None or len(auxiliary) == 0:
+                raise ValueError("auxiliary must be a non-empty labelled set for generator='gan'")
+            if tuple(auxiliary.x.shape[1:]) != tuple(input_shape):
+                raise ValueError(
+                    f"auxiliary images have shape {tuple(auxiliary.x.shape[1:])}, "
+                    f"input_shape is {tuple(input_shape)}"
+                )
+        self.generator_kind = generator
+        self.start_round = int(start_round)
+        self.theta = float(theta)
+        self.audit_size = int(audit_size)
+        self.model_name = model_name
+        self.input_shape: tuple[int, int, int] = (
+            int(input_shape[0]),
+            int(input_shape[1]),
+            int(input_shape[2]),
+        )
+        self.num_classes = int(num_classes)
+        self.auxiliary = auxiliary
+        self.gan_steps = int(gan_steps)
+        self.gan_batch_size = int(gan_batch_size)
+        self.gan_learning_rate = float(gan_learning_rate)
+        self.inversion_steps = int(inversion_steps)
+        self.inversion_learning_rate = float(inversion_learning_rate)
+        self.seed = int(seed)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        # One copy holds the global model, one is the scratch model every client's weights go into.
+        self._global = copy.deepcopy(model)
+        self._scratch = copy.deepcopy(model)
+        self.generator: Generator | None = None
+        self.discriminator: nn.Module | None = None
+        if generator == "gan":
+            self.generator = Generator(
+                latent_dim=latent_dim,
+                output_shape=self.input_shape,
+                base_channels=base_channels,
+                seed=derive_seed(self.seed, AUDIT_STREAM),
+            )
+
+    @classmethod
+    def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> AuditStrategy:
+        """Build the audit from ``config`` (``audit*``, ``auxiliary-*``, ``gan-*``, ``inversion-*``).
+
+        Raises
+        ------
+        ConfigError
+            If ``audit`` is not set, ``auxiliary-classes`` is malformed, or ``audit=gan``
+            has no auxiliary data (the message names the key).
+        """
+        if config.audit not in GENERATORS:
+            raise ConfigError(
+                f"config key 'audit' must be one of: {', '.join(GENERATORS)}, got {config.audit!r}"
+            )
+        bundle = load_bundle(config)
+        classes = parse_classes(config.auxiliary_classes, num_classes=bundle.num_classes)
+        auxiliary = server_data(config, bundle)["auxiliary"]
+        if config.audit == "gan" and len(auxiliary) == 0:
+            raise ConfigError(
+                "audit=gan needs auxiliary-size > 0 (the server's labelled auxiliary set the GAN trains on), "
+                f"got config key 'auxiliary-size'={config.auxiliary_size}"
+            )
+        keep = np.flatnonzero(np.isin(auxiliary.y.numpy(), classes))
+        auxiliary = auxiliary.subset(keep)
+        if config.audit == "gan" and len(auxiliary) == 0:
+            raise ConfigError(
+                f"audit=gan: the auxiliary set holds no example of config key 'auxiliary-classes'="
+                f"{config.auxiliary_classes!r}; raise 'auxiliary-size' or choose other classes"
+            )
+        logger.info(
+            "PDGAN audit (%s): %s auxiliary examples of classes %s", config.audit, len(auxiliary), classes
+        )
+        return cls(
+            inner=inner,
+            generator=config.audit,
+            start_round=config.audit_start_round,
+            theta=config.audit_threshold,
+            audit_size=config.audit_size,
+            model=new_model(config, bundle),
+            model_name=config.model,
+            input_shape=bundle.input_shape,
+            num_classes=bundle.num_classes,
+            auxiliary=auxiliary,
+            gan_steps=config.gan_steps,
+            gan_batch_size=config.gan_batch_size,
+            gan_learning_rate=config.gan_learning_rate,
+            inversion_steps=config.inversion_steps,
+            inversion_learning_rate=config.inversion_learning_rate,
+            seed=config.seed,
+            out_dir=Path(config.out_dir) if config.out_dir else None,
+            recorder=env.recorder,
+            truth=env.truth,
+        )
+
+    # ------------------------------------------------------------------ Algorithm 1
+    def train_generator(self, server_round: int) -> dict[str, float]:
+        """Refresh the discriminator from the global model and train the GAN one round; return its losses."""
+        assert self.generator is not None and self.auxiliary is not None
+        if self.discriminator is None:
+            self.discriminator = discriminator_from(
+                self._global,
+                model_name=self.model_name,
+                input_shape=self.input_shape,
+                num_classes=self.num_classes,
+                seed=derive_seed(self.seed, AUDIT_STREAM),
+            )
+        else:
+            refresh_discriminator(self.discriminator, self._global)
+        stats = train_gan(
+            self.generator,
+            self.discriminator,
+            self.auxiliary,
+            num_classes=self.num_classes,
+            steps=self.gan_steps,
+            batch_size=self.gan_batch_size,
+            lr=self.gan_learning_rate,
+            rng=torch_generator(self.seed, AUDIT_STREAM, server_round, _GAN_TRAINING),
+        )
+        logger.debug("round %s: GAN d_loss %s, g_loss %s", server_round, stats.d_loss, stats.g_loss)
+        return {"d_loss": stats.d_loss, "g_loss": stats.g_loss}
+
+    def audit_data(self, server_round: int) -> torch.Tensor:
+        """This round's unlabelled audit images ``(n, C, H, W)``."""
+        rng = torch_generator(self.seed, AUDIT_STREAM, server_round, _AUDIT_SAMPLES)
+        if self.generator is not None:
+            return audit_set(self.generator, self.audit_size, rng=rng)
+        return invert_classes(
+            self._global,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            per_class=math.ceil(self.audit_size / self.num_classes),
+            steps=self.inversion_steps,
+            lr=self.inversion_learning_rate,
+            rng=rng,
+        ).x
+
+    def predictions(self, updates: list[NDArrays], x: torch.Tensor) -> np.ndarray:
+        """``int64 (k, n)``: each client's predicted labels on ``x``, one scratch model reused."""
+        rows = np.empty((len(updates), len(x)), dtype=np.int64)
+        for i, weights in enumerate(updates):
+            set_weights(self._scratch, weights)
+            rows[i] = predict_all([self._scratch], x)[0]
+        return rows
+
+    def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
+        if self.global_arrays is None:
+            raise RuntimeError("configure_fit must run before aggregate_fit (no global model yet)")
+        set_weights(self._global, self.global_arrays)
+        record: dict[str, Any] = {"audit": self.generator_kind}
+        if self.generator is not None:
+            record["gan"] = self.train_generator(server_round)
+        if server_round < self.start_round:
+            record["audit"] = "warm-up"
+            logger.info(
+                "round %s: PDGAN warm-up (audit starts at round %s), keeping all %s clients",
+                server_round,
+                self.start_round,
+                len(updates),
+            )
+            return Verdict(kept=tuple(range(len(updates))), record=record)
+        x = self.audit_data(server_round)
+        result = audit(self.predictions(updates, x), theta=self.theta)
+        record["audit_accuracy"] = {label: float(result.accuracies[i]) for i, label in enumerate(labels)}
+        if self.out_dir is not None:
+            path = save_grid(x, self.out_dir / "audit" / f"round-{server_round:03d}.png")
+            logger.debug("round %s: audit images written to %s", server_round, path)
+        logger.info(
+            "round %s: PDGAN audit on %s samples kept %s, dropped %s",
+            server_round,
+            len(x),
+            [labels[i] for i in result.kept],
+            {labels[i]: reason for i, reason in result.dropped.items()},
+        )
+        return Verdict(kept=result.kept, dropped=dict(result.dropped), record=record)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

@@ -1,0 +1,205 @@
+"""PDGAN audit wrapper, in process: warm-up, dropping a poisoned model around FedAvg/FedMedian, records."""
+
+import numpy as np
+import pytest
+import torch
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+
+from fedsec.config import RunConfig
+from fedsec.errors import ConfigError
+from fedsec.experiment import load_bundle, new_model
+from fedsec.results import RunRecorder
+from fedsec.training import get_weights, make_optimizer, train
+from strategies import build_strategy
+from strategies.gan_audit import AuditStrategy
+from tests.flower_fakes import fit_result
+
+BASE = {
+    "dataset": "synthetic",
+    "model": "lenet",
+    "audit": "gan",
+    "audit-start-round": 1,
+    "audit-threshold": 0.5,
+    "audit-size": 64,
+    "auxiliary-size": 100,
+    "gan-steps": 20,
+    "gan-batch-size": 16,
+    "gan-learning-rate": 0.002,
+    "inversion-steps": 5,
+    "num-clients": 5,
+}
+POISON_CLASS = 7
+HONEST_EXAMPLES = [10, 20, 30, 40]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny networks run fastest (and steadiest on shared cores) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def global_weights(_one_torch_thread) -> list[np.ndarray]:
+    """A LeNet briefly trained on the synthetic data (the round's global model)."""
+    config = RunConfig.from_run_config(BASE)
+    bundle = load_bundle(config)
+    model = new_model(config, bundle)
+    optimizer = make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9)
+    train(
+        model,
+        bundle.train.x,
+        bundle.train.y,
+        epochs=5,
+        batch_size=32,
+        optimizer=optimizer,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return get_weights(model)
+
+
+def honest_clients(weights: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Four honest models: the global model with tiny, differently seeded perturbations."""
+    clients = []
+    for seed in range(len(HONEST_EXAMPLES)):
+        rng = np.random.default_rng(seed)
+        clients.append([(w + rng.normal(0, 1e-3, w.shape)).astype(w.dtype) for w in weights])
+    return clients
+
+
+def poisoned_client(weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The global model whose final-layer bias pushes every input into POISON_CLASS."""
+    poisoned = [w.copy() for w in weights]
+    poisoned[-1][POISON_CLASS] += 100.0
+    return poisoned
+
+
+def round_results(weights):
+    honest = honest_clients(weights)
+    results = [
+        fit_result(i, w, num_examples=n) for i, (w, n) in enumerate(zip(honest, HONEST_EXAMPLES, strict=True))
+    ]
+    results.append(fit_result(len(honest), poisoned_client(weights), num_examples=50))
+    return honest, results
+
+
+def make(weights, recorder=None, **overrides):
+    config = RunConfig.from_run_config({**BASE, **overrides})
+    guarded = build_strategy(config, initial_parameters=ndarrays_to_parameters(weights), recorder=recorder)
+    guarded.initialize_parameters(client_manager=None)  # type: ignore[arg-type]
+    return guarded
+
+
+def aggregate(guarded, server_round, results):
+    parameters, _ = guarded.aggregate_fit(server_round, list(results), [])
+    assert parameters is not None
+    return parameters_to_ndarrays(parameters)
+
+
+def weighted_mean(models, counts):
+    total = sum(counts)
+    return [sum(m[k] * n for m, n in zip(models, counts, strict=True)) / total for k in range(len(models[0]))]
+
+
+def test_before_d_iter_everyone_is_kept_even_an_obviously_bad_client(global_weights):
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, **{"audit-start-round": 3, "gan-steps": 2})
+    honest, results = round_results(global_weights)
+    merged = aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    assert record["audit"] == "warm-up"
+    assert record["kept"]["audit"] == ["0", "1", "2", "3", "4"] and not record.get("dropped")
+    assert "audit_accuracy" not in record
+    assert np.isfinite(record["gan"]["d_loss"]) and np.isfinite(record["gan"]["g_loss"])
+    # The poisoned bias is averaged in: the aggregate is far from the honest mean.
+    honest_mean = weighted_mean(honest, HONEST_EXAMPLES)
+    assert merged[-1][POISON_CLASS] - honest_mean[-1][POISON_CLASS] > 10
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
+def test_gan_audit_drops_the_poisoned_model_and_inner_aggregates_the_honest_ones(global_weights, strategy):
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, strategy=strategy)
+    honest, results = round_results(global_weights)
+    merged = aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    assert list(record["dropped"]) == ["4"] and "audit accuracy" in record["dropped"]["4"]
+    assert record["kept"]["audit"] == ["0", "1", "2", "3"]
+    accuracy = record["audit_accuracy"]
+    assert accuracy["4"] < 0.5 and min(accuracy[str(i)] for i in range(4)) >= 0.9
+    if strategy == "fedavg":
+        expected = weighted_mean(honest, HONEST_EXAMPLES)
+    else:
+        expected = [np.median(np.stack([m[k] for m in honest]), axis=0) for k in range(len(honest[0]))]
+    for got, want in zip(merged, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_inversion_audit_drops_the_same_poisoned_model(global_weights):
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, audit="inversion", **{"auxiliary-size": 0})
+    audit_strategy = guarded.inner
+    assert isinstance(audit_strategy, AuditStrategy) and audit_strategy.generator is None
+    honest, results = round_results(global_weights)
+    merged = aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    assert record["audit"] == "inversion" and "gan" not in record
+    assert list(record["dropped"]) == ["4"] and record["audit_accuracy"]["4"] < 0.5
+    for got, want in zip(merged, weighted_mean(honest, HONEST_EXAMPLES), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_png_grid_is_written_for_every_audited_round_only(global_weights, tmp_path):
+    guarded = make(global_weights, **{"audit-start-round": 2, "gan-steps": 2, "out-dir": str(tmp_path)})
+    _, results = round_results(global_weights)
+    for server_round in (1, 2, 3):
+        aggregate(guarded, server_round, results)
+    written = sorted(p.name for p in (tmp_path / "audit").iterdir())
+    assert written == ["round-002.png", "round-003.png"]
+    assert (tmp_path / "audit" / "round-002.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auxiliary_set_keeps_only_the_auxiliary_classes(global_weights):
+    audit_strategy = make(global_weights, **{"auxiliary-classes": "0,4"}).inner
+    assert isinstance(audit_strategy, AuditStrategy) and audit_strategy.auxiliary is not None
+    assert len(audit_strategy.auxiliary) > 0
+    assert set(audit_strategy.auxiliary.y.tolist()) == {0, 4}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"auxiliary-classes": "0,12"}, "auxiliary-classes"),
+        ({"auxiliary-classes": "zero"}, "auxiliary-classes"),
+        ({"auxiliary-classes": "1,1"}, "auxiliary-classes"),
+        ({"auxiliary-size": 0}, "auxiliary-size"),
+    ],
+)
+def test_bad_auxiliary_configuration_raises_naming_the_key(global_weights, overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        make(global_weights, **overrides)
+
+
+def test_constructor_validates_parameters(global_weights):
+    config = RunConfig.from_run_config(BASE)
+    model = new_model(config, load_bundle(config))
+    common = {
+        "inner": make(global_weights).inner.inner,
+        "generator": "inversion",
+        "start_round": 1,
+        "theta": 0.5,
+        "audit_size": 8,
+        "model": model,
+        "model_name": "lenet",
+        "input_shape": (1, 28, 28),
+        "num_classes": 10,
+        "auxiliary": None,
+    }
+    AuditStrategy(**common)
+    for name, value in [("theta", 1.5), ("start_round", 0), ("generator", "vae"), ("audit_size", 0)]:
+        with pytest.raises(ValueError, match=name):
+            AuditStrategy(**{**common, name: value})
+    with pytest.raises(ValueError, match="auxiliary"):
+        AuditStrategy(**{**common, "generator": "gan"})
