@@ -86,6 +86,8 @@ class EdgeDefense:
         Weight ``δ`` of the distillation loss, finite and >= 0.
     distill_epochs
         Distillation epochs, an int >= 1.
+    unlearning_lr
+        SGD learning rate of ABL's unlearning phase (None: the client's optimizer).
 
     Raises
     ------
@@ -100,6 +102,7 @@ class EdgeDefense:
     distill: bool
     distill_delta: float
     distill_epochs: int
+    unlearning_lr: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("isolation_epochs", "unlearning_epochs", "distill_epochs"):
@@ -193,6 +196,9 @@ class EdgeDefense:
             optimizer=optimizer,
             batch_size=batch_size,
             generator=generator,
+            unlearning_optimizer=(
+                torch.optim.SGD(model.parameters(), lr=self.unlearning_lr) if self.unlearning_lr else None
+            ),
         )
         logger.info("edge defense: ABL isolated %s of %s samples", len(result.isolated), len(data))
         distill_loss: float | None = None
@@ -252,6 +258,7 @@ def edge_defense(config: RunConfig) -> EdgeDefense | None:
         distill=EDGE_DEFENSES[config.edge_defense],
         distill_delta=config.distill_delta,
         distill_epochs=config.distill_epochs,
+        unlearning_lr=config.abl_unlearning_lr,
     )
 
 

@@ -176,6 +176,7 @@ class RunConfig:
 
     # --- poisoning attacks (Chen et al. multi-party; backdoors for the defenses)
     variant: str = _option("", "this run's variant name (row label in comparison tables); set by scenarios")
+    defense: str = _option("", "this run's defense name (column label in attack × defense tables)")
     attack_source: int = _option(5, "class the targeted/label-flip attacks poison (source)", _at_least(0))
     attack_target: int = _option(7, "class the adversary wants (target of flips and backdoors)", _at_least(0))
     targeted_samples: int = _option(
@@ -263,6 +264,9 @@ class RunConfig:
     abl_fraction: float = _option(0.1, "ABL: fraction ρ of lowest-loss samples isolated", _unit)
     abl_unlearning_epochs: int = _option(
         1, "ABL: epochs of gradient ascent on the isolated set", _at_least(1)
+    )
+    abl_unlearning_lr: float = _option(
+        0.0005, "ABL: SGD learning rate of the unlearning (ascent) phase", _positive
     )
     layered_drop_negative: bool = _option(
         True, "layered: drop updates with negative cosine to the last global update"

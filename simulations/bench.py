@@ -77,7 +77,17 @@ NUM_CLASSES = 10
 #: How aggregation time grows with the number of clients n, for predicting what fits the budget:
 #: Krum's pairwise distances are O(n²·d), Bulyan repeats Krum n-2f times (O(n³·d)), the median and
 #: trimmed mean sort the stacked (n, d) updates (superlinear in practice); the rest are O(n·d).
-GROWTH = {"krum": 2.0, "multikrum": 2.0, "bulyan": 3.0, "fedmedian": 1.2, "fedtrimmedavg": 1.2}
+GROWTH = {
+    "krum": 2.0,
+    "multikrum": 2.0,
+    "bulyan": 3.0,
+    "fedmedian": 1.2,
+    "fedtrimmedavg": 1.2,
+    "layered": 2.0,
+    "flame": 2.0,
+    "foolsgold": 2.0,
+    "detectors": 2.0,
+}
 #: Seconds per 100 images at batch size 100 on an idle 2-core machine (ENVIRONMENT.md), and at
 #: ART's default batch size: the starting point of the attack section's time predictions.
 EXPECTED_PER_100 = {
@@ -91,7 +101,16 @@ EXPECTED_PER_100 = {
 }
 EXPECTED_ART_DEFAULT_PER_100 = {"jsma": 4.9, "deepfool": 29.0, "cw2": 53.0}
 #: The strategies the issue names; quick mode benchmarks only these.
-ISSUE_STRATEGIES = ("fedavg", "krum", "fedmedian", "fda3")
+ISSUE_STRATEGIES = ("fedavg", "krum", "fedmedian", "fda3", "layered", "flame", "foolsgold", "detectors")
+#: Bench labels that are a registered strategy with extra config (wrappers such as the detectors).
+WRAPPED = {
+    "detectors": {
+        "strategy": "fedavg",
+        "detectors": "l2,cosine",
+        "l2-ratio-threshold": 3.0,
+        "cosine-gap": 0.5,
+    }
+}
 FLOWER_PROCESSES = ("flower-superlink", "flwr-simulation", "raylet")
 MB = 1024 * 1024
 
@@ -292,7 +311,7 @@ def ready_strategy(name: str, n: int, initial: Parameters) -> Strategy:
     """
     from strategies import build_strategy
 
-    config = RunConfig.from_run_config({"strategy": name, "num-clients": n})
+    config = RunConfig.from_run_config({"strategy": name, **WRAPPED.get(name, {}), "num-clients": n})
     strategy = build_strategy(config, initial_parameters=initial)
     manager = SimpleClientManager()
     for i in range(n):
@@ -323,7 +342,7 @@ def bench_aggregation(ctx: Context) -> list[dict[str, Any]]:
     from strategies import STRATEGIES
 
     plan = ctx.plan
-    labels = ["flower-fedavg", *(plan.agg_strategies or STRATEGIES)]
+    labels = ["flower-fedavg", *(plan.agg_strategies or [*STRATEGIES, *WRAPPED])]
     rows: list[dict[str, Any]] = []
     for model_name, sizes in plan.agg_sizes.items():
         weights = model_weights(model_name)

@@ -10,10 +10,12 @@ cause end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,21 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
     return (Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
 
 
-def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> tuple[Scenario, list[RunConfig]]:
+@dataclass(frozen=True)
+class Plan:
+    """The runs ``fedsec run`` will make: one config per run, and where the sweep's summary goes."""
+
+    scenario: Scenario
+    configs: list[RunConfig]
+    base: Path
+    values: list[ConfigValue]
+
+
+def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
     """Scenario + overrides → validated configs whose names all resolve (before any process starts).
 
-    One config, or one per value of the scenario's sweep (each in ``OUT/KEY=VALUE``).
+    One config, or one per value of the scenario's sweep (each in ``OUT/LABEL``);
+    ``--only PATTERN,...`` keeps the sweep runs whose label matches a shell-style pattern.
     """
     from simulations.validate import validate
 
@@ -60,25 +73,33 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> tuple
     if nodes is not None:
         overrides["num-clients"] = nodes
     out = _out_dir(args, scenario.name)
+    values: list[ConfigValue] = []
     if scenario.sweep is None:
         variants = [(out, overrides)]
     else:
         sweep = scenario.sweep
-        variants = [(out / sweep.label(v), {**overrides, **sweep.overrides(v)}) for v in sweep.values]
+        values = list(sweep.values)
+        only = [p.strip() for p in (getattr(args, "only", None) or "").split(",") if p.strip()]
+        if only:
+            values = [v for v in values if any(fnmatch.fnmatchcase(sweep.label(v), p) for p in only)]
+            if not values:
+                labels = ", ".join(sweep.label(v) for v in sweep.values)
+                raise FedsecError(f"--only {args.only!r} matches none of the runs: {labels}")
+        variants = [(out / sweep.label(v), {**overrides, **sweep.overrides(v)}) for v in values]
     configs = []
-    for run_out, values in variants:
-        config = scenario.config(values)
+    for run_out, run_values in variants:
+        config = scenario.config(run_values)
         validate(config)
         configs.append(config.replace(out_dir=str(run_out)))
-    return scenario, configs
+    return Plan(scenario=scenario, configs=configs, base=out, values=values)
 
 
 def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
     """The single run of a scenario (sweeps run only through ``fedsec run``)."""
-    scenario, configs = prepare_runs(args, nodes=nodes)
-    if scenario.sweep is not None:
-        raise FedsecError(f"scenario {scenario.name} is a sweep; run it with `fedsec run`")
-    return configs[0]
+    plan = prepare_runs(args, nodes=nodes)
+    if plan.scenario.sweep is not None:
+        raise FedsecError(f"scenario {plan.scenario.name} is a sweep; run it with `fedsec run`")
+    return plan.configs[0]
 
 
 def _follow(
@@ -137,14 +158,15 @@ def print_final(console: Console, out_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    scenario, configs = prepare_runs(args)
-    for config in configs:
+    plan = prepare_runs(args)
+    for config in plan.configs:
         _follow(console, config, launcher.run_simulation)
-    if scenario.sweep is not None:
-        base = Path(configs[0].out_dir).parent
-        summary = write_sweep_summary(scenario, base, [Path(c.out_dir) for c in configs])
-        console.print(render_report([base]), markup=False)
-        console.print(f"sweep summary: {base / 'summary.json'} ({len(summary['runs'])} runs)")
+    if plan.scenario.sweep is not None:
+        summary = write_sweep_summary(
+            plan.scenario, plan.base, [Path(c.out_dir) for c in plan.configs], plan.values
+        )
+        console.print(render_report([plan.base]), markup=False)
+        console.print(f"sweep summary: {plan.base / 'summary.json'} ({len(summary['runs'])} runs)")
     return 0
 
 
@@ -219,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = scenario_command("run", "run a scenario on Flower's Ray simulation engine")
     run.add_argument("--clients", type=int, help="shorthand for --set num-clients=N")
+    run.add_argument(
+        "--only", metavar="PATTERN,...", help="run only the sweep runs whose label matches (e.g. 'dba/*')"
+    )
     run.set_defaults(handler=cmd_run)
     deploy = scenario_command("deploy", "run a scenario with a SuperLink and N SuperNodes on loopback")
     deploy.add_argument("--nodes", type=int, required=True, help="number of SuperNodes to start")

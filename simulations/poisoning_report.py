@@ -15,7 +15,16 @@ attackers side by side, one column per iteration:
 * ``Detection (rounds flagged)`` — per detector, the rounds in which it flagged
   an attacker, and the rounds in which it flagged a benign client;
 * ``Attack summary`` — final global and targeted accuracy / ASR, mean cosine,
-  largest L2 distance, and the attack rounds.
+  largest L2 distance, and the attack rounds;
+* ``PDGAN Table 1`` — for PDGAN scenarios (names ``pdgan-*``): row = variant
+  (``Before detection``, ``GAN``, ``Model inversion``), columns ``overall
+  accuracy`` and ``poisoning accuracy`` (final), and over the rounds from
+  ``audit-start-round`` on the audit's ``detection recall`` and
+  ``false-positive rate``;
+* ``Attack × defense: ASR and clean accuracy`` — for runs of an attack × defense
+  grid (``defense`` set): row = attack, columns ``<defense> ASR`` and
+  ``<defense> clean accuracy`` (the layered-defense paper's Tables 2–4; the
+  ASR of a label-flip row is its targeted accuracy).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from fedsec.config import RunConfig
-from fedsec.defenses.detection import parse_detectors
+from fedsec.defenses.detection import detection_rates, parse_detectors
 
 COSINE_TABLE = "Cosine similarity per iteration (Table 2)"
 L2_TABLE = "Max L2 distance per iteration (Table 3)"
@@ -35,6 +44,8 @@ GLOBAL_TABLE = "Global accuracy per iteration"
 ASR_TABLE = "Backdoor ASR per iteration"
 DETECTION_TABLE = "Detection (rounds flagged)"
 SUMMARY_TABLE = "Attack summary"
+GRID_TABLE = "Attack × defense: ASR and clean accuracy"
+PDGAN_TABLE = "PDGAN Table 1"
 
 Rounds = Sequence[Mapping[str, Any]]
 
@@ -55,8 +66,16 @@ def poisoning_tables(
     """The tables above for one run (empty when the run recorded no update statistics)."""
     row = row_name(config)
     tables: dict[str, dict[str, dict[str, Any]]] = {}
-    if not any("update_stats" in r for r in rounds):
-        return tables
+    if config.defense and rounds:
+        final = rounds[-1]
+        asr = final.get("asr", final.get("targeted_accuracy"))
+        tables[GRID_TABLE] = {
+            row: {f"{config.defense} ASR": asr, f"{config.defense} clean accuracy": final.get("accuracy")}
+        }
+    if config.scenario.startswith("pdgan") and rounds:
+        tables[PDGAN_TABLE] = {row: pdgan_row(config, rounds)}
+    if config.defense or not any("update_stats" in r for r in rounds):
+        return tables  # a grid run's row is its attack, shared by every defense: only the grid table
     cosine: dict[str, Any] = {}
     l2: dict[str, Any] = {}
     attack_rounds = []
@@ -118,4 +137,23 @@ def _detection_rows(
             on_benign += bool(flagged - attacking)
         row[f"{detector} on attackers"] = on_attackers
         row[f"{detector} on benign"] = on_benign
+    return row
+
+
+def pdgan_row(config: RunConfig, rounds: Rounds) -> dict[str, Any]:
+    """Final overall and poisoning accuracy, and the audit's recall / FPR over its active rounds."""
+    final = rounds[-1]
+    row: dict[str, Any] = {
+        "overall accuracy": final.get("accuracy"),
+        "poisoning accuracy": final.get("targeted_accuracy"),
+    }
+    active = [
+        r for r in rounds if r["round"] >= config.audit_start_round and "audit" in r.get("detection", {})
+    ]
+    if active:
+        totals = {k: sum(int(r["detection"]["audit"][k]) for r in active) for k in ("tp", "fp", "fn", "tn")}
+        rates = detection_rates(totals)
+        row["detection recall"] = rates["recall"]
+        row["false-positive rate"] = rates["false_positive_rate"]
+        row["audited rounds"] = len(active)
     return row

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedsec.config import ConfigValue
 from fedsec.results import SUMMARY_FILE, read_summary
 from simulations.scenarios import Scenario
 
@@ -21,12 +22,17 @@ from simulations.scenarios import Scenario
 ATTACK_METRICS = ("targeted_accuracy", "class_flip_rate", "asr")
 
 
-def sweep_table(scenario: Scenario, run_dirs: Sequence[Path]) -> dict[str, dict[str, Any]]:
-    """``{KEY=VALUE or variant: {"accuracy": ..., <robust set>/<attack metric>: ...}}`` from final records."""
+def sweep_table(
+    scenario: Scenario, run_dirs: Sequence[Path], values: Sequence[ConfigValue] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{KEY=VALUE or variant: {"accuracy": ..., <robust set>/<attack metric>: ...}}`` from final records.
+
+    ``values`` are the sweep values the runs were made for (default: all of them, in order).
+    """
     if scenario.sweep is None:
         raise ValueError(f"scenario {scenario.name} has no sweep")
     rows: dict[str, dict[str, Any]] = {}
-    for value, run_dir in zip(scenario.sweep.values, run_dirs, strict=True):
+    for value, run_dir in zip(values or scenario.sweep.values, run_dirs, strict=True):
         final = read_summary(run_dir)["final"]
         row = {"accuracy": final.get("accuracy"), **final.get("robust", {})}
         row.update({key: final[key] for key in ATTACK_METRICS if key in final})
@@ -55,17 +61,20 @@ def merged_tables(run_dirs: Sequence[Path], labels: Sequence[str]) -> dict[str, 
     return merged
 
 
-def write_sweep_summary(scenario: Scenario, base: Path, run_dirs: Sequence[Path]) -> dict[str, Any]:
-    """Write ``base/summary.json`` for a finished sweep and return it."""
+def write_sweep_summary(
+    scenario: Scenario, base: Path, run_dirs: Sequence[Path], values: Sequence[ConfigValue] | None = None
+) -> dict[str, Any]:
+    """Write ``base/summary.json`` for a finished sweep (or the ``values`` of it that ran) and return it."""
     if scenario.sweep is None:
         raise ValueError(f"scenario {scenario.name} has no sweep")
+    ran = list(values or scenario.sweep.values)
     summary = {
         "scenario": scenario.name,
-        "sweep": {"key": scenario.sweep.key, "values": list(scenario.sweep.values)},
+        "sweep": {"key": scenario.sweep.key, "values": ran},
         "runs": [str(Path(d).relative_to(base)) for d in run_dirs],
         "tables": {
-            scenario.sweep.table: sweep_table(scenario, run_dirs),
-            **merged_tables(run_dirs, [scenario.sweep.label(v) for v in scenario.sweep.values]),
+            scenario.sweep.table: sweep_table(scenario, run_dirs, ran),
+            **merged_tables(run_dirs, [scenario.sweep.label(v) for v in ran]),
         },
     }
     (base / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -245,6 +245,7 @@ def anti_backdoor_learning(
     optimizer: torch.optim.Optimizer,
     batch_size: int,
     generator: torch.Generator,
+    unlearning_optimizer: torch.optim.Optimizer | None = None,
 ) -> AblResult:
     """Run ABL on ``(x, y)``, training ``model`` in place.
 
@@ -281,6 +282,10 @@ def anti_backdoor_learning(
         Mini-batch size, >= 1.
     generator
         Source of every shuffling order.
+    unlearning_optimizer
+        The optimizer of phase 4 (None: ``optimizer``).  Eq. 9's ascent term is
+        unbounded, so ABL unlearns with a far smaller learning rate than it trains
+        with (5e-4 in the paper); with the clients' training rate it diverges.
 
     Returns
     -------
@@ -326,7 +331,14 @@ def anti_backdoor_learning(
         logger.debug("ABL clean phase: loss %.4f over %s examples", clean.loss, len(keep))
 
     targets = unlearning_targets(y, isolated)
-    result = train(model, x, targets, epochs=unlearning_epochs, loss_fn=unlearning_loss, **common)
+    result = train(
+        model,
+        x,
+        targets,
+        epochs=unlearning_epochs,
+        loss_fn=unlearning_loss,
+        **{**common, "optimizer": unlearning_optimizer or optimizer},
+    )
     logger.info("ABL unlearning: final loss %.4f after %s epochs", result.loss, unlearning_epochs)
     return AblResult(isolated=isolated, isolation_loss=isolation_loss, final_loss=result.loss)
 

@@ -5,7 +5,9 @@ A scenario is a flat TOML table of kebab-case run-config keys (the keys of
 description.  It may run several times: ``sweep = "KEY=V1,V2"`` runs once per
 value of one key; ``[variants.NAME]`` tables run once per named variant, each
 with its own overrides (e.g. the paper's PK / LK / SNAL2 / SAnoDC attackers),
-and set the run's ``variant`` key to NAME so tables name their rows after it.
+and set the run's ``variant`` key to NAME so tables name their rows after it;
+``[defenses.NAME]`` tables cross them with defenses (one run per pair, the
+``defense`` key naming the column), for attack × defense grids.
 ``SCENARIO`` on the command line is a file name here (without
 ``.toml``) or a path to any TOML file.
 """
@@ -26,6 +28,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent
 SWEEP_KEY = "sweep"
 SWEEP_TABLE_KEY = "sweep-table"
 VARIANTS_KEY = "variants"
+DEFENSES_KEY = "defenses"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Sweep:
     def overrides(self, value: ConfigValue) -> dict[str, ConfigValue]:
         """The run-config values of the run for ``value``."""
         if self.variants:
-            return {**dict(self.variants)[str(value)], "variant": str(value)}
+            return dict(dict(self.variants)[str(value)])
         return {self.key: value}
 
 
@@ -100,6 +103,7 @@ def load_scenario(name_or_path: str) -> Scenario:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"scenario {path}: not valid TOML ({error})") from None
     variants = values.pop(VARIANTS_KEY, None)
+    defenses = values.pop(DEFENSES_KEY, None)
     nested = [k for k, v in values.items() if isinstance(v, dict | list)]
     if nested:
         raise ConfigError(
@@ -109,8 +113,10 @@ def load_scenario(name_or_path: str) -> Scenario:
     if variants is not None:
         if SWEEP_KEY in values:
             raise ConfigError(f"scenario {path}: use either 'sweep' or [variants.*], not both")
-        sweep: Sweep | None = _parse_variants(variants, table, path)
+        sweep: Sweep | None = _parse_variants(variants, defenses, table, path)
     else:
+        if defenses is not None:
+            raise ConfigError(f"scenario {path}: [defenses.*] needs [variants.*] (rows) as well")
         sweep = _parse_sweep(values.pop(SWEEP_KEY, None), table, path)
     scenario = Scenario(
         name=str(values.get("scenario", path.stem)),
@@ -129,19 +135,32 @@ def load_scenario(name_or_path: str) -> Scenario:
     return scenario
 
 
-def _parse_variants(variants: object, table: object, path: Path) -> Sweep:
-    if not isinstance(variants, dict) or not variants:
-        raise ConfigError(f"scenario {path}: [variants.NAME] must be tables of run-config keys")
+def _flat_tables(tables: object, kind: str, path: Path) -> list[tuple[str, dict[str, ConfigValue]]]:
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"scenario {path}: [{kind}.NAME] must be tables of run-config keys")
     runs: list[tuple[str, dict[str, ConfigValue]]] = []
-    for name, overrides in variants.items():
+    for name, overrides in tables.items():
         if not isinstance(overrides, dict) or any(isinstance(v, dict | list) for v in overrides.values()):
-            raise ConfigError(f"scenario {path}: variant {name!r} must be a flat table of run-config keys")
+            raise ConfigError(f"scenario {path}: {kind} {name!r} must be a flat table of run-config keys")
         runs.append((str(name), dict(overrides)))
+    return runs
+
+
+def _parse_variants(variants: object, defenses: object, table: object, path: Path) -> Sweep:
+    """Rows ``[variants.X]``, optionally crossed with columns ``[defenses.Y]`` (runs ``X/Y``)."""
+    rows = [(name, {**o, "variant": name}) for name, o in _flat_tables(variants, "variants", path)]
+    if defenses is not None:
+        columns = _flat_tables(defenses, "defenses", path)
+        rows = [
+            (f"{row}/{column}", {**row_over, **column_over, "defense": column})
+            for row, row_over in rows
+            for column, column_over in columns
+        ]
     return Sweep(
         key="variant",
-        values=tuple(name for name, _ in runs),
+        values=tuple(name for name, _ in rows),
         table=str(table or "variants"),
-        variants=tuple(runs),
+        variants=tuple(rows),
     )
 
 

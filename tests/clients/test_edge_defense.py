@@ -282,6 +282,7 @@ EDGE_KEYS = {
     "abl-unlearning-epochs": 2,
     "distill-delta": 0.25,
     "distill-epochs": 4,
+    "abl-unlearning-lr": 0.001,
 }
 
 
@@ -296,6 +297,7 @@ def test_edge_defense_is_built_from_the_config_keys(name: str, distill: bool) ->
         distill=distill,
         distill_delta=0.25,
         distill_epochs=4,
+        unlearning_lr=0.001,
     )
 
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from fedsec.errors import FedsecError
 from fedsec.results import RunRecorder
 from simulations.cli import main
 
@@ -91,3 +92,27 @@ def test_deploy_with_incomplete_certificates_names_the_missing_files(tmp_path, c
     err = capsys.readouterr().err
     assert "lacks server.pem, server.key, supernode-0, supernode-0.pub" in err
     assert "scripts/make_certificates.sh" in err
+
+
+def test_only_keeps_the_matching_runs_of_a_grid_and_refuses_a_pattern_matching_none(tmp_path):
+    from simulations.cli import build_parser, prepare_runs
+
+    args = build_parser().parse_args(
+        ["run", "layered-mnist", "--only", "dba/*,none/none", "--out", str(tmp_path)]
+    )
+    plan = prepare_runs(args)
+
+    assert [c.variant + "/" + c.defense for c in plan.configs][:2] == ["none/none", "dba/none"]
+    assert len(plan.configs) == 11 and plan.base == tmp_path
+    assert {c.defense for c in plan.configs if c.variant == "dba"} >= {"layered", "flame", "edge+distill"}
+    bad = build_parser().parse_args(["run", "layered-mnist", "--only", "nope/*"])
+    with pytest.raises(FedsecError, match="matches none of the runs"):
+        prepare_runs(bad)
+
+
+def test_deploy_refuses_the_perfect_knowledge_hook(capsys):
+    from simulations.cli import main
+
+    code = main(["deploy", "quickstart", "--nodes", "2", "--set", "perfect-knowledge-hook=true"])
+
+    assert code == 2 and "simulation-only hook" in capsys.readouterr().err

@@ -129,3 +129,28 @@ def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_p
     assert list(table["None"]) == ["Nature", "FGSM", "BIM"]
     assert table["None"] == first and table["FL+AdvTrain"] == last
     assert leftover_processes(out) == []
+
+
+def test_colluders_with_the_pk_hook_and_detectors_through_flower(tmp_path):
+    out = tmp_path / "mp"
+    completed = fedsec(
+        "run", "multiparty-mnist", "--only", "PK,SAnoDC", "--out", str(out), "--rounds", "3",
+        "--set", "model=lenet", "--set", "attack-start-round=2",
+        "--set", "calibration-rounds=1", "--set", "local-epochs=1",
+    )  # fmt: skip
+
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == ["PK", "SAnoDC"]
+    cosine = summary["tables"]["Cosine similarity per iteration (Table 2)"]
+    assert set(cosine) == {"PK", "SAnoDC"} and set(cosine["PK"]) == {"2", "3"}
+    for name, attackers in (("PK", {"8", "9"}), ("SAnoDC", {"9"})):
+        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        assert all(r["failures"] == 0 for r in records[1:])
+        judged = records[2:]
+        assert all(attackers <= set(r["update_stats"]) and "flagged_by" in r for r in judged)
+        assert all(sum(r["detection"]["detectors"].values()) == 10 for r in judged)
+        assert "targeted_accuracy" in records[-1]
+        assert leftover_processes(out / name) == []
+    max_l2 = summary["tables"]["Max L2 distance per iteration (Table 3)"]
+    assert max(max_l2["SAnoDC"].values()) > max(max_l2["PK"].values())

@@ -62,3 +62,57 @@ def test_runs_filling_the_same_column_are_kept_apart_by_label(tmp_path):
     assert summary["tables"]["Fig. 6"] == {
         "Clean": {"LeNet-5 [num-clients=2]": 0.91, "LeNet-5 [num-clients=3]": 0.93}
     }
+
+
+# ---------------------------------------------------------------------------- variants and defenses
+
+
+VARIANTS = """# s
+sweep-table = "grid"
+num-clients = 4
+[variants.none]
+roles = ""
+[variants.flip]
+roles = "label-flip:3"
+[defenses.none]
+strategy = "fedavg"
+[defenses."fg+x"]
+strategy = "foolsgold"
+"""
+
+
+def test_variants_cross_defenses_into_labelled_runs_with_their_overrides(tmp_path):
+    scenario = scenario_file(tmp_path, VARIANTS)
+
+    labels = [scenario.sweep.label(v) for v in scenario.sweep.values]
+    config = scenario.config(scenario.sweep.overrides("flip/fg+x"))
+
+    assert labels == ["none/none", "none/fg+x", "flip/none", "flip/fg+x"]
+    assert (config.variant, config.defense, config.strategy, config.roles) == (
+        "flip",
+        "fg+x",
+        "foolsgold",
+        "label-flip:3",
+    )
+
+
+def test_a_bad_variant_value_is_refused_with_the_variant_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"none/none: config key 'strategy' must be a str"):
+        scenario_file(tmp_path, VARIANTS.replace('strategy = "fedavg"', "strategy = 3"))
+    with pytest.raises(ConfigError, match=r"\[defenses.\*\] needs \[variants.\*\]"):
+        scenario_file(tmp_path, '# s\n[defenses.a]\nstrategy = "fedavg"\n')
+
+
+def test_variant_runs_fill_distinct_rows_without_suffixes(tmp_path):
+    scenario = scenario_file(tmp_path, "# s\n[variants.PK]\nroles = ''\n[variants.LK]\nroles = ''\n")
+    runs = []
+    for name, value in (("PK", 0.9), ("LK", 0.5)):
+        recorder = RunRecorder(out_dir=tmp_path / name, scenario="s", config={})
+        recorder.end_round(1, accuracy=0.9, loss=0.1, targeted_accuracy=value)
+        recorder.finish(tables={"Table 2": {name: {"1": value}}})
+        runs.append(tmp_path / name)
+
+    summary = write_sweep_summary(scenario, tmp_path, runs)
+
+    assert summary["tables"]["Table 2"] == {"PK": {"1": 0.9}, "LK": {"1": 0.5}}
+    assert summary["tables"]["variants"]["PK"]["targeted_accuracy"] == 0.9
