@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -271,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedsec`` console script."""
     args = build_parser().parse_args(argv)
@@ -278,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
     console = Console(stderr=False, highlight=False)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the Flower processes too, like Ctrl-C
     try:
         return int(args.handler(args, console))
     except launcher.LaunchError as error:
