@@ -280,7 +280,9 @@ def layered_selection(
 
     Step 1 ("ReLU" step; runs if ``drop_negative`` and ``previous_global_update``
     is given and not all zero): updates whose cosine similarity to the previous
-    global update is below 0 are dropped.  Step 2 (runs if ``cluster``):
+    global update is below 0 are dropped — unless they are the majority, in which
+    case the reference is stale and the step is skipped for the round (dropping
+    them all would keep the model, and so the reference, unchanged for good).  Step 2 (runs if ``cluster``):
     :func:`hdbscan_majority` over the updates that survived step 1; its
     indices are mapped back to positions in ``updates``.
 
@@ -334,6 +336,17 @@ def layered_selection(
         if np.any(reference != 0):
             cosines = cosine_to_reference(rows, reference)
             negative = cosines < 0
+            if negative.sum() * 2 > n:
+                # The step assumes the benign majority follows the last global update; when most
+                # updates oppose it the reference is stale (late, noisy rounds), and dropping them
+                # all would freeze the model for good (the reference then never changes).
+                logger.warning(
+                    "%s of %s updates have a negative cosine to the previous global update; "
+                    "the reference is stale, skipping step 1 this round",
+                    int(negative.sum()),
+                    n,
+                )
+                negative = np.zeros(n, dtype=bool)
             for index in np.flatnonzero(negative):
                 dropped[int(index)] = (
                     f"cosine {cosines[index]:.2f} to the previous global update is negative "

@@ -276,12 +276,20 @@ def test_switching_both_steps_off_keeps_everything():
     assert result.kept == tuple(range(10)) and result.dropped == {}
 
 
-def test_every_update_negative_keeps_nothing(caplog):
+def test_a_negative_majority_means_a_stale_reference_and_skips_the_step(caplog):
     with caplog.at_level(logging.WARNING, logger="fedsec.defenses.selection"):
-        result = layered_selection(-np.eye(3), previous_global_update=np.ones(3))
+        result = layered_selection(-np.eye(3), previous_global_update=np.ones(3), cluster=False)
 
-    assert result.kept == () and sorted(result.dropped) == [0, 1, 2]
-    assert "negative cosine" in caplog.text
+    assert result.kept == (0, 1, 2) and result.dropped == {}
+    assert "stale" in caplog.text
+
+
+def test_a_negative_minority_is_still_dropped():
+    updates = np.array([[1.0, 1.0, 0.0], [1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [-1.0, -1.0, 0.0]])
+
+    result = layered_selection(updates, previous_global_update=np.ones(3), cluster=False)
+
+    assert result.kept == (0, 1, 2) and list(result.dropped) == [3]
 
 
 def test_too_large_min_cluster_size_is_lowered_to_the_survivors(monkeypatch):
