@@ -286,6 +286,9 @@ class RunConfig:
     audit_threshold: float = _option(
         0.5, "θ: clients whose audit accuracy is below this are dropped", _unit_interval
     )
+    audit_relative: bool = _option(
+        False, "θ is relative: drop clients below θ × the round's median audit accuracy"
+    )
     audit_size: int = _option(200, "generated audit samples per round", _at_least(1))
     auxiliary_classes: str = _option("", "classes the server's auxiliary set keeps, e.g. '0,4' (empty: all)")
     gan_steps: int = _option(100, "GAN training steps per round", _at_least(1))

@@ -162,6 +162,7 @@ class AuditStrategy(FilteringStrategy):
         theta: float,
         audit_size: int,
         model: nn.Module,
+        relative: bool = False,
         model_name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
@@ -214,6 +215,7 @@ class AuditStrategy(FilteringStrategy):
         self.generator_kind = generator
         self.start_round = int(start_round)
         self.theta = float(theta)
+        self.relative = relative
         self.audit_size = int(audit_size)
         self.model_name = model_name
         self.input_shape: tuple[int, int, int] = (
@@ -280,6 +282,7 @@ class AuditStrategy(FilteringStrategy):
             generator=config.audit,
             start_round=config.audit_start_round,
             theta=config.audit_threshold,
+            relative=config.audit_relative,
             audit_size=config.audit_size,
             model=new_model(config, bundle),
             model_name=config.model,
@@ -364,7 +367,7 @@ class AuditStrategy(FilteringStrategy):
             )
             return Verdict(kept=tuple(range(len(updates))), record=record)
         x = self.audit_data(server_round)
-        result = audit(self.predictions(updates, x), theta=self.theta)
+        result = audit(self.predictions(updates, x), theta=self.theta, relative=self.relative)
         record["audit_accuracy"] = {label: float(result.accuracies[i]) for i, label in enumerate(labels)}
         if self.out_dir is not None:
             path = save_grid(x, self.out_dir / "audit" / f"round-{server_round:03d}.png")

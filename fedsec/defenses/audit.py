@@ -298,7 +298,7 @@ class AuditResult:
     dropped: dict[int, str]
 
 
-def audit(predictions: np.ndarray, *, theta: float) -> AuditResult:
+def audit(predictions: np.ndarray, *, theta: float, relative: bool = False) -> AuditResult:
     """Majority-vote the audit labels and keep the clients whose accuracy is at least ``theta``.
 
     Parameters
@@ -307,6 +307,10 @@ def audit(predictions: np.ndarray, *, theta: float) -> AuditResult:
         Integer labels ``(k_clients, n)`` of every client's model on the audit set; not modified.
     theta
         Accuracy threshold ``θ`` in ``[0, 1]``; ``0`` keeps every client.
+    relative
+        If True the threshold is ``θ × median accuracy`` of the round (a departure
+        from the paper's fixed θ: when the generated images are poor every
+        client's agreement falls together, and a fixed θ then drops honest ones).
 
     Returns
     -------
@@ -321,11 +325,12 @@ def audit(predictions: np.ndarray, *, theta: float) -> AuditResult:
         raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
     labels = majority_vote(predictions)
     accuracies = audit_accuracies(predictions, labels)
-    kept = tuple(i for i, acc in enumerate(accuracies) if acc >= theta)
+    bar = float(theta) * float(np.median(accuracies)) if relative else float(theta)
+    kept = tuple(i for i, acc in enumerate(accuracies) if acc >= bar)
     dropped = {
-        i: f"audit accuracy {acc:.2f} < θ={float(theta):.2f}"
+        i: f"audit accuracy {acc:.2f} < {'θ×median' if relative else 'θ'}={bar:.2f}"
         for i, acc in enumerate(accuracies)
-        if acc < theta
+        if acc < bar
     }
     labels.setflags(write=False)
     accuracies.setflags(write=False)

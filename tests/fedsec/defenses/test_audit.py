@@ -215,3 +215,23 @@ def test_invert_classes_recovers_inputs_the_model_assigns_to_each_class() -> Non
         invert_classes(
             model, input_shape=(1, 8, 8), num_classes=4, per_class=1, steps=1, lr=0.1, rng=torch.Generator()
         )
+
+
+def test_a_relative_theta_follows_the_rounds_median_agreement():
+    from fedsec.defenses.audit import audit
+
+    truth = np.arange(20) % 5
+    honest = []
+    for i in range(6):  # each honest model errs on 6 of 20 images, at most 2 models per image
+        row = truth.copy()
+        wrong = [(6 * i + j) % 20 for j in range(6)]
+        row[wrong] = (row[wrong] + 1) % 5
+        honest.append(row)
+    attacker = np.full(20, 7)
+    predictions = np.stack([*honest, attacker])
+
+    fixed = audit(predictions, theta=0.75)
+    relative = audit(predictions, theta=0.75, relative=True)
+
+    assert fixed.kept == ()  # poor audit images: honest agreement 0.7 < θ, everyone dropped
+    assert relative.kept == (0, 1, 2, 3, 4, 5) and 6 in relative.dropped
