@@ -17,22 +17,19 @@ import math
 from typing import Any
 
 import numpy as np
-from flwr.common import FitIns, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAvg
+from flwr.common import Parameters, Scalar
 
-from fedsec.attacks.poisoning import apply_update, flat_update
 from fedsec.defenses.detection import confusion
 from fedsec.defenses.flame import flame
-from strategies.wrapper import Failures, FitResults, ServerEnv, client_label, labels_of
+from strategies.update_based import UpdateAggregator
+from strategies.wrapper import Failures, FitResults, ServerEnv, labels_of
 
 __all__ = ["Flame"]
 
 logger = logging.getLogger(__name__)
 
 
-class Flame(FedAvg):
+class Flame(UpdateAggregator):
     """FedAvg replaced by FLAME's filter, clip, average and noise.
 
     Parameters
@@ -63,43 +60,20 @@ class Flame(FedAvg):
             raise ValueError(f"noise_lambda must be a finite number >= 0, got {noise_lambda!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if not isinstance(env, ServerEnv):
-            raise ValueError(f"env must be a ServerEnv, got {type(env).__name__}")
-        super().__init__(**kwargs)
+        super().__init__(env=env, **kwargs)
         self.noise_lambda = float(noise_lambda)
         self.seed = seed
-        self.env = env
-        self.global_arrays: list[np.ndarray] | None = None
 
     def __repr__(self) -> str:
         return f"Flame(noise_lambda={self.noise_lambda})"
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        parameters = super().initialize_parameters(client_manager)
-        if parameters is not None:
-            self.global_arrays = parameters_to_ndarrays(parameters)
-        return parameters
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        self.global_arrays = parameters_to_ndarrays(parameters)
-        return super().configure_fit(server_round, parameters, client_manager)
-
     def aggregate_fit(
         self, server_round: int, results: FitResults, failures: Failures
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if not results:
+        decoded = self.round_updates(results, failures)
+        if decoded is None:
             return None, {}
-        if not self.accept_failures and failures:
-            return None, {}
-        if self.global_arrays is None:
-            raise RuntimeError("configure_fit must run before aggregate_fit (no global model yet)")
-        reference = self.global_arrays
-        labels = [client_label(proxy, res) for proxy, res in results]
-        deltas = np.stack(
-            [flat_update(parameters_to_ndarrays(res.parameters), reference) for _, res in results]
-        )
+        reference, labels, deltas = decoded
         result = flame(
             deltas,
             noise_lambda=self.noise_lambda,
@@ -128,10 +102,4 @@ class Flame(FedAvg):
                 flame={"clip_norm": result.clip_norm, "noise_std": result.noise_std},
             )
 
-        parameters = ndarrays_to_parameters(apply_update(reference, result.update))
-        metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn:
-            metrics = self.fit_metrics_aggregation_fn(
-                [(results[i][1].num_examples, results[i][1].metrics) for i in result.kept]
-            )
-        return parameters, metrics
+        return self.new_global(reference, result.update, results, result.kept)

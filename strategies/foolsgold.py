@@ -16,15 +16,12 @@ import math
 from typing import Any
 
 import numpy as np
-from flwr.common import FitIns, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAvg
+from flwr.common import Parameters, Scalar
 
-from fedsec.attacks.poisoning import apply_update, flat_update
 from fedsec.defenses.detection import confusion
 from fedsec.defenses.foolsgold import FoolsGoldHistory, foolsgold_aggregate, foolsgold_weights
-from strategies.wrapper import Failures, FitResults, ServerEnv, client_label, labels_of
+from strategies.update_based import UpdateAggregator
+from strategies.wrapper import Failures, FitResults, ServerEnv, labels_of
 
 __all__ = ["FoolsGold"]
 
@@ -34,7 +31,7 @@ logger = logging.getLogger(__name__)
 ZERO_WEIGHT = "FoolsGold weight 0"
 
 
-class FoolsGold(FedAvg):
+class FoolsGold(UpdateAggregator):
     """FedAvg with FoolsGold client weights instead of example counts.
 
     Parameters
@@ -63,43 +60,20 @@ class FoolsGold(FedAvg):
             or kappa <= 0
         ):
             raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
-        if not isinstance(env, ServerEnv):
-            raise ValueError(f"env must be a ServerEnv, got {type(env).__name__}")
-        super().__init__(**kwargs)
+        super().__init__(env=env, **kwargs)
         self.kappa = float(kappa)
-        self.env = env
         self.history = FoolsGoldHistory()
-        self.global_arrays: list[np.ndarray] | None = None
 
     def __repr__(self) -> str:
         return f"FoolsGold(kappa={self.kappa})"
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        parameters = super().initialize_parameters(client_manager)
-        if parameters is not None:
-            self.global_arrays = parameters_to_ndarrays(parameters)
-        return parameters
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        self.global_arrays = parameters_to_ndarrays(parameters)
-        return super().configure_fit(server_round, parameters, client_manager)
-
     def aggregate_fit(
         self, server_round: int, results: FitResults, failures: Failures
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if not results:
+        decoded = self.round_updates(results, failures)
+        if decoded is None:
             return None, {}
-        if not self.accept_failures and failures:
-            return None, {}
-        if self.global_arrays is None:
-            raise RuntimeError("configure_fit must run before aggregate_fit (no global model yet)")
-        reference = self.global_arrays
-        labels = [client_label(proxy, res) for proxy, res in results]
-        deltas = np.stack(
-            [flat_update(parameters_to_ndarrays(res.parameters), reference) for _, res in results]
-        )
+        reference, labels, deltas = decoded
         histories = self.history.update(labels, deltas)
         weights = foolsgold_weights(histories, kappa=self.kappa)
 
@@ -123,11 +97,4 @@ class FoolsGold(FedAvg):
             logger.warning("round %s: every FoolsGold weight is 0; keeping the previous model", server_round)
             return None, {}
 
-        update = foolsgold_aggregate(deltas, weights)
-        parameters = ndarrays_to_parameters(apply_update(reference, update))
-        metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn:
-            metrics = self.fit_metrics_aggregation_fn(
-                [(results[i][1].num_examples, results[i][1].metrics) for i in kept]
-            )
-        return parameters, metrics
+        return self.new_global(reference, foolsgold_aggregate(deltas, weights), results, kept)
