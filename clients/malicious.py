@@ -35,7 +35,7 @@ import torch
 from flwr.common import ArrayRecord, NDArrays, RecordDict, Scalar
 from torch import nn
 
-from clients.benign import BenignClient
+from clients.benign import BenignClient, client_parts
 from fedsec.attacks.poisoning import StealthObjective, apply_update, boost, select_lambda, stealth_direction
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
@@ -268,11 +268,9 @@ def simulated_benign_updates(
             "colluders with perfect (or hook-based limited) knowledge need the simulation-only hook: "
             "set perfect-knowledge-hook = true in the scenario (never available in deployment)"
         )
-    from clients import benign_client
-
     updates = []
     for partition in partitions:
-        honest = benign_client(config, partition_id=partition, num_partitions=num_partitions)
+        honest = BenignClient(**client_parts(config, partition_id=partition, num_partitions=num_partitions))
         honest.local_train(parameters, server_round)
         updates.append(honest.local_update(parameters))
     return updates
@@ -441,8 +439,6 @@ def _parts(
     Data-poisoning roles model honest devices whose data was poisoned, so they
     train the way every device does (with the edge defense, if the run has one).
     """
-    from clients.benign import client_parts
-
     parts = client_parts(config, partition_id=partition_id, num_partitions=num_partitions)
     if controls_training:
         parts["defense"] = None

@@ -87,6 +87,14 @@ def _check_seed(value: Any) -> int:
     return int(value)
 
 
+def _source_target(source: Any, target: Any) -> tuple[int, int]:
+    src = _check_class(source, "source")
+    tgt = _check_class(target, "target")
+    if src == tgt:
+        raise ValueError(f"target must differ from source, both are {src}")
+    return src, tgt
+
+
 def _labels(split: TensorSplit) -> np.ndarray:
     return split.y.detach().cpu().numpy()
 
@@ -121,10 +129,7 @@ def targeted_subset(split: TensorSplit, *, source: int, target: int) -> TensorSp
         If a parameter is invalid (the message names it).
     """
     _check_split(split)
-    src = _check_class(source, "source")
-    tgt = _check_class(target, "target")
-    if src == tgt:
-        raise ValueError(f"target must differ from source, both are {src}")
+    src, tgt = _source_target(source, target)
     idx = np.flatnonzero(_labels(split) == src)
     if idx.size == 0:
         logger.warning("targeted_subset: no samples of source class %s", src)
@@ -180,10 +185,7 @@ def flip_labels(split: TensorSplit, *, source: int, target: int, fraction: float
         If a parameter is invalid (the message names it).
     """
     _check_split(split)
-    src = _check_class(source, "source")
-    tgt = _check_class(target, "target")
-    if src == tgt:
-        raise ValueError(f"target must differ from source, both are {src}")
+    src, tgt = _source_target(source, target)
     frac = _check_fraction(fraction)
     rng = np.random.default_rng(_check_seed(seed))
     candidates = np.flatnonzero(_labels(split) == src)
