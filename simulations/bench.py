@@ -101,7 +101,17 @@ EXPECTED_PER_100 = {
 }
 EXPECTED_ART_DEFAULT_PER_100 = {"jsma": 4.9, "deepfool": 29.0, "cw2": 53.0}
 #: The strategies the issue names; quick mode benchmarks only these.
-ISSUE_STRATEGIES = ("fedavg", "krum", "fedmedian", "fda3", "layered", "flame", "foolsgold", "detectors")
+ISSUE_STRATEGIES = (
+    "fedavg",
+    "krum",
+    "fedmedian",
+    "fda3",
+    "layered",
+    "flame",
+    "foolsgold",
+    "detectors",
+    "gan-audit",
+)
 #: Bench labels that are a registered strategy with extra config (wrappers such as the detectors).
 WRAPPED = {
     "detectors": {
@@ -109,7 +119,18 @@ WRAPPED = {
         "detectors": "l2,cosine",
         "l2-ratio-threshold": 3.0,
         "cosine-gap": 0.5,
-    }
+    },
+    # PDGAN as in pdgan-mnist, auditing from round 1: GAN training on the auxiliary digits 0 and 4,
+    # the audit set, and every client model's predictions on it.
+    "gan-audit": {
+        "strategy": "fedavg",
+        "audit": "gan",
+        "audit-start-round": 1,
+        "auxiliary-size": 500,
+        "auxiliary-classes": "0,4",
+        "audit-size": 200,
+        "gan-steps": 100,
+    },
 }
 FLOWER_PROCESSES = ("flower-superlink", "flwr-simulation", "raylet")
 MB = 1024 * 1024
