@@ -139,13 +139,16 @@ class BenignClient(NumPyClient):
         *,
         data: TensorSplit | None = None,
         loss_fn: LossFn | None = None,
+        epochs: int | None = None,
     ) -> float:
         """Load ``parameters`` and train locally; return the last epoch's mean loss.
 
         Malicious and defending clients reuse this loop with other ``data``
-        (poisoned, filtered) or another ``loss_fn`` (stealth, anomaly, distillation).
+        (poisoned, filtered), another ``loss_fn`` (stealth, anomaly, distillation)
+        or other ``epochs`` (``None``: ``local-epochs``).
         """
         data = self.train_data if data is None else data
+        epochs = self.config.local_epochs if epochs is None else epochs
         set_weights(self.model, parameters)
         optimizer = make_optimizer(
             self.config.optimizer,
@@ -161,14 +164,14 @@ class BenignClient(NumPyClient):
                 data,
                 optimizer=optimizer,
                 generator=generator,
-                epochs=self.config.local_epochs,
+                epochs=epochs,
                 batch_size=self.config.batch_size,
             )
         result = train(
             self.model,
             data.x,
             data.y,
-            epochs=self.config.local_epochs,
+            epochs=epochs,
             batch_size=self.config.batch_size,
             optimizer=optimizer,
             generator=generator,

@@ -52,7 +52,7 @@ from fedsec.data.poisoning import (
 from fedsec.errors import ConfigError
 from fedsec.experiment import derive_seed, load_bundle
 from fedsec.roles import parse_roles
-from fedsec.training import evaluate, flatten, get_weights, set_weights
+from fedsec.training import LossFn, evaluate, flatten, get_weights, set_weights
 
 logger = logging.getLogger(__name__)
 
@@ -100,24 +100,52 @@ class MaliciousClient(BenignClient):
 
 
 class DataPoisoningClient(MaliciousClient):
-    """Trains on a poisoned copy of its data (label flip, BadNets, DBA).
+    """Trains on a poisoned copy of its data (label flip, BadNets, DBA), optionally longer and scaled.
 
     Parameters
     ----------
     poisoned
         The poisoned training data used from ``attack-start-round`` on.
+    factor
+        The update sent is ``factor`` × the trained update (1: as trained; model
+        replacement otherwise, e.g. Bagdasaryan et al.'s γ or Bhagoji et al.'s λ).
+    epochs
+        Local epochs on the poisoned data (``None``: ``local-epochs``), e.g. the
+        DBA paper's longer poison training.
     """
 
-    def __init__(self, *, poisoned: TensorSplit, **kwargs: Any) -> None:
+    def __init__(
+        self, *, poisoned: TensorSplit, factor: float = 1.0, epochs: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0, got {factor}")
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be >= 1 or None, got {epochs}")
         self.poisoned = poisoned
+        self.factor = factor
+        self.epochs = epochs
 
     def poison(self, parameters: NDArrays, server_round: int) -> TensorSplit:
         return self.poisoned
 
+    def loss_fn(self, parameters: NDArrays) -> LossFn | None:
+        """The training loss (``None``: cross-entropy, or the edge defense's)."""
+        return None
+
     def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
-        loss = self.local_train(parameters, server_round, data=self.poison(parameters, server_round))
-        return get_weights(self.model), {"train-loss": loss}
+        loss = self.local_train(
+            parameters,
+            server_round,
+            data=self.poison(parameters, server_round),
+            loss_fn=self.loss_fn(parameters),
+            epochs=self.epochs,
+        )
+        metrics: dict[str, Scalar] = {"train-loss": loss}
+        if self.factor == 1.0:
+            return get_weights(self.model), metrics
+        update = boost(self.local_update(parameters), self.factor)
+        return apply_update(parameters, update), {**metrics, "attack-scale": self.factor}
 
 
 class CleanLabelClient(DataPoisoningClient):
@@ -154,7 +182,7 @@ class CleanLabelClient(DataPoisoningClient):
 
 
 class ScaledUpdateClient(DataPoisoningClient):
-    """Trains on poisoned data (optionally with a loss of its own), then scales its update.
+    """A :class:`DataPoisoningClient` that always scales, optionally with constrain-and-scale's loss.
 
     ``boosted`` (Bhagoji et al.'s explicit boosting / model replacement) scales
     by λ = ``boost-factor``; ``constrain-scale`` (Bagdasaryan et al.) trains
@@ -163,26 +191,18 @@ class ScaledUpdateClient(DataPoisoningClient):
     """
 
     def __init__(self, *, factor: float, anomaly_weight: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if not factor > 0:
-            raise ValueError(f"factor must be > 0, got {factor}")
+        super().__init__(factor=factor, **kwargs)
         if not 0.0 <= anomaly_weight < 1.0:
             raise ValueError(f"anomaly_weight must be in [0, 1), got {anomaly_weight}")
-        self.factor = factor
         self.anomaly_weight = anomaly_weight
 
-    def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
-        loss_fn = None
-        if self.anomaly_weight:
-            set_weights(self.model, parameters)
-            loss_fn = AnomalyEvasionLoss(
-                reference=[p.detach().clone() for p in self.model.parameters()], weight=self.anomaly_weight
-            )
-        loss = self.local_train(
-            parameters, server_round, data=self.poison(parameters, server_round), loss_fn=loss_fn
+    def loss_fn(self, parameters: NDArrays) -> LossFn | None:
+        if not self.anomaly_weight:
+            return None
+        set_weights(self.model, parameters)
+        return AnomalyEvasionLoss(
+            reference=[p.detach().clone() for p in self.model.parameters()], weight=self.anomaly_weight
         )
-        update = boost(self.local_update(parameters), self.factor)
-        return apply_update(parameters, update), {"train-loss": loss, "attack-scale": self.factor}
 
 
 @dataclass
@@ -445,6 +465,20 @@ def _parts(
     return {**parts, "state": state, "num_partitions": num_partitions}
 
 
+def _data_poisoner_parts(
+    config: RunConfig, partition_id: int, num_partitions: int, state: RecordDict | None
+) -> dict[str, Any]:
+    """:func:`_parts` of a data-poisoning role, with its ``poison-epochs`` and ``poison-scale``.
+
+    With the defaults (0 and 1) the attacker is an honest device with poisoned
+    data and runs the edge defense like every device; with longer poison
+    training or a scaled update it controls its training, so it does not.
+    """
+    controls = config.poison_epochs > 0 or config.poison_scale != 1.0
+    parts = _parts(config, partition_id, num_partitions, state, controls_training=controls)
+    return {**parts, "factor": config.poison_scale, "epochs": config.poison_epochs or None}
+
+
 def _input_shape(parts: dict[str, Any]) -> tuple[int, int, int]:
     return tuple(int(d) for d in parts["train_data"].x.shape[1:])  # type: ignore[return-value]
 
@@ -458,7 +492,7 @@ def label_flip_client(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> MaliciousClient:
     """Label flipping: ``poison-fraction`` of the source-class samples relabelled to the target."""
-    parts = _parts(config, partition_id, num_partitions, state)
+    parts = _data_poisoner_parts(config, partition_id, num_partitions, state)
     poisoned = flip_labels(
         parts["train_data"],
         source=config.attack_source,
@@ -485,7 +519,7 @@ def badnets_client(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> MaliciousClient:
     """BadNets: ``poison-fraction`` of the samples stamped with the global trigger, labelled the target."""
-    parts = _parts(config, partition_id, num_partitions, state)
+    parts = _data_poisoner_parts(config, partition_id, num_partitions, state)
     trigger = global_trigger(config, _input_shape(parts))
     return DataPoisoningClient(poisoned=_trigger_poisoned(config, parts, trigger, partition_id), **parts)
 
@@ -494,7 +528,7 @@ def dba_client(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> MaliciousClient:
     """DBA: this attacker stamps its local part of the global trigger (part = its rank among DBA clients)."""
-    parts = _parts(config, partition_id, num_partitions, state)
+    parts = _data_poisoner_parts(config, partition_id, num_partitions, state)
     attackers = [p for p, role in parse_roles(config.roles, num_partitions).items() if role == "dba"]
     rank = attackers.index(partition_id) if partition_id in attackers else partition_id
     local = dba_parts(global_trigger(config, _input_shape(parts)), config.dba_parts)[rank % config.dba_parts]
@@ -505,7 +539,7 @@ def clean_label_client(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> MaliciousClient:
     """Clean-label backdoor: target-class images hardened against the global model, stamped, labels kept."""
-    parts = _parts(config, partition_id, num_partitions, state)
+    parts = _data_poisoner_parts(config, partition_id, num_partitions, state)
     shape = _input_shape(parts)
     return CleanLabelClient(
         trigger=global_trigger(config, shape), input_shape=shape, poisoned=parts["train_data"], **parts

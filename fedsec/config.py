@@ -226,6 +226,18 @@ class RunConfig:
     scale_factor: float = _option(
         0.0, "constrain-and-scale γ (0: n/η = clients sampled per round)", _at_least(0)
     )
+    poison_epochs: int = _option(
+        0,
+        "local epochs of data-poisoning attackers (label-flip, badnets, dba, clean-label); "
+        "0: local-epochs. Other than 0 they control their training and skip the edge defense",
+        _at_least(0),
+    )
+    poison_scale: float = _option(
+        1.0,
+        "data-poisoning attackers send their update × this (model replacement); "
+        "other than 1 they control their training and skip the edge defense",
+        _positive,
+    )
     anomaly_weight: float = _option(
         0.3, "constrain-and-scale: weight of the anomaly (distance-to-global) loss term", _unit
     )
@@ -272,6 +284,9 @@ class RunConfig:
         True, "layered: drop updates with negative cosine to the last global update"
     )
     layered_cluster: bool = _option(True, "layered: keep only the HDBSCAN majority cluster")
+    layered_clip: bool = _option(
+        False, "layered: clip kept updates to the round's median update norm (as FLAME; not in the paper)"
+    )
     server_distill: bool = _option(
         False, "fine-tune each aggregate with attention distillation on the clean set"
     )

@@ -36,7 +36,7 @@ from torch import nn
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
 from fedsec.defenses.attention import distill
-from fedsec.defenses.selection import cosine_to_reference, layered_selection
+from fedsec.defenses.selection import cosine_to_reference, layered_selection, median_norm_clip
 from fedsec.errors import ConfigError
 from fedsec.experiment import load_bundle, new_model, server_data, torch_generator
 from fedsec.results import RunRecorder
@@ -78,6 +78,11 @@ class LayeredDefense(FilteringStrategy):
         Run step 1 (drop updates with negative cosine to the previous global update).
     cluster
         Run step 2 (keep only the HDBSCAN majority cluster).
+    clip
+        Then clip every kept update to the median L2 norm of all the round's
+        updates (FLAME's adaptive clipping; not in the paper).  Cosine-based
+        selection ignores magnitude, so a scaled update that lands in the
+        majority cluster (constrain-and-scale) would otherwise replace the model.
     recorder, truth
         As for :class:`~strategies.wrapper.FilteringStrategy`.
     """
@@ -88,29 +93,35 @@ class LayeredDefense(FilteringStrategy):
         inner: Strategy,
         drop_negative: bool = True,
         cluster: bool = True,
+        clip: bool = False,
         recorder: RunRecorder | None = None,
         truth: GroundTruth | None = None,
     ) -> None:
-        for name, flag in (("drop_negative", drop_negative), ("cluster", cluster)):
+        for name, flag in (("drop_negative", drop_negative), ("cluster", cluster), ("clip", clip)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
         super().__init__(inner=inner, name="layered", recorder=recorder, truth=truth)
         self.drop_negative = drop_negative
         self.cluster = cluster
+        self.clip = clip
         #: Flattened previous global update, ``None`` until two global models were sent.
         self.previous_global_update: np.ndarray | None = None
         self._last_sent: np.ndarray | None = None
 
     def __repr__(self) -> str:
-        return f"LayeredDefense(drop_negative={self.drop_negative}, cluster={self.cluster}, {self.inner!r})"
+        return (
+            f"LayeredDefense(drop_negative={self.drop_negative}, cluster={self.cluster}, "
+            f"clip={self.clip}, {self.inner!r})"
+        )
 
     @classmethod
     def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> LayeredDefense:
-        """Build from ``layered-drop-negative`` and ``layered-cluster``."""
+        """Build from ``layered-drop-negative``, ``layered-cluster`` and ``layered-clip``."""
         return cls(
             inner=inner,
             drop_negative=config.layered_drop_negative,
             cluster=config.layered_cluster,
+            clip=config.layered_clip,
             recorder=env.recorder,
             truth=env.truth,
         )
@@ -148,7 +159,13 @@ class LayeredDefense(FilteringStrategy):
         if previous is not None and previous.shape == deltas[0].shape and np.any(previous != 0):
             cosines = cosine_to_reference(deltas, previous)
             record["layered_cosine"] = {label: float(c) for label, c in zip(labels, cosines, strict=True)}
-        return Verdict(kept=selection.kept, dropped=dict(selection.dropped), record=record)
+        scales: dict[int, float] = {}
+        if self.clip:
+            bound, factors = median_norm_clip(deltas)
+            scales = {i: float(factors[i]) for i in selection.kept if factors[i] < 1.0}
+            record["layered_clip_norm"] = bound
+            record["layered_clipped"] = {labels[i]: factor for i, factor in scales.items()}
+        return Verdict(kept=selection.kept, dropped=dict(selection.dropped), record=record, scales=scales)
 
 
 class ServerDistillation(StrategyWrapper):

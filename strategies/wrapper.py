@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -29,6 +30,7 @@ from flwr.common import (
     NDArrays,
     Parameters,
     Scalar,
+    ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
 from flwr.server.client_manager import ClientManager
@@ -144,11 +146,16 @@ class Verdict:
         ``{index: reason}`` of the updates left out.
     record
         Extra per-round fields for ``metrics.jsonl`` (keyed by client label).
+    scales
+        ``{index: factor}`` of kept updates to shrink before aggregation: the
+        inner strategy receives ``global + factor · (weights − global)`` (e.g.
+        norm clipping).  Kept updates not listed are passed on unchanged.
     """
 
     kept: tuple[int, ...]
     dropped: dict[int, str] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    scales: dict[int, float] = field(default_factory=dict)
 
 
 class FilteringStrategy(StrategyWrapper):
@@ -194,13 +201,29 @@ class FilteringStrategy(StrategyWrapper):
         updates = [parameters_to_ndarrays(res.parameters) for _, res in results]
         verdict = self.select(server_round, labels, updates)
         self._record(server_round, labels, verdict)
-        kept = [results[i] for i in verdict.kept]
+        kept = [
+            (results[i][0], self._scaled(results[i][1], updates[i], verdict.scales[i]))
+            if i in verdict.scales
+            else results[i]
+            for i in verdict.kept
+        ]
         if not kept:
             logger.warning(
                 "round %s: %s dropped every update; keeping the previous model", server_round, self.name
             )
             return None, {}
         return self.inner.aggregate_fit(server_round, kept, failures)
+
+    def _scaled(self, res: FitRes, weights: NDArrays, factor: float) -> FitRes:
+        """``res`` carrying ``global + factor · (weights − global)`` (float arrays; others as sent)."""
+        assert self.global_arrays is not None
+        arrays = [
+            (g + factor * (w.astype(np.float64) - g)).astype(w.dtype)
+            if np.issubdtype(w.dtype, np.floating)
+            else w
+            for w, g in zip(weights, self.global_arrays, strict=True)
+        ]
+        return replace(res, parameters=ndarrays_to_parameters(arrays))
 
     def _record(self, server_round: int, labels: list[str], verdict: Verdict) -> None:
         dropped = {labels[i]: reason for i, reason in verdict.dropped.items()}

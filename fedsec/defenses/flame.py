@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsec.defenses.selection import _check_updates, hdbscan_majority
+from fedsec.defenses.selection import _check_updates, hdbscan_majority, median_norm_clip
 
 __all__ = ["FlameResult", "flame"]
 
@@ -124,13 +124,9 @@ def flame(
         i: "outside the HDBSCAN majority cluster (FLAME filtering)" for i in range(n) if i not in kept_set
     }
 
-    norms = np.linalg.norm(rows, axis=1)
-    clip_norm = float(np.median(norms))
-    admitted = rows[kept]
-    admitted_norms = norms[kept]
-    factors = np.ones_like(admitted_norms)
-    np.divide(clip_norm, admitted_norms, out=factors, where=admitted_norms > clip_norm)
-    aggregate = (admitted * factors[:, np.newaxis]).mean(axis=0)
+    clip_norm, all_factors = median_norm_clip(rows)
+    factors = all_factors[kept]
+    aggregate = (rows[kept] * factors[:, np.newaxis]).mean(axis=0)
 
     noise_std = float(noise_lambda) * clip_norm
     if noise_std > 0:

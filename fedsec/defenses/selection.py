@@ -29,6 +29,7 @@ __all__ = [
     "cosine_to_reference",
     "hdbscan_majority",
     "layered_selection",
+    "median_norm_clip",
     "pairwise_cosine_distances",
 ]
 
@@ -142,6 +143,34 @@ def pairwise_cosine_distances(updates: np.ndarray) -> np.ndarray:
     np.clip(distances, 0.0, 2.0, out=distances)
     np.fill_diagonal(distances, 0.0)
     return distances
+
+
+def median_norm_clip(updates: np.ndarray) -> tuple[float, np.ndarray]:
+    """FLAME's adaptive clipping bound and the factor that clips each update to it.
+
+    Parameters
+    ----------
+    updates
+        Array ``(n, d)`` of flattened update vectors.
+
+    Returns
+    -------
+    tuple of (float, numpy.ndarray)
+        ``S``, the median L2 norm of all ``n`` updates, and the float64 factors
+        ``min(1, S / ||u_i||)`` (1 for updates within the bound, including
+        all-zero ones): ``factors[i] * updates[i]`` has norm at most ``S``.
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` is not a finite 2-D array with at least one row.
+    """
+    rows = _check_updates("updates", updates)
+    norms = np.linalg.norm(rows, axis=1)
+    bound = float(np.median(norms))
+    factors = np.ones_like(norms)
+    np.divide(bound, norms, out=factors, where=norms > bound)
+    return bound, factors
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:

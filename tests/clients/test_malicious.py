@@ -186,3 +186,29 @@ def test_constrain_and_scale_scales_by_the_clients_per_round_and_learns_the_back
 
     assert metrics["attack-scale"] == 4.0  # num-clients 4, fraction-fit 1, η = 1
     assert evaluate(attacker.model, backdoor.x, backdoor.y, num_classes=10).accuracy > 0.5
+
+
+def test_poison_scale_and_epochs_make_a_data_poisoner_a_model_poisoner_without_the_edge_defense():
+    edge = {"edge-defense": "abl", "poison-fraction": 0.5}
+    honest_device = build_client(
+        config(roles="badnets:3", **edge), partition_id=3, num_partitions=4, role="badnets"
+    )
+    assert honest_device.defense is not None  # poisoned data, honest training: the device defends
+    start = honest_device.get_parameters({})
+
+    plain_cfg = config(roles="badnets:3", **{"poison-fraction": 0.5, "poison-epochs": 3})
+    scaled_cfg = plain_cfg.replace(poison_scale=2.5, edge_defense="abl")
+    plain = build_client(plain_cfg, partition_id=3, num_partitions=4, role="badnets")
+    scaled = build_client(scaled_cfg, partition_id=3, num_partitions=4, role="badnets")
+    assert scaled.defense is None and scaled.epochs == 3
+
+    trained, plain_metrics = fit(plain, start)
+    sent, metrics = fit(scaled, start)
+
+    np.testing.assert_allclose(
+        flatten(sent) - flatten(start), 2.5 * (flatten(trained) - flatten(start)), rtol=1e-4, atol=1e-5
+    )
+    assert metrics["attack-scale"] == 2.5 and "attack-scale" not in plain_metrics
+    once = build_client(plain_cfg.replace(poison_epochs=1), partition_id=3, num_partitions=4, role="badnets")
+    one_epoch, _ = fit(once, start)
+    assert not np.allclose(flatten(one_epoch), flatten(trained))  # poison-epochs changes the training

@@ -119,9 +119,30 @@ def test_a_round_that_kept_the_model_does_not_erase_the_reference_direction():
     np.testing.assert_allclose(strategy.previous_global_update, A, atol=1e-6)
 
 
+def test_clipping_shrinks_a_scaled_update_in_the_majority_to_the_median_norm_and_records_it():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    strategy, manager = layered(recorder, drop_negative=False, cluster=False, clip=True)
+    honest = noisy(A, 9, 8)
+    scaled = 20 * honest[0]  # same direction as the majority, 20x the norm (constrain-and-scale)
+    updates = [*honest, scaled]
+    merged = run_round(strategy, manager, 1, np.zeros(D), updates)
+    record = recorder.end_round(1, accuracy=0, loss=0)
+    bound = float(np.median(np.linalg.norm(np.stack(updates), axis=1)))
+    assert record["layered_clip_norm"] == pytest.approx(bound, rel=1e-5)
+    assert record["layered_clipped"]["9"] == pytest.approx(bound / np.linalg.norm(scaled), rel=1e-5)
+    clipped = [u * min(1.0, bound / np.linalg.norm(u)) for u in updates]
+    np.testing.assert_allclose(merged, np.mean(clipped, axis=0), atol=1e-5)
+    unclipped, _ = layered(drop_negative=False, cluster=False)
+    # without clipping the scaled update drags the mean far beyond any honest update
+    assert np.linalg.norm(run_round(unclipped, manager, 1, np.zeros(D), updates)) > 2 * bound
+    assert np.linalg.norm(merged) <= bound + 1e-6
+
+
 def test_constructor_validates_flags():
     with pytest.raises(ValueError, match="cluster"):
         LayeredDefense(inner=FedAvg(), cluster="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="clip"):
+        LayeredDefense(inner=FedAvg(), clip=1)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- registry

@@ -13,6 +13,7 @@ from fedsec.defenses.selection import (
     cosine_to_reference,
     hdbscan_majority,
     layered_selection,
+    median_norm_clip,
     pairwise_cosine_distances,
 )
 
@@ -331,3 +332,14 @@ def test_selection_validates_its_fields():
         Selection(kept=(2, 1), dropped={})
     with pytest.raises(ValueError, match="dropped must not contain kept indices"):
         Selection(kept=(0, 1), dropped={1: "x"})
+
+
+def test_median_norm_clip_by_hand():
+    updates = np.array([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0], [0.0, 0.0]])  # norms 5, 1, 10, 0
+
+    bound, factors = median_norm_clip(updates)
+
+    assert bound == pytest.approx(3.0)  # median of 0, 1, 5, 10
+    np.testing.assert_allclose(factors, [3.0 / 5.0, 1.0, 0.3, 1.0])
+    clipped = updates * factors[:, None]
+    assert np.linalg.norm(clipped, axis=1).max() == pytest.approx(3.0)
