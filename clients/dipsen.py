@@ -27,7 +27,8 @@ class DiPSeNClient(BenignClient):
         *,
         data: TensorSplit | None = None,
         loss_fn: LossFn | None = None,
+        epochs: int | None = None,
     ) -> float:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config.seed, self.partition_id, server_round, 1))
-            return super().local_train(parameters, server_round, data=data, loss_fn=loss_fn)
+            return super().local_train(parameters, server_round, data=data, loss_fn=loss_fn, epochs=epochs)
