@@ -49,18 +49,52 @@ def run_labels(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
     return labels
 
 
+def _is_sweep(summary: Mapping[str, Any]) -> bool:
+    """A sweep's summary lists its runs (``runs``) instead of rounds of its own."""
+    return isinstance(summary.get("runs"), list) and "rounds" not in summary
+
+
+RunEntry = tuple[str, dict[str, Any], list[dict[str, Any]]]
+
+
+def _runs_of(path: Path, summary: Mapping[str, Any]) -> list[RunEntry]:
+    """``(label, summary, metrics)`` of the finished runs a summary stands for (a sweep: its runs)."""
+    if not _is_sweep(summary):
+        metrics = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
+        return [(str(summary.get("scenario", "run")), dict(summary), metrics)]
+    runs = []
+    for label in summary["runs"]:
+        child = path / str(label)
+        if (child / "summary.json").is_file():
+            metrics = read_metrics(child) if (child / "metrics.jsonl").is_file() else []
+            runs.append((str(label), read_summary(child), metrics))
+    return runs
+
+
 def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
-    """Markdown for ``run_dirs``; with ``out_dir``, also write ``report.md`` and ``accuracy.png`` there."""
+    """Markdown for ``run_dirs``; with ``out_dir``, also write ``report.md`` and ``accuracy.png`` there.
+
+    A sweep directory (``fedsec run`` of a scenario with variants) stands for its
+    runs: they are the rows of the Runs table and the accuracy curves, and the
+    sweep's merged tables follow.
+    """
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    summaries, metrics = [], []
+    tops: list[dict[str, Any]] = []
+    runs: list[RunEntry] = []
+    sweeps = 0
     for run_dir in run_dirs:
         path = Path(run_dir)
         if not (path / "summary.json").is_file():
             raise FileNotFoundError(f"{path} has no summary.json (not a finished fedsec run)")
-        summaries.append(read_summary(path))
-        metrics.append(read_metrics(path) if (path / "metrics.jsonl").is_file() else [])
-    labels = run_labels(summaries)
+        summary = read_summary(path)
+        tops.append(summary)
+        sweeps += _is_sweep(summary)
+        prefix = f"{summary.get('scenario', path.name)}/" if _is_sweep(summary) and len(run_dirs) > 1 else ""
+        runs += [(prefix + label, s, m) for label, s, m in _runs_of(path, summary)]
+    plain = [s for _, s, _ in runs]
+    labels = [label for label, _, _ in runs] if sweeps else run_labels(plain)
+    metrics = [m for _, _, m in runs]
     parts = ["## Runs", ""]
     parts.append(
         markdown_table(
@@ -75,7 +109,7 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
                     s.get("rejected_updates", 0),
                     s.get("seconds"),
                 ]
-                for label, s in zip(labels, summaries, strict=True)
+                for label, s in zip(labels, plain, strict=True)
             ],
         )
     )
@@ -85,9 +119,10 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
     parts.append(
         markdown_table(["round", *labels], [[rnd, *(b.get(rnd) for b in by_round)] for rnd in rounds])
     )
-    for label, summary in zip(labels, summaries, strict=True):
+    top_labels = run_labels(tops)
+    for label, summary in zip(top_labels, tops, strict=True):
         for name, table in (summary.get("tables") or {}).items():
-            parts += ["", f"## {name}" + (f" ({label})" if len(summaries) > 1 else ""), ""]
+            parts += ["", f"## {name}" + (f" ({label})" if len(tops) > 1 else ""), ""]
             parts.append(paper_table(table))
     text = "\n".join(parts) + "\n"
     if out_dir is not None:

@@ -75,6 +75,25 @@ def test_report_puts_runs_side_by_side_labelled_by_what_differs(tmp_path, capsys
     assert (tmp_path / "report" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_report_of_a_sweep_lists_its_runs_and_then_its_merged_tables(tmp_path, capsys):
+    import json
+
+    _fake_run(tmp_path / "dba" / "none", "fedavg", [0.1, 0.93])
+    _fake_run(tmp_path / "dba" / "layered", "layered", [0.1, 0.90])
+    (tmp_path / "dba" / "missing").mkdir()  # a run that never finished is left out
+    merged = {"Grid": {"dba": {"none": 0.93, "layered": 0.90}}}
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"scenario": "g", "runs": ["dba/none", "dba/layered", "dba/missing"], "tables": merged})
+    )
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| dba/none | quickstart | 1 | 0.9300 |" in out
+    assert "| dba/layered | quickstart | 1 | 0.9000 |" in out
+    assert "dba/missing" not in out.split("## Test accuracy")[0]
+    assert "| 1 | 0.9300 | 0.9000 |" in out
+    assert "## Grid" in out and "## Table X" not in out
+
+
 def test_deploy_with_incomplete_certificates_names_the_missing_files(tmp_path, capsys):
     (tmp_path / "ca.crt").write_text("x")
     argv = [
@@ -103,7 +122,7 @@ def test_only_keeps_the_matching_runs_of_a_grid_and_refuses_a_pattern_matching_n
     plan = prepare_runs(args)
 
     assert [c.variant + "/" + c.defense for c in plan.configs][:2] == ["none/none", "dba/none"]
-    assert len(plan.configs) == 11 and plan.base == tmp_path
+    assert len(plan.configs) == 12 and plan.base == tmp_path
     assert {c.defense for c in plan.configs if c.variant == "dba"} >= {"layered", "flame", "edge+distill"}
     bad = build_parser().parse_args(["run", "layered-mnist", "--only", "nope/*"])
     with pytest.raises(FedsecError, match="matches none of the runs"):
