@@ -1348,9 +1348,12 @@ def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     plan = BenchPlan.for_mode(quick=quick)
     ctx = Context(plan=plan, out=out, console=console, budget=Budget(plan.deadline_seconds))
-    flower_logger = logging.getLogger("flwr")
-    level = flower_logger.level
-    flower_logger.setLevel(logging.WARNING)
+    # Flower's INFO lines and the defenses' per-client "dropped client" warnings (hundreds per
+    # aggregate_fit at 200 clients) would flood the console and time the logging, not the math.
+    quiet = {"flwr": logging.WARNING, "strategies": logging.ERROR, "fedsec": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name, quiet_level in quiet.items():
+        logging.getLogger(name).setLevel(quiet_level)
     foreign = foreign_flower_processes()
     if foreign:
         console.print(
@@ -1368,7 +1371,8 @@ def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
         sections["aggregation"] = bench_aggregation(ctx)
         sections["attacks"] = bench_attacks(ctx)
     finally:
-        flower_logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     fill_round_shares(sections["aggregation"], ctx)
     info["load_avg_end"] = round(os.getloadavg()[0], 2)
     if info["load_avg_start"] > 0.5 * (os.cpu_count() or 1):  # the end is loaded by the bench itself
