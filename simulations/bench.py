@@ -324,15 +324,19 @@ def synthetic_results(
     return results
 
 
-def ready_strategy(name: str, n: int, initial: Parameters) -> Strategy:
-    """``build_strategy`` for ``name`` at ``n`` clients, after ``configure_fit`` of round 1.
+def ready_strategy(name: str, n: int, initial: Parameters, *, model: str) -> Strategy:
+    """``build_strategy`` for ``name`` at ``n`` clients of ``model``, after ``configure_fit`` of round 1.
 
     ``configure_fit`` is what teaches the guard the model layout and gives FDA³ the
-    parameters its Adam step starts from, as in a real round.
+    parameters its Adam step starts from, as in a real round.  ``model`` must be the
+    architecture of ``initial``: defenses that evaluate client models (the GAN audit)
+    build it.
     """
     from strategies import build_strategy
 
-    config = RunConfig.from_run_config({"strategy": name, **WRAPPED.get(name, {}), "num-clients": n})
+    config = RunConfig.from_run_config(
+        {"strategy": name, **WRAPPED.get(name, {}), "num-clients": n, "model": model}
+    )
     strategy = build_strategy(config, initial_parameters=initial)
     manager = SimpleClientManager()
     for i in range(n):
@@ -410,19 +414,32 @@ def _aggregation_at(
             )
             continue
         strategy = (
-            flower_fedavg(n, initial) if label == "flower-fedavg" else ready_strategy(label, n, initial)
+            flower_fedavg(n, initial)
+            if label == "flower-fedavg"
+            else ready_strategy(label, n, initial, model=model_name)
         )
-        seconds, count = _time_cell(
-            lambda: strategy.aggregate_fit(1, results, []),  # noqa: B023 - called before the loop moves on
-            repeat=ctx.plan.agg_repeat,
-            cell_seconds=ctx.plan.agg_cell_seconds,
-        )
+        aggregated: list[bool] = []
+
+        def call(strategy: Strategy = strategy, aggregated: list[bool] = aggregated) -> None:
+            aggregated.append(strategy.aggregate_fit(1, results, [])[0] is not None)
+
+        seconds, count = _time_cell(call, repeat=ctx.plan.agg_repeat, cell_seconds=ctx.plan.agg_cell_seconds)
         last[label] = (n, seconds)
         if label == "flower-fedavg":
             reference_ms = seconds * 1000
+        # A strategy that kept the previous model (the guard caught an error) did not do its work:
+        # its time is not the defense's cost.
+        status = "ok" if all(aggregated) else "failed (aggregate_fit returned no model; see the log)"
         rows.append(
             _agg_row(
-                model_name, params, n, label, ms=seconds * 1000, reference_ms=reference_ms, repeats=count
+                model_name,
+                params,
+                n,
+                label,
+                ms=seconds * 1000,
+                reference_ms=reference_ms,
+                repeats=count,
+                status=status,
             )
         )
     return rows
