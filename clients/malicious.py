@@ -13,6 +13,12 @@ the one loop (:meth:`BenignClient.local_train`) on other data or with another
 loss, then transforms its update with :mod:`fedsec.attacks.poisoning`.  Before
 ``attack-start-round`` each behaves honestly.
 
+The data-poisoning roles (``label-flip``, ``badnets``, ``dba``, ``clean-label``)
+are by default honest devices with poisoned data: they train like every device,
+edge defense included.  ``poison-epochs`` (the DBA paper trains its MNIST
+attackers 10 local epochs) and ``poison-scale`` (model replacement) turn them
+into attackers that control their training, who then skip the edge defense.
+
 Perfect knowledge (PK) — seeing the round's benign updates — is a named,
 simulation-only hook (:func:`simulated_benign_updates`): the colluder
 recomputes what the benign clients send this round from their partitions,
