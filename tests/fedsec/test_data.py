@@ -432,9 +432,9 @@ def test_server_splits_reject_bad_sizes_naming_the_split() -> None:
         server_splits(train, sizes={"validation": 101}, seed=0)
 
 
-def test_client_partitions_never_contain_server_samples() -> None:
-    labels = balanced_labels(60)
-    train = indexed_split(labels)
+def indexed_bundle() -> tuple[TensorSplit, DatasetBundle]:
+    """600 samples whose single feature is their index (60 of each class), as a bundle."""
+    train = indexed_split(balanced_labels(60))
     bundle = DatasetBundle(
         name="indexed",
         train=train,
@@ -443,6 +443,11 @@ def test_client_partitions_never_contain_server_samples() -> None:
         input_shape=(1, 2, 2),
         class_names=tuple(str(i) for i in range(10)),
     )
+    return train, bundle
+
+
+def test_client_partitions_never_contain_server_samples() -> None:
+    train, bundle = indexed_bundle()
     sizes = {"validation": 100, "clean": 40, "auxiliary": 0}
     _, splits = server_splits(train, sizes=sizes, seed=7)
     server_ids = set().union(*(ids(s) for s in splits.values()))
@@ -479,16 +484,7 @@ def test_client_partitions_never_contain_server_samples() -> None:
 
 
 def test_client_partitions_are_computed_once_per_setting_and_still_follow_the_seed() -> None:
-    labels = balanced_labels(60)
-    train = indexed_split(labels)
-    bundle = DatasetBundle(
-        name="indexed",
-        train=train,
-        test=train.subset(np.arange(10)),
-        num_classes=10,
-        input_shape=(1, 2, 2),
-        class_names=tuple(str(i) for i in range(10)),
-    )
+    _, bundle = indexed_bundle()
 
     def part(seed: int, pid: int = 1) -> set[int]:
         return ids(
