@@ -125,6 +125,38 @@ def test_aggregation_rows_ratio_and_share_of_a_round():
     assert reference["added_pct_of_round"] == 0.0 and skipped["added_pct_of_round"] is None
 
 
+class StubStrategy:
+    """An aggregate_fit that returns ``parameters`` (None: kept the previous model)."""
+
+    def __init__(self, parameters):
+        self.parameters = parameters
+
+    def aggregate_fit(self, server_round, results, failures):
+        return self.parameters, {}
+
+
+def test_a_defense_that_returns_no_model_is_marked_failed_not_timed_as_ok(monkeypatch):
+    monkeypatch.setattr(bench, "flower_fedavg", lambda n, initial: StubStrategy(initial))
+    monkeypatch.setattr(
+        bench,
+        "ready_strategy",
+        lambda name, n, initial, *, model: StubStrategy(None if name == "broken" else initial),
+    )
+    ctx = bench.Context(
+        plan=bench.BenchPlan.for_mode(quick=True),
+        out=None,  # type: ignore[arg-type]
+        console=Console(file=io.StringIO()),
+        budget=Budget(60.0),
+    )
+    weights = [np.zeros((2, 2), dtype=np.float32)]
+
+    rows = bench._aggregation_at(ctx, "lenet", weights, 3, ["flower-fedavg", "working", "broken"], {})
+
+    status = {row["strategy"]: row["status"] for row in rows}
+    assert status["flower-fedavg"] == "ok" and status["working+guard"] == "ok"
+    assert status["broken+guard"].startswith("failed")
+
+
 def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeypatch, capsys):
     simulation = {
         "model": "lenet",
