@@ -486,32 +486,23 @@ def test_client_partitions_never_contain_server_samples() -> None:
 def test_client_partitions_are_computed_once_per_setting_and_still_follow_the_seed() -> None:
     _, bundle = indexed_bundle()
 
-    def part(seed: int, pid: int = 1) -> set[int]:
-        return ids(
-            client_partition(
-                bundle,
-                partition_id=pid,
-                num_partitions=5,
-                scheme="iid",
-                seed=seed,
-                alpha=0.5,
-                classes_per_partition=2,
-                server_sizes={"validation": 50},
-            )
+    def split(seed: int, pid: int = 1) -> TensorSplit:
+        return client_partition(
+            bundle,
+            partition_id=pid,
+            num_partitions=5,
+            scheme="iid",
+            seed=seed,
+            alpha=0.5,
+            classes_per_partition=2,
+            server_sizes={"validation": 50},
         )
 
+    def part(seed: int, pid: int = 1) -> set[int]:
+        return ids(split(seed, pid))
+
     first = part(3)
-    first_split = client_partition(
-        bundle,
-        partition_id=1,
-        num_partitions=5,
-        scheme="iid",
-        seed=3,
-        alpha=0.5,
-        classes_per_partition=2,
-        server_sizes={"validation": 50},
-    )
-    first_split.y[:] = -1  # a caller's copy: writing to it changes nothing shared
+    split(3).y[:] = -1  # a caller's copy: writing to it changes nothing shared
     assert part(3) == first
     assert part(4) != first  # another seed, another partitioning (not a stale cache entry)
     assert part(3, pid=2).isdisjoint(first)
