@@ -89,8 +89,9 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
             raise FileNotFoundError(f"{path} has no summary.json (not a finished fedsec run)")
         summary = read_summary(path)
         tops.append(summary)
-        sweeps += _is_sweep(summary)
-        prefix = f"{summary.get('scenario', path.name)}/" if _is_sweep(summary) and len(run_dirs) > 1 else ""
+        sweep = _is_sweep(summary)
+        sweeps += sweep
+        prefix = f"{summary.get('scenario', path.name)}/" if sweep and len(run_dirs) > 1 else ""
         runs += [(prefix + label, s, m) for label, s, m in _runs_of(path, summary)]
     plain = [s for _, s, _ in runs]
     labels = [label for label, _, _ in runs] if sweeps else run_labels(plain)

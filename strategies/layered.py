@@ -36,7 +36,7 @@ from torch import nn
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
 from fedsec.defenses.attention import distill
-from fedsec.defenses.selection import cosine_to_reference, layered_selection, median_norm_clip
+from fedsec.defenses.selection import layered_selection, median_norm_clip
 from fedsec.errors import ConfigError
 from fedsec.experiment import load_bundle, new_model, server_data, torch_generator
 from fedsec.results import RunRecorder
@@ -148,17 +148,17 @@ class LayeredDefense(FilteringStrategy):
         assert self.global_arrays is not None
         reference = self.global_arrays
         deltas = np.stack([flatten([w - g for w, g in zip(u, reference, strict=True)]) for u in updates])
-        previous = self.previous_global_update
         selection = layered_selection(
             deltas,
-            previous_global_update=previous,
+            previous_global_update=self.previous_global_update,
             drop_negative=self.drop_negative,
             cluster=self.cluster,
         )
         record: dict[str, Any] = {}
-        if previous is not None and previous.shape == deltas[0].shape and np.any(previous != 0):
-            cosines = cosine_to_reference(deltas, previous)
-            record["layered_cosine"] = {label: float(c) for label, c in zip(labels, cosines, strict=True)}
+        if selection.cosines is not None:
+            record["layered_cosine"] = {
+                label: float(c) for label, c in zip(labels, selection.cosines, strict=True)
+            }
         scales: dict[int, float] = {}
         if self.clip:
             bound, factors = median_norm_clip(deltas)

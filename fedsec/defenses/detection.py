@@ -84,8 +84,7 @@ def max_l2_to(updates: Sequence[np.ndarray] | np.ndarray, reference: Collection[
     squared = np.einsum("ij,ij->i", matrix, matrix)
     distances = squared[:, None] + squared[None, ref] - 2.0 * (matrix @ matrix[ref].T)
     np.maximum(distances, 0.0, out=distances)
-    for column, j in enumerate(ref):
-        distances[j, column] = -np.inf  # a row is not compared with itself
+    distances[ref, np.arange(len(ref))] = -np.inf  # a row is not compared with itself
     best = distances.max(axis=1)
     np.sqrt(best, out=out, where=np.isfinite(best))
     return out

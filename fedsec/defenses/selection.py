@@ -19,7 +19,7 @@ function copies its inputs and never mutates them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.cluster import HDBSCAN
@@ -286,10 +286,14 @@ class Selection:
         ``index -> reason`` for every dropped update, e.g. ``"cosine -0.31 to
         the previous global update"`` or ``"outside the HDBSCAN majority
         cluster"``.
+    cosines
+        Cosine of every update to the previous global update, or ``None`` when
+        no non-zero reference was given (not compared by ``==``).
     """
 
     kept: tuple[int, ...]
     dropped: dict[int, str]
+    cosines: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         kept = tuple(int(i) for i in self.kept)
@@ -367,9 +371,11 @@ def layered_selection(
     dropped: dict[int, str] = {}
     remaining = np.arange(n, dtype=np.int64)
 
+    cosines = None
+    if reference is not None and np.any(reference != 0):
+        cosines = cosine_to_reference(rows, reference)
     if drop_negative and reference is not None:
-        if np.any(reference != 0):
-            cosines = cosine_to_reference(rows, reference)
+        if cosines is not None:
             negative = cosines < 0
             if negative.sum() * 2 > n:
                 # The step assumes the benign majority follows the last global update; when most
@@ -393,7 +399,7 @@ def layered_selection(
 
     if remaining.size == 0:
         logger.warning("all %s updates have a negative cosine to the previous global update", n)
-        return Selection(kept=(), dropped=dropped)
+        return Selection(kept=(), dropped=dropped, cosines=cosines)
 
     if cluster:
         size = min_cluster_size
@@ -412,4 +418,4 @@ def layered_selection(
                 dropped[int(position)] = "outside the HDBSCAN majority cluster (layered defense, step 2)"
         remaining = np.array(sorted(majority), dtype=np.int64)
 
-    return Selection(kept=tuple(int(i) for i in remaining), dropped=dropped)
+    return Selection(kept=tuple(int(i) for i in remaining), dropped=dropped, cosines=cosines)
