@@ -284,6 +284,11 @@ class RunConfig:
         True, "layered: drop updates with negative cosine to the last global update"
     )
     layered_cluster: bool = _option(True, "layered: keep only the HDBSCAN majority cluster")
+    layered_min_samples: int = _option(
+        0,
+        "layered: HDBSCAN min_samples (0: the cluster size, as scikit-learn; 1: single linkage, as FLAME)",
+        _at_least(0),
+    )
     layered_clip: bool = _option(
         False, "layered: clip kept updates to the round's median update norm (as FLAME; not in the paper)"
     )
@@ -292,6 +297,9 @@ class RunConfig:
     )
     distill_delta: float = _option(1.0, "weight δ of the self-attention distillation loss", _at_least(0))
     distill_epochs: int = _option(1, "epochs of distillation (edge and server)", _at_least(1))
+    server_distill_epochs: int = _option(
+        0, "epochs of server-side distillation (0: distill-epochs)", _at_least(0)
+    )
     distill_learning_rate: float = _option(0.01, "SGD learning rate of server-side distillation", _positive)
     foolsgold_kappa: float = _option(1.0, "FoolsGold logit confidence κ", _positive)
     flame_noise: float = _option(0.001, "FLAME noise level λ (noise std = λ · median norm)", _at_least(0))
@@ -309,6 +317,11 @@ class RunConfig:
     gan_steps: int = _option(100, "GAN training steps per round", _at_least(1))
     gan_batch_size: int = _option(32, "GAN batch size", _at_least(1))
     gan_learning_rate: float = _option(0.0002, "GAN Adam learning rate", _positive)
+    gan_class_balance: float = _option(
+        0.0,
+        "weight of the CatGAN class-balance term that makes the generator cover every class (0: plain GAN)",
+        _at_least(0),
+    )
     inversion_steps: int = _option(100, "model-inversion ascent steps", _at_least(1))
     inversion_learning_rate: float = _option(0.1, "model-inversion Adam learning rate", _positive)
 

@@ -134,8 +134,10 @@ class AuditStrategy(FilteringStrategy):
     auxiliary
         The server's labelled auxiliary set (already restricted to the auxiliary
         classes); required and non-empty for ``"gan"``.
-    gan_steps, gan_batch_size, gan_learning_rate
-        GAN training per round (:func:`~fedsec.defenses.audit.train_gan`).
+    gan_steps, gan_batch_size, gan_learning_rate, gan_class_balance
+        GAN training per round (:func:`~fedsec.defenses.audit.train_gan`);
+        ``gan_class_balance`` (>= 0) weights the term that spreads the
+        generated samples over all classes.
     inversion_steps, inversion_learning_rate
         Model inversion per audited round (:func:`~fedsec.defenses.inversion.invert_classes`).
     seed
@@ -170,6 +172,7 @@ class AuditStrategy(FilteringStrategy):
         gan_steps: int = 100,
         gan_batch_size: int = 32,
         gan_learning_rate: float = 2e-4,
+        gan_class_balance: float = 0.0,
         inversion_steps: int = 100,
         inversion_learning_rate: float = 0.1,
         seed: int = 0,
@@ -204,6 +207,13 @@ class AuditStrategy(FilteringStrategy):
                 or rate <= 0
             ):
                 raise ValueError(f"{name} must be a finite number > 0, got {rate!r}")
+        if (
+            isinstance(gan_class_balance, bool)
+            or not isinstance(gan_class_balance, int | float)
+            or not math.isfinite(gan_class_balance)
+            or gan_class_balance < 0
+        ):
+            raise ValueError(f"gan_class_balance must be a finite number >= 0, got {gan_class_balance!r}")
         if generator == "gan":
             if auxiliary is None or len(auxiliary) == 0:
                 raise ValueError("auxiliary must be a non-empty labelled set for generator='gan'")
@@ -228,6 +238,7 @@ class AuditStrategy(FilteringStrategy):
         self.gan_steps = int(gan_steps)
         self.gan_batch_size = int(gan_batch_size)
         self.gan_learning_rate = float(gan_learning_rate)
+        self.gan_class_balance = float(gan_class_balance)
         self.inversion_steps = int(inversion_steps)
         self.inversion_learning_rate = float(inversion_learning_rate)
         self.seed = int(seed)
@@ -292,6 +303,7 @@ class AuditStrategy(FilteringStrategy):
             gan_steps=config.gan_steps,
             gan_batch_size=config.gan_batch_size,
             gan_learning_rate=config.gan_learning_rate,
+            gan_class_balance=config.gan_class_balance,
             inversion_steps=config.inversion_steps,
             inversion_learning_rate=config.inversion_learning_rate,
             seed=config.seed,
@@ -322,10 +334,17 @@ class AuditStrategy(FilteringStrategy):
             steps=self.gan_steps,
             batch_size=self.gan_batch_size,
             lr=self.gan_learning_rate,
+            class_balance=self.gan_class_balance,
             rng=torch_generator(self.seed, AUDIT_STREAM, server_round, _GAN_TRAINING),
         )
-        logger.debug("round %s: GAN d_loss %s, g_loss %s", server_round, stats.d_loss, stats.g_loss)
-        return {"d_loss": stats.d_loss, "g_loss": stats.g_loss}
+        logger.debug(
+            "round %s: GAN d_loss %s, g_loss %s, class entropy %s",
+            server_round,
+            stats.d_loss,
+            stats.g_loss,
+            stats.class_entropy,
+        )
+        return {"d_loss": stats.d_loss, "g_loss": stats.g_loss, "class_entropy": stats.class_entropy}
 
     def audit_data(self, server_round: int) -> torch.Tensor:
         """This round's unlabelled audit images ``(n, C, H, W)``."""

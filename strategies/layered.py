@@ -83,6 +83,11 @@ class LayeredDefense(FilteringStrategy):
         updates (FLAME's adaptive clipping; not in the paper).  Cosine-based
         selection ignores magnitude, so a scaled update that lands in the
         majority cluster (constrain-and-scale) would otherwise replace the model.
+    min_samples
+        HDBSCAN's ``min_samples`` in step 2: ``None`` (default) is the cluster
+        size, scikit-learn's default, since the paper names only
+        ``min_cluster_size``; 1 is single linkage, as FLAME.  See
+        :func:`fedsec.defenses.selection.hdbscan_majority`.
     recorder, truth
         As for :class:`~strategies.wrapper.FilteringStrategy`.
     """
@@ -94,9 +99,14 @@ class LayeredDefense(FilteringStrategy):
         drop_negative: bool = True,
         cluster: bool = True,
         clip: bool = False,
+        min_samples: int | None = None,
         recorder: RunRecorder | None = None,
         truth: GroundTruth | None = None,
     ) -> None:
+        if min_samples is not None and (
+            isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1
+        ):
+            raise ValueError(f"min_samples must be None or an integer >= 1, got {min_samples!r}")
         for name, flag in (("drop_negative", drop_negative), ("cluster", cluster), ("clip", clip)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
@@ -104,6 +114,7 @@ class LayeredDefense(FilteringStrategy):
         self.drop_negative = drop_negative
         self.cluster = cluster
         self.clip = clip
+        self.min_samples = min_samples
         #: Flattened previous global update, ``None`` until two global models were sent.
         self.previous_global_update: np.ndarray | None = None
         self._last_sent: np.ndarray | None = None
@@ -111,17 +122,18 @@ class LayeredDefense(FilteringStrategy):
     def __repr__(self) -> str:
         return (
             f"LayeredDefense(drop_negative={self.drop_negative}, cluster={self.cluster}, "
-            f"clip={self.clip}, {self.inner!r})"
+            f"clip={self.clip}, min_samples={self.min_samples}, {self.inner!r})"
         )
 
     @classmethod
     def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> LayeredDefense:
-        """Build from ``layered-drop-negative``, ``layered-cluster`` and ``layered-clip``."""
+        """Build from the ``layered-*`` keys (drop-negative, cluster, clip, min-samples)."""
         return cls(
             inner=inner,
             drop_negative=config.layered_drop_negative,
             cluster=config.layered_cluster,
             clip=config.layered_clip,
+            min_samples=config.layered_min_samples or None,
             recorder=env.recorder,
             truth=env.truth,
         )
@@ -153,6 +165,7 @@ class LayeredDefense(FilteringStrategy):
             previous_global_update=self.previous_global_update,
             drop_negative=self.drop_negative,
             cluster=self.cluster,
+            min_samples=self.min_samples,
         )
         record: dict[str, Any] = {}
         if selection.cosines is not None:
@@ -236,7 +249,7 @@ class ServerDistillation(StrategyWrapper):
 
     @classmethod
     def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> ServerDistillation:
-        """Build from ``distill-*``, ``batch-size`` and the server's ``clean`` split.
+        """Build from ``distill-*``, ``server-distill-epochs``, ``batch-size`` and the clean split.
 
         Raises
         ------
@@ -251,7 +264,7 @@ class ServerDistillation(StrategyWrapper):
             model=new_model(config, bundle),
             clean=server_data(config, bundle)["clean"],
             delta=config.distill_delta,
-            epochs=config.distill_epochs,
+            epochs=config.server_distill_epochs or config.distill_epochs,
             learning_rate=config.distill_learning_rate,
             batch_size=config.batch_size,
             seed=config.seed,

@@ -38,6 +38,7 @@ __all__ = [
     "audit",
     "audit_accuracies",
     "audit_set",
+    "class_balance_loss",
     "majority_vote",
     "predict_all",
     "train_gan",
@@ -69,16 +70,45 @@ class GanStats:
         Generator loss of the last step: mean ``-log(1 - p_fake(G(z)))``.
     steps
         Number of alternating (discriminator, generator) steps taken.
+    class_entropy
+        Entropy (nats) of the discriminator's mean real-class distribution over
+        the last generated batch; ``log K`` when the batch covers the ``K``
+        classes evenly, 0 when it is all one class.
     """
 
     d_loss: float
     g_loss: float
     steps: int
+    class_entropy: float = math.nan
 
 
 def _not_fake_loss(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean ``-log(1 - p_fake)`` = ``logsumexp(all logits) - logsumexp(real-class logits)``."""
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits[:, :num_classes], dim=1)).mean()
+
+
+def class_balance_loss(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """CatGAN's information-maximisation term on the real-class logits of a generated batch.
+
+    With ``p_i = softmax(logits_i[:K])`` and ``p̄`` their batch mean, returns
+    ``mean_i H(p_i) − H(p̄) + log K``: zero exactly when every sample is
+    classified with certainty and the batch covers the ``K`` classes evenly,
+    positive otherwise (Springenberg, "Unsupervised and semi-supervised learning
+    with categorical generative adversarial networks", 2016; the same term
+    drives DAFL's data-free generator).  Minimising it makes the generator
+    produce confident samples of *every* class the discriminator knows, not
+    only of the classes in the auxiliary set.
+    """
+    log_p = torch.log_softmax(logits[:, :num_classes], dim=1)
+    per_sample = -(log_p.exp() * log_p).sum(dim=1).mean()
+    marginal = log_p.exp().mean(dim=0)
+    marginal_entropy = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
+    return per_sample - marginal_entropy + math.log(num_classes)
+
+
+def _marginal_entropy(logits: torch.Tensor, num_classes: int) -> float:
+    marginal = torch.softmax(logits[:, :num_classes], dim=1).mean(dim=0)
+    return float(-(marginal * torch.log(marginal.clamp_min(1e-12))).sum())
 
 
 def train_gan(
@@ -90,6 +120,7 @@ def train_gan(
     steps: int,
     batch_size: int,
     lr: float = 2e-4,
+    class_balance: float = 0.0,
     rng: torch.Generator,
 ) -> GanStats:
     """Train ``generator`` and ``discriminator`` in place as a semi-supervised GAN.
@@ -100,7 +131,9 @@ def train_gan(
     * discriminator step: minimise ``CE(D(x), y) + CE(D(G(z).detach()), K)``;
     * generator step (fresh ``z``): minimise ``-log(1 - p_fake(G(z)))``, i.e.
       ``logsumexp`` over all ``K + 1`` logits minus ``logsumexp`` over the ``K``
-      real-class logits, which pushes generated samples into the real classes.
+      real-class logits, which pushes generated samples into the real classes;
+      plus ``class_balance`` × :func:`class_balance_loss`, which spreads them
+      over all ``K`` classes (the auxiliary set may hold only a few of them).
 
     Both networks use Adam with betas ``(0.5, 0.999)``.  Their training modes are
     restored afterwards and no gradients are left on their parameters.
@@ -121,6 +154,9 @@ def train_gan(
         Real (and generated) samples per step, >= 1.
     lr
         Adam learning rate of both networks, finite and > 0.
+    class_balance
+        Weight of :func:`class_balance_loss` in the generator loss, finite and
+        >= 0; 0 is the plain semi-supervised GAN.
     rng
         Source of batch order and latent vectors; same state, same run.
 
@@ -145,6 +181,8 @@ def train_gan(
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not _is_real(class_balance) or not math.isfinite(class_balance) or class_balance < 0:
+        raise ValueError(f"class_balance must be a finite number >= 0, got {class_balance!r}")
     if not isinstance(rng, torch.Generator):
         raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
     n = len(auxiliary)
@@ -165,7 +203,7 @@ def train_gan(
     modes = (generator.training, discriminator.training)
     generator.train()
     discriminator.train()
-    d_value = g_value = math.nan
+    d_value = g_value = entropy = math.nan
     try:
         for step in range(1, steps + 1):
             idx = torch.randperm(n, generator=rng)[:b]
@@ -191,7 +229,11 @@ def train_gan(
             d_opt.step()
 
             g_opt.zero_grad(set_to_none=True)
-            g_loss = _not_fake_loss(discriminator(generator(z_gen)), num_classes)
+            gen_logits = discriminator(generator(z_gen))
+            g_loss = _not_fake_loss(gen_logits, num_classes)
+            if class_balance > 0:
+                g_loss = g_loss + float(class_balance) * class_balance_loss(gen_logits, num_classes)
+            entropy = _marginal_entropy(gen_logits.detach(), num_classes)
             g_value = float(g_loss.detach())
             if not math.isfinite(g_value):
                 raise FloatingPointError(f"generator loss became {g_value} at step {step}/{steps}")
@@ -203,7 +245,7 @@ def train_gan(
         g_opt.zero_grad(set_to_none=True)
         generator.train(modes[0])
         discriminator.train(modes[1])
-    return GanStats(d_loss=d_value, g_loss=g_value, steps=steps)
+    return GanStats(d_loss=d_value, g_loss=g_value, steps=steps, class_entropy=entropy)
 
 
 def audit_set(generator: Generator, n: int, *, rng: torch.Generator) -> torch.Tensor:

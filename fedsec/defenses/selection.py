@@ -187,7 +187,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def hdbscan_majority(
-    updates: np.ndarray, *, min_cluster_size: int | None = None, min_samples: int = 1
+    updates: np.ndarray, *, min_cluster_size: int | None = None, min_samples: int | None = 1
 ) -> np.ndarray:
     """Indices of the updates in the largest HDBSCAN cluster on cosine distances.
 
@@ -208,7 +208,12 @@ def hdbscan_majority(
         clustering runs (``n >= 3``).
     min_samples
         HDBSCAN's ``min_samples`` (the ``k`` of the core distance), an integer
-        in ``[1, n]`` (upper bound checked when clustering runs).
+        in ``[1, n]`` (upper bound checked when clustering runs); ``None``
+        means ``min_cluster_size`` (scikit-learn's default).  With 1 (FLAME's
+        setting) the clustering is single linkage: an update is admitted
+        through its one nearest neighbour.  With ``min_cluster_size`` each
+        update's distance counts as at least its distance to its
+        ``min_cluster_size``-th nearest neighbour.
 
     Returns
     -------
@@ -239,13 +244,16 @@ def hdbscan_majority(
     n = rows.shape[0]
     if min_cluster_size is not None:
         _check_int("min_cluster_size", min_cluster_size, 2)
-    _check_int("min_samples", min_samples, 1)
+    if min_samples is not None:
+        _check_int("min_samples", min_samples, 1)
     if n < 3:
         return np.arange(n, dtype=np.int64)
 
     size = n // 2 + 1 if min_cluster_size is None else int(min_cluster_size)
     if size > n:
         raise ValueError(f"min_cluster_size must be at most the number of updates ({n}), got {size}")
+    if min_samples is None:
+        min_samples = size
     if min_samples > n:
         raise ValueError(f"min_samples must be at most the number of updates ({n}), got {min_samples}")
 
@@ -314,6 +322,7 @@ def layered_selection(
     drop_negative: bool = True,
     cluster: bool = True,
     min_cluster_size: int | None = None,
+    min_samples: int | None = None,
 ) -> Selection:
     """The layered defense's server selection: negative-cosine drop, then HDBSCAN majority.
 
@@ -341,6 +350,10 @@ def layered_selection(
         of the updates that survived step 1.  A value larger than the number
         of survivors is lowered to that number (and logged), so that a fixed
         setting cannot fail a round in which step 1 dropped many updates.
+    min_samples
+        Passed to :func:`hdbscan_majority`; ``None`` (default) means the
+        cluster size, scikit-learn's default.  A value larger than the number
+        of survivors is lowered to that number.
 
     Returns
     -------
@@ -362,6 +375,8 @@ def layered_selection(
             raise ValueError(f"{name} must be a bool, got {flag!r}")
     if min_cluster_size is not None:
         _check_int("min_cluster_size", min_cluster_size, 2)
+    if min_samples is not None:
+        _check_int("min_samples", min_samples, 1)
     reference = (
         None
         if previous_global_update is None
@@ -411,7 +426,8 @@ def layered_selection(
                 remaining.size,
             )
             size = int(remaining.size)
-        local = hdbscan_majority(rows[remaining], min_cluster_size=size)
+        k = min_samples if min_samples is None else min(int(min_samples), int(remaining.size))
+        local = hdbscan_majority(rows[remaining], min_cluster_size=size, min_samples=k)
         majority = set(remaining[local].tolist())
         for position in remaining.tolist():
             if position not in majority:

@@ -143,6 +143,19 @@ def test_constructor_validates_flags():
         LayeredDefense(inner=FedAvg(), cluster="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="clip"):
         LayeredDefense(inner=FedAvg(), clip=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_samples"):
+        LayeredDefense(inner=FedAvg(), min_samples=0)
+
+
+def test_layered_min_samples_key_zero_means_the_cluster_size():
+    env = ServerEnv()
+    default = LayeredDefense.from_config(RunConfig.from_run_config({}), inner=FedAvg(), env=env)
+    single = LayeredDefense.from_config(
+        RunConfig.from_run_config({"layered-min-samples": 1}), inner=FedAvg(), env=env
+    )
+    assert (default.min_samples, single.min_samples) == (None, 1)
+    with pytest.raises(ConfigError, match="layered-min-samples"):
+        RunConfig.from_run_config({"layered-min-samples": -1})
 
 
 # ---------------------------------------------------------------- registry
@@ -245,3 +258,15 @@ def test_server_distillation_needs_a_clean_set():
             distill_config(**{"clean-size": 0}),
             initial_parameters=ndarrays_to_parameters(arrays(np.zeros(D))),
         )
+
+
+def test_server_distill_epochs_overrides_distill_epochs_on_the_server_only():
+    shared = ServerDistillation.from_config(
+        distill_config(**{"distill-epochs": 2}), inner=FedAvg(), env=ServerEnv()
+    )
+    own = ServerDistillation.from_config(
+        distill_config(**{"distill-epochs": 2, "server-distill-epochs": 5}), inner=FedAvg(), env=ServerEnv()
+    )
+    assert (shared.epochs, own.epochs) == (2, 5)
+    with pytest.raises(ConfigError, match="server-distill-epochs"):
+        distill_config(**{"server-distill-epochs": -1})

@@ -12,6 +12,7 @@ from fedsec.defenses.audit import (
     audit,
     audit_accuracies,
     audit_set,
+    class_balance_loss,
     majority_vote,
     predict_all,
     train_gan,
@@ -166,6 +167,39 @@ def test_train_gan_validates_shapes_and_parameters() -> None:
         )
     with pytest.raises(ValueError, match="num_classes"):
         train_gan(gen, disc, aux, num_classes=3, steps=1, batch_size=4, rng=rng)  # D has 3, not 4 outputs
+
+
+def test_class_balance_loss_is_zero_for_confident_even_batches_and_log_k_for_one_class() -> None:
+    big = 50.0
+    # K = 2 real classes plus the fake logit, which the term ignores
+    even = torch.tensor([[big, 0.0, 9.0], [0.0, big, 9.0]])
+    one_class = torch.tensor([[big, 0.0, 0.0], [big, 0.0, -3.0]])
+    undecided = torch.zeros(4, 3)
+    assert float(class_balance_loss(even, 2)) == pytest.approx(0.0, abs=1e-6)
+    assert float(class_balance_loss(one_class, 2)) == pytest.approx(np.log(2), abs=1e-6)
+    # every sample uniform: per-sample entropy log 2, marginal entropy log 2
+    assert float(class_balance_loss(undecided, 2)) == pytest.approx(np.log(2), abs=1e-6)
+    p = torch.softmax(torch.tensor([1.0, -1.0]), 0)
+    h = float(-(p * p.log()).sum())
+    mixed = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]])  # each p or its mirror: marginal uniform
+    assert float(class_balance_loss(mixed, 2)) == pytest.approx(h, abs=1e-6)
+
+
+def test_train_gan_rejects_a_negative_class_balance() -> None:
+    aux = _two_class_images(4, seed=0)
+    gen = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
+    disc = build_model("lenet", input_shape=(1, 8, 8), num_classes=3, seed=0)
+    with pytest.raises(ValueError, match="class_balance"):
+        train_gan(
+            gen,
+            disc,
+            aux,
+            num_classes=2,
+            steps=1,
+            batch_size=4,
+            class_balance=-1.0,
+            rng=torch.Generator().manual_seed(0),
+        )
 
 
 def test_invert_classes_recovers_inputs_the_model_assigns_to_each_class() -> None:

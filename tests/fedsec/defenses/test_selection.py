@@ -309,7 +309,35 @@ def test_too_large_min_cluster_size_is_lowered_to_the_survivors(monkeypatch):
     result = layered_selection(updates, previous_global_update=np.ones(5), min_cluster_size=8)
 
     assert calls[0]["min_cluster_size"] == 5  # 8 > 5 survivors of step 1
+    assert calls[0]["min_samples"] == 5  # default: the cluster size, lowered with it
     assert result.kept == (0, 1, 2, 3, 4) and sorted(result.dropped) == [5, 6, 7]
+
+    layered_selection(updates, previous_global_update=np.ones(5), min_cluster_size=8, min_samples=7)
+    assert calls[1]["min_samples"] == 5  # lowered to the survivors too
+
+
+def _on_a_circle(degrees):
+    radians = np.deg2rad(np.asarray(degrees, dtype=float))
+    return np.stack([np.cos(radians), np.sin(radians), np.zeros_like(radians)], axis=1)
+
+
+def test_min_samples_changes_the_majority_single_linkage_versus_the_cluster_size():
+    # eight updates 3 degrees apart, then a tight group of four 5 degrees past the last:
+    # single linkage (min_samples=1) keeps the evenly spaced eight; with min_samples equal
+    # to the cluster size (7 of 12) each update's reach is its 7th-neighbour distance,
+    # and the densest 7 are the end of the line plus the tight group.
+    updates = _on_a_circle([0, 3, 6, 9, 12, 15, 18, 21, 26, 26.2, 26.4, 26.6])
+
+    single = hdbscan_majority(updates, min_samples=1)
+    sized = hdbscan_majority(updates, min_samples=None)
+
+    np.testing.assert_array_equal(single, np.arange(8))
+    np.testing.assert_array_equal(sized, hdbscan_majority(updates, min_samples=12 // 2 + 1))
+    assert set(sized.tolist()) != set(single.tolist()) and {8, 9} <= set(sized.tolist())
+    assert layered_selection(updates, previous_global_update=None).kept == tuple(sized.tolist())
+    assert layered_selection(updates, previous_global_update=None, min_samples=1).kept == tuple(
+        single.tolist()
+    )
 
 
 @pytest.mark.parametrize(
@@ -320,6 +348,7 @@ def test_too_large_min_cluster_size_is_lowered_to_the_survivors(monkeypatch):
         ({"previous_global_update": None, "cluster": 1}, "cluster must be a bool"),
         ({"previous_global_update": None, "drop_negative": "yes"}, "drop_negative must be a bool"),
         ({"previous_global_update": None, "min_cluster_size": 0}, "min_cluster_size must be an integer"),
+        ({"previous_global_update": None, "min_samples": 0}, "min_samples must be an integer"),
     ],
 )
 def test_layered_selection_errors_name_the_parameter(kwargs, message):
