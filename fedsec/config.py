@@ -304,6 +304,11 @@ class RunConfig:
     foolsgold_kappa: float = _option(1.0, "FoolsGold logit confidence κ", _positive)
     flame_noise: float = _option(0.001, "FLAME noise level λ (noise std = λ · median norm)", _at_least(0))
     # --- PDGAN (Zhao et al.)
+    malicious_per_round: int = _option(
+        0,
+        "sample exactly this many malicious clients per round (an experiment control; 0: uniform sampling)",
+        _at_least(0),
+    )
     audit: str = _option("", "audit clients with generated data", _choice("", "gan", "inversion"))
     audit_start_round: int = _option(5, "d_iter: first round the audit may drop clients", _at_least(1))
     audit_threshold: float = _option(

@@ -31,6 +31,7 @@ from fedsec.training import evaluate, get_weights, set_weights
 from simulations.tables import final_tables
 from simulations.validate import validate
 from strategies import build_strategy
+from strategies.sampling import SeededClientManager
 from strategies.wrapper import GroundTruth
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,12 @@ def main(grid: Grid, context: Context) -> None:
         grid=grid,
         config=ServerConfig(num_rounds=config.num_server_rounds, round_timeout=config.round_timeout or None),
         strategy=strategy,
+        client_manager=SeededClientManager(
+            seed=config.seed,
+            malicious=truth.malicious,
+            malicious_per_round=config.malicious_per_round or None,
+            timeout=config.round_timeout or None,
+        ),
     )
     tables = final_tables(
         config,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from flwr.common import ndarrays_to_parameters
 
-from clients import CLIENT_ROLES
+from clients import CLIENT_ROLES, malicious_partitions
+from clients.malicious import sampled_per_round
 from fedsec.config import RunConfig
+from fedsec.errors import ConfigError
 from fedsec.roles import parse_roles
 from strategies import build_strategy
 
@@ -25,8 +27,24 @@ def validate(config: RunConfig) -> None:
 
         parse_attack_names(config.eval_attacks)
         parse_attack_params(config.attack_params)
+    if config.malicious_per_round:
+        check_malicious_per_round(config)
     build_strategy(
         config,
         initial_parameters=ndarrays_to_parameters([]),
         accuracy_fn=(lambda weights: 0.0) if config.validation_size else None,
     )
+
+
+def check_malicious_per_round(config: RunConfig) -> None:
+    """Raise ``ConfigError`` unless every round can hold ``malicious-per-round`` attackers."""
+    k = config.malicious_per_round
+    bad = len(malicious_partitions(config, config.num_clients))
+    sampled = sampled_per_round(config)
+    if k > bad:
+        raise ConfigError(f"malicious-per-round={k} exceeds the {bad} malicious clients of 'roles'")
+    if k > sampled or sampled - k > config.num_clients - bad:
+        raise ConfigError(
+            f"malicious-per-round={k} cannot be met in a sample of {sampled} clients "
+            f"({bad} malicious, {config.num_clients - bad} benign)"
+        )

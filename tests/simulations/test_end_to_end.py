@@ -59,6 +59,27 @@ def test_fedsec_run_quickstart_on_the_ray_simulation_engine(tmp_path):
     assert "Starting Flower Simulation" in (out / "logs" / "run.log").read_text()
 
 
+def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_round(tmp_path):
+    from fedsec.config import RunConfig
+    from tests.strategies.test_sampling import manager_with
+
+    out = tmp_path / "run"
+    settings = ["fraction-fit=0.5", "roles=label-flip:4-5", "malicious-per-round=1"]
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    completed = fedsec("run", "quickstart", "--clients", "6", "--rounds", "3", *sets, "--out", str(out))
+    check_run(out, completed, rounds=3, clients=3)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    sampled = [sorted(int(pid) for pid in r["update_stats"]) for r in records[1:]]
+
+    # the same draws in process, from the same seed, whatever node ids Ray gave the clients
+    seed = RunConfig.from_run_config({}).seed
+    manager = manager_with(
+        {str(1000 + p): p for p in range(6)}, seed=seed, malicious={"4", "5"}, malicious_per_round=1
+    )
+    assert sampled == [sorted(proxy.partition for proxy in manager.sample(3)) for _ in range(3)]
+    assert all(len(set(s) & {4, 5}) == 1 for s in sampled)
+
+
 def test_fedsec_deploy_with_two_supernodes_on_loopback(tmp_path):
     out = tmp_path / "deploy"
     completed = fedsec(
