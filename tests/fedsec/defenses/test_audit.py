@@ -185,6 +185,50 @@ def test_class_balance_loss_is_zero_for_confident_even_batches_and_log_k_for_one
     assert float(class_balance_loss(mixed, 2)) == pytest.approx(h, abs=1e-6)
 
 
+def test_class_balance_makes_the_generator_cover_a_class_missing_from_the_auxiliary_set() -> None:
+    data = _two_class_images(32, seed=0)
+    global_model = build_model("lenet", input_shape=(1, 8, 8), num_classes=2, seed=1)
+    optimizer = make_optimizer("adam", global_model.parameters(), lr=0.01)
+    train(
+        global_model,
+        data.x,
+        data.y,
+        epochs=10,
+        batch_size=16,
+        optimizer=optimizer,
+        generator=torch.Generator().manual_seed(0),
+    )
+    global_model.eval()
+    zeros_only = data.subset(np.arange(32))  # the server's auxiliary set holds class 0 only
+
+    def share_of_class_one(class_balance: float) -> tuple[float, float]:
+        disc = discriminator_from(
+            global_model, model_name="lenet", input_shape=(1, 8, 8), num_classes=2, seed=2
+        )
+        gen = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
+        torch.manual_seed(0)
+        stats = train_gan(
+            gen,
+            disc,
+            zeros_only,
+            num_classes=2,
+            steps=150,
+            batch_size=16,
+            lr=1e-3,
+            class_balance=class_balance,
+            rng=torch.Generator().manual_seed(0),
+        )
+        images = audit_set(gen, 100, rng=torch.Generator().manual_seed(9))
+        with torch.no_grad():
+            share = float((global_model(images).argmax(1) == 1).float().mean())
+        return share, stats.class_entropy
+
+    plain, plain_entropy = share_of_class_one(0.0)
+    balanced, balanced_entropy = share_of_class_one(5.0)
+    assert plain <= 0.05 and balanced >= 0.3
+    assert balanced_entropy > plain_entropy + 0.3
+
+
 def test_train_gan_rejects_a_negative_class_balance() -> None:
     aux = _two_class_images(4, seed=0)
     gen = Generator(latent_dim=8, output_shape=(1, 8, 8), base_channels=8)
