@@ -67,7 +67,8 @@ class GanStats:
     d_loss
         Discriminator loss of the last step: ``CE(D(x_real), y_real) + CE(D(G(z)), fake)``.
     g_loss
-        Generator loss of the last step: mean ``-log(1 - p_fake(G(z)))``.
+        Generator loss of the last step: mean ``-log(1 - p_fake(G(z)))``, plus the
+        weighted :func:`class_balance_loss` when it is on.
     steps
         Number of alternating (discriminator, generator) steps taken.
     class_entropy
