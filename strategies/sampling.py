@@ -8,8 +8,9 @@ round once ``fraction-fit < 1``.  :class:`SeededClientManager` fixes both:
 * it orders the available clients by their ``partition-id`` (asked once per
   node with Flower's ``get_properties`` and cached; every fedsec client reports
   it), not by node id;
-* it draws round ``r``'s sample from ``random.Random(derive_seed(seed,
-  SAMPLING_STREAM, r))``.
+* its ``n``-th call to :meth:`~SeededClientManager.sample` (``n = 0, 1, …``;
+  one per round, plus one more when ``fraction-evaluate > 0``) draws from
+  ``random.Random(derive_seed(seed, SAMPLING_STREAM, n))``.
 
 With ``malicious_per_round`` it also stratifies, as PDGAN's "three adversaries
 per round": exactly that many of the round's clients come from the scenario's
@@ -58,7 +59,7 @@ def partition_of(proxy: ClientProxy, *, timeout: float | None = None) -> int | N
 
 
 class SeededClientManager(SimpleClientManager):
-    """``SimpleClientManager`` whose :meth:`sample` is a pure function of the seed and the round.
+    """``SimpleClientManager`` whose :meth:`sample` is a pure function of the seed and the call count.
 
     Parameters
     ----------

@@ -102,14 +102,13 @@ def class_balance_loss(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     """
     log_p = torch.log_softmax(logits[:, :num_classes], dim=1)
     per_sample = -(log_p.exp() * log_p).sum(dim=1).mean()
-    marginal = log_p.exp().mean(dim=0)
-    marginal_entropy = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
-    return per_sample - marginal_entropy + math.log(num_classes)
+    return per_sample - _marginal_entropy(logits, num_classes) + math.log(num_classes)
 
 
-def _marginal_entropy(logits: torch.Tensor, num_classes: int) -> float:
+def _marginal_entropy(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Entropy of the batch-mean softmax over the ``num_classes`` real-class logits."""
     marginal = torch.softmax(logits[:, :num_classes], dim=1).mean(dim=0)
-    return float(-(marginal * torch.log(marginal.clamp_min(1e-12))).sum())
+    return -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
 
 
 def train_gan(
@@ -234,7 +233,7 @@ def train_gan(
             g_loss = _not_fake_loss(gen_logits, num_classes)
             if class_balance > 0:
                 g_loss = g_loss + float(class_balance) * class_balance_loss(gen_logits, num_classes)
-            entropy = _marginal_entropy(gen_logits.detach(), num_classes)
+            entropy = float(_marginal_entropy(gen_logits.detach(), num_classes))
             g_value = float(g_loss.detach())
             if not math.isfinite(g_value):
                 raise FloatingPointError(f"generator loss became {g_value} at step {step}/{steps}")
