@@ -63,7 +63,6 @@ from fedsec.training import LossFn, evaluate, flatten, get_weights, set_weights
 logger = logging.getLogger(__name__)
 
 HISTORY_KEY = "fedsec-previous-global"
-CLEAN_LABEL_MAX_FRACTION = 0.99
 #: Seed-derivation key of the poisoning draws (distinct from partition and round keys).
 POISON_STREAM = 0x9015
 
@@ -172,8 +171,7 @@ class CleanLabelClient(DataPoisoningClient):
             self.train_data,
             self.trigger,
             target=self.config.attack_target,
-            # ART's pp_poison must lie in (0, 1): poison-fraction 1.0 means "as many as ART allows".
-            fraction=min(self.config.poison_fraction, CLEAN_LABEL_MAX_FRACTION),
+            fraction=self.config.poison_fraction,
             model=self.model,
             input_shape=self.input_shape,
             num_classes=self.num_classes,
@@ -181,6 +179,7 @@ class CleanLabelClient(DataPoisoningClient):
             eps_step=self.config.clean_label_eps / 4,
             max_iter=self.config.clean_label_iterations,
             seed=_seed(self.config, self.partition_id, server_round),
+            copies=self.config.clean_label_copies,
         )
 
 

@@ -245,6 +245,9 @@ class RunConfig:
         0.3, "clean-label backdoor: PGD ε of the target-class perturbation", _positive
     )
     clean_label_iterations: int = _option(10, "clean-label backdoor: PGD iterations", _at_least(1))
+    clean_label_copies: int = _option(
+        1, "clean-label backdoor: poisons made from each target-class image (PGD random starts)", _at_least(1)
+    )
     # --- server detectors (Chen et al.)
     detectors: str = _option("", "server detectors to apply, e.g. 'accuracy,l2,cosine' (empty: only measure)")
     detectors_drop: bool = _option(True, "drop flagged updates (false: only flag and record them)")

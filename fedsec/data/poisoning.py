@@ -14,7 +14,8 @@ the input is never modified.  Randomness comes from an explicit ``seed``.
   Federated Learning", ICLR 2020): the global trigger ``pixel_pattern(kind="dba")`` and
   its local triggers :func:`dba_parts`, one per attacker.
 * Clean-label backdoor (Turner et al., "Label-Consistent Backdoor Attacks", 2019):
-  :func:`clean_label_poison`, through ART's ``PoisoningAttackCleanLabelBackdoor``.
+  :func:`clean_label_poison`, with the PGD and backdoor parts of ART's
+  ``PoisoningAttackCleanLabelBackdoor``.
 """
 
 from __future__ import annotations
@@ -557,19 +558,26 @@ def clean_label_poison(
     eps_step: float,
     max_iter: int,
     seed: int,
+    copies: int = 1,
 ) -> TensorSplit:
     """Turner et al.'s clean-label backdoor: perturb and trigger target-class images, keep labels.
 
-    Runs ART's ``PoisoningAttackCleanLabelBackdoor`` with a ``PoisoningAttackBackdoor``
-    whose perturbation is :meth:`Trigger.apply` and with ``model`` (wrapped by
-    :func:`fedsec.attacks.evasion.art_classifier`) as the proxy classifier.  ART picks
-    ``int(fraction * n_target)`` of the target-class samples (``numpy.random.choice``,
-    *with* replacement, so duplicates are possible and fewer distinct images may change),
-    runs untargeted L-inf PGD on them (no random start) away from the proxy's predictions,
-    so their content becomes hard to classify and the model must rely on the trigger,
-    stamps the trigger and writes them back.  Every label stays the true one.
+    The two steps of ART's ``PoisoningAttackCleanLabelBackdoor``, with ART's own parts:
+    untargeted L-inf ``ProjectedGradientDescent`` on ``model`` (wrapped by
+    :func:`fedsec.attacks.evasion.art_classifier`) away from the model's predictions, so the
+    images' content becomes hard to classify and a model must rely on the trigger, then a
+    ``PoisoningAttackBackdoor`` whose perturbation is :meth:`Trigger.apply`.  Every label
+    stays the true one.
 
-    numpy's and torch's global RNGs are seeded from ``seed`` for the ART call and restored
+    Two departures from ART's ``poison`` method, which draws ``int(pp_poison * n_target)``
+    samples *with* replacement and rejects ``pp_poison = 1``: here
+    ``int(fraction * n_target)`` *distinct* target-class samples are drawn (seeded), and
+    ``fraction = 1`` poisons every one.  With ``copies = k > 1`` each chosen image yields
+    ``k`` poisons: the first replaces it, the other ``k - 1`` are appended after the
+    data (label ``target``, its true label), each from its own random start of PGD
+    (``num_random_init = 1``; with ``copies = 1`` PGD starts at the image, ART's default).
+
+    numpy's and torch's global RNGs are seeded from ``seed`` for the ART calls and restored
     afterwards; the model is run in eval mode with frozen parameters and its modes,
     ``requires_grad`` flags and gradients are restored.
 
@@ -582,8 +590,7 @@ def clean_label_poison(
     target
         The target class, whose samples are poisoned; an int in ``[0, num_classes)``.
     fraction
-        ART's ``pp_poison``: fraction of the target-class samples poisoned, in ``(0, 1)``
-        (ART rejects 0 and 1).
+        Fraction of the target-class samples poisoned, in ``(0, 1]``.
     model
         Proxy classifier returning ``(B, num_classes)`` logits (e.g. the current global
         model), on the CPU.
@@ -596,19 +603,23 @@ def clean_label_poison(
     max_iter
         PGD steps, an int >= 1.
     seed
-        Seed of ART's sample choice, an int in ``[0, 2**32)``.
+        Seed of the sample choice and of PGD's random starts, an int in ``[0, 2**32)``.
+    copies
+        Poisons made from each chosen image, an int >= 1.
 
     Returns
     -------
     TensorSplit
-        Same size, order and labels as ``split``; only some target-class images differ.
+        ``split`` with the chosen target-class images poisoned in place (same order and
+        labels), followed by ``(copies - 1) * chosen`` extra poisons labelled ``target``.
 
     Raises
     ------
     ValueError
         If a parameter is invalid (the message names it).
     """
-    from art.attacks.poisoning import PoisoningAttackBackdoor, PoisoningAttackCleanLabelBackdoor
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.attacks.poisoning import PoisoningAttackBackdoor
 
     from fedsec.attacks.evasion import art_classifier
 
@@ -622,47 +633,53 @@ def clean_label_poison(
     tgt = _check_class(target, "target")
     if tgt >= num_classes:
         raise ValueError(f"target must be in [0, {num_classes}), got {tgt}")
-    if not _is_real(fraction) or not 0.0 < float(fraction) < 1.0:
-        raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}")
+    if not _is_real(fraction) or not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
     for name, val in (("eps", eps), ("eps_step", eps_step)):
         if not _is_real(val) or not math.isfinite(float(val)) or float(val) <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
     if not _is_int(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    if not _is_int(copies) or copies < 1:
+        raise ValueError(f"copies must be an int >= 1, got {copies!r}")
     rng_seed = _check_seed(seed)
     labels = _labels(split).astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"split holds labels outside [0, {num_classes})")
 
-    n_target = int((labels == tgt).sum())
-    if int(float(fraction) * n_target) == 0:
+    candidates = np.flatnonzero(labels == tgt)
+    count = int(float(fraction) * candidates.size)
+    if count == 0:
         logger.warning(
-            "clean_label_poison: fraction %s of %s target-class samples poisons none", fraction, n_target
+            "clean_label_poison: fraction %s of %s target-class samples poisons none", fraction, candidates.size
         )
         return TensorSplit(x=split.x.clone(), y=split.y.clone())
+    chosen = np.sort(np.random.default_rng(rng_seed).choice(candidates, size=count, replace=False))
 
     def stamp(batch: np.ndarray) -> np.ndarray:
         stamped = trigger.apply(torch.from_numpy(np.asarray(batch, dtype=np.float32)))
         return stamped.numpy()
 
     x_np = split.x.detach().cpu().numpy().astype(np.float32, copy=True)
-    y_onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    target_label = np.eye(num_classes, dtype=np.float32)[tgt]
+    poisons: list[np.ndarray] = []
     with _seeded_frozen(model, rng_seed):
-        classifier = art_classifier(model, input_shape=shape, num_classes=int(num_classes))
-        attack = PoisoningAttackCleanLabelBackdoor(
-            backdoor=PoisoningAttackBackdoor(stamp),
-            proxy_classifier=classifier,
-            target=np.eye(num_classes, dtype=np.float32)[tgt],
-            pp_poison=float(fraction),
+        pgd = ProjectedGradientDescent(
+            art_classifier(model, input_shape=shape, num_classes=int(num_classes)),
             norm=np.inf,
             eps=float(eps),
             eps_step=float(eps_step),
             max_iter=int(max_iter),
-            num_random_init=0,
+            targeted=False,
+            num_random_init=0 if copies == 1 else 1,
+            verbose=False,
         )
-        attack.attack.set_params(verbose=False)  # no progress bar from ART's PGD
-        x_poison, _ = attack.poison(x_np, y_onehot)
-    x_out = np.clip(np.asarray(x_poison, dtype=np.float32).reshape(x_np.shape), 0.0, 1.0)
-    changed = int(np.any(x_out != x_np, axis=(1, 2, 3)).sum())
-    logger.debug("clean_label_poison: %s of %s target-class images changed", changed, n_target)
-    return TensorSplit(x=torch.from_numpy(x_out), y=split.y.clone())
+        backdoor = PoisoningAttackBackdoor(stamp)
+        for _ in range(copies):
+            stamped, _ = backdoor.poison(pgd.generate(x_np[chosen]), target_label, broadcast=True)
+            poisons.append(np.clip(np.asarray(stamped, dtype=np.float32).reshape(x_np[chosen].shape), 0.0, 1.0))
+    x_np[chosen] = poisons[0]
+    x_out = np.concatenate([x_np, *poisons[1:]])
+    y_out = torch.cat([split.y.clone(), torch.full((count * (copies - 1),), tgt, dtype=split.y.dtype)])
+    logger.debug("clean_label_poison: %s of %s target-class images, %s poisons each", count, candidates.size, copies)
+    return TensorSplit(x=torch.from_numpy(x_out), y=y_out)

@@ -73,6 +73,43 @@ def test_flip_labels_flips_exactly_the_fraction_of_source_samples():
     assert int((everything.y == 2).sum()) == 0
 
 
+def test_clean_label_poison_with_copies_poisons_every_target_image_from_distinct_starts():
+    split = make_split(40)  # 10 samples of the target class 2
+    trigger = pixel_pattern(SHAPE, kind="square", size=2)
+    targets = np.flatnonzero(split.y.numpy() == 2)
+
+    poisoned = clean_label_poison(
+        split,
+        trigger,
+        target=2,
+        fraction=1.0,
+        model=_TinyNet(),
+        input_shape=SHAPE,
+        num_classes=4,
+        eps=0.1,
+        eps_step=0.05,
+        max_iter=2,
+        seed=0,
+        copies=3,
+    )
+
+    # Every target image is replaced in place; 2 more poisons of each are appended, all labelled 2.
+    assert len(poisoned) == 40 + 2 * 10
+    assert torch.equal(poisoned.y[:40], split.y)
+    assert torch.equal(poisoned.y[40:], torch.full((20,), 2))
+    changed = np.flatnonzero((poisoned.x[:40] != split.x).flatten(1).any(dim=1).numpy())
+    assert np.array_equal(changed, targets)
+    copies = [poisoned.x[targets], poisoned.x[40:50], poisoned.x[50:60]]
+    mask = trigger.mask
+    for c in copies:
+        assert torch.all(c[:, :, mask] == 1.0)
+        diff = (c - split.x[targets])[:, :, ~mask]
+        assert float(diff.abs().max()) <= 0.1 + 1e-6
+    # Random starts: no two copies of an image are the same poison.
+    assert not torch.equal(copies[0], copies[1])
+    assert not torch.equal(copies[1], copies[2])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -241,7 +278,7 @@ def test_clean_label_poison_keeps_labels_and_triggers_only_target_images():
     assert_unchanged(split, snap)
     assert torch.equal(poisoned.y, split.y)
     changed = np.flatnonzero((poisoned.x != split.x).flatten(1).any(dim=1).numpy())
-    assert 1 <= changed.size <= 5
+    assert changed.size == 5  # int(0.5 * 10) distinct target images, none drawn twice
     assert np.all(split.y.numpy()[changed] == 2)
     mask = trigger.mask
     assert torch.all(poisoned.x[torch.from_numpy(changed)][:, :, mask] == 1.0)
@@ -273,8 +310,9 @@ def test_clean_label_poison_keeps_labels_and_triggers_only_target_images():
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"fraction": 1.0}, "fraction"),
+        ({"fraction": 1.5}, "fraction"),
         ({"fraction": 0.0}, "fraction"),
+        ({"copies": 0}, "copies"),
         ({"eps": 0.0}, "eps"),
         ({"eps_step": -1.0}, "eps_step"),
         ({"max_iter": 0}, "max_iter"),
