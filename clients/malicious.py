@@ -117,10 +117,24 @@ class DataPoisoningClient(MaliciousClient):
     epochs
         Local epochs on the poisoned data (``None``: ``local-epochs``), e.g. the
         DBA paper's longer poison training.
+    estimate
+        Bhagoji et al.'s estimation of the other clients' update: first train
+        honestly on the client's own clean data from the global model ``w`` (to
+        ``S``, where the benign clients are about to move the model), train the
+        poisoned data from ``S`` (to ``X``), and send ``w + factor·(X − S)``. With
+        ``factor`` = n/m the aggregate then lands near ``X`` even when the benign
+        clients pull against the attack; without it (``S = w``) the benign pull
+        undoes a flip in the round after it lands.
     """
 
     def __init__(
-        self, *, poisoned: TensorSplit, factor: float = 1.0, epochs: int | None = None, **kwargs: Any
+        self,
+        *,
+        poisoned: TensorSplit,
+        factor: float = 1.0,
+        epochs: int | None = None,
+        estimate: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not factor > 0:
@@ -130,6 +144,7 @@ class DataPoisoningClient(MaliciousClient):
         self.poisoned = poisoned
         self.factor = factor
         self.epochs = epochs
+        self.estimate = estimate
 
     def poison(self, parameters: NDArrays, server_round: int) -> TensorSplit:
         return self.poisoned
@@ -139,17 +154,17 @@ class DataPoisoningClient(MaliciousClient):
         return None
 
     def attack(self, parameters: NDArrays, server_round: int) -> tuple[NDArrays, dict[str, Scalar]]:
-        loss = self.local_train(
-            parameters,
-            server_round,
-            data=self.poison(parameters, server_round),
-            loss_fn=self.loss_fn(parameters),
-            epochs=self.epochs,
-        )
+        poisoned = self.poison(parameters, server_round)
+        loss_fn = self.loss_fn(parameters)
+        start = parameters
+        if self.estimate:
+            self.local_train(parameters, server_round)
+            start = get_weights(self.model)
+        loss = self.local_train(start, server_round, data=poisoned, loss_fn=loss_fn, epochs=self.epochs)
         metrics: dict[str, Scalar] = {"train-loss": loss}
-        if self.factor == 1.0:
+        if self.factor == 1.0 and not self.estimate:
             return get_weights(self.model), metrics
-        update = boost(self.local_update(parameters), self.factor)
+        update = boost(self.local_update(start), self.factor)
         return apply_update(parameters, update), {**metrics, "attack-scale": self.factor}
 
 
@@ -563,7 +578,13 @@ def boosted_client(
         fraction=config.poison_fraction,
         seed=_seed(config, partition_id),
     )
-    return ScaledUpdateClient(factor=config.boost_factor, poisoned=poisoned, **parts)
+    return ScaledUpdateClient(
+        factor=config.boost_factor,
+        poisoned=poisoned,
+        epochs=config.poison_epochs or None,
+        estimate=config.boost_estimate,
+        **parts,
+    )
 
 
 def constrain_scale_client(

@@ -191,6 +191,10 @@ class RunConfig:
         1.0, "fraction of source-class (flip) or all (trigger) samples an attacker poisons", _unit_interval
     )
     boost_factor: float = _option(10.0, "λ of boosted model replacement (update × λ)", _positive)
+    boost_estimate: bool = _option(
+        False,
+        "boosted: poison from the attacker's own honest update (Bhagoji et al.'s estimate of the others')",
+    )
     stealth_lambdas: str = _option(
         "1,2,4,8,16,32", "candidate boosts λ_m of the targeted step; the largest within the bounds is used"
     )
@@ -228,7 +232,7 @@ class RunConfig:
     )
     poison_epochs: int = _option(
         0,
-        "local epochs of data-poisoning attackers (label-flip, badnets, dba, clean-label); "
+        "local epochs of data-poisoning attackers (label-flip, badnets, dba, clean-label) and of boosted; "
         "0: local-epochs. Other than 0 they control their training and skip the edge defense",
         _at_least(0),
     )

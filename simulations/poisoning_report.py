@@ -108,6 +108,7 @@ def poisoning_tables(
     for key, label in (
         ("targeted_accuracy", "targeted accuracy"),
         ("class_flip_rate", "class flip rate"),
+        ("other_class_accuracy", "other-class accuracy"),
         ("asr", "ASR"),
     ):
         if key in final:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.common import Context, NDArrays, Scalar, ndarrays_to_parameters
 from flwr.server import Grid, ServerApp, ServerConfig
@@ -50,9 +51,8 @@ def make_evaluate_fn(
 ) -> Any:
     """Server-side evaluation on the held-out test split (and robust/attack sets); closes each round's record.
 
-    ``attack_sets`` maps a record key (``targeted_accuracy``, ``asr``) to a test
-    set labelled with the adversary's target, so accuracy on it is the attack's
-    success rate.
+    ``attack_sets`` maps a record key to a test set whose accuracy is recorded
+    each round (see :func:`attack_test_sets`).
     """
 
     def evaluate_fn(
@@ -80,6 +80,9 @@ def attack_test_sets(config: RunConfig, bundle: DatasetBundle, test: TensorSplit
 
     ``targeted_accuracy``: the source-class test samples labelled with the target (with
     ``targeted-samples``, only the chosen ones, and ``class_flip_rate`` the whole class);
+    when a whole class is flipped, ``other_class_accuracy``: the test samples of every
+    other class with their true labels (a full flip alone costs the source class's share
+    of the clean accuracy, so this is what it leaves intact);
     ``asr``: every non-target test sample stamped with the global trigger, labelled the target.
     """
     from clients.malicious import OBJECTIVES, global_trigger, targeted_examples
@@ -95,6 +98,8 @@ def attack_test_sets(config: RunConfig, bundle: DatasetBundle, test: TensorSplit
             sets["class_flip_rate"] = whole_class
         else:
             sets["targeted_accuracy"] = whole_class
+            others = np.flatnonzero(test.y.numpy() != config.attack_source)
+            sets["other_class_accuracy"] = test.subset(others)
     if "backdoor" in objectives:
         trigger = global_trigger(config, bundle.input_shape)
         sets["asr"] = backdoor_test_set(test, trigger, target=config.attack_target)

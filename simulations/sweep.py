@@ -19,7 +19,7 @@ from fedsec.results import SUMMARY_FILE, read_summary
 from simulations.scenarios import Scenario
 
 #: Per-round attack metrics a sweep table shows next to accuracy when runs record them.
-ATTACK_METRICS = ("targeted_accuracy", "class_flip_rate", "asr")
+ATTACK_METRICS = ("targeted_accuracy", "class_flip_rate", "other_class_accuracy", "asr")
 
 
 def sweep_table(

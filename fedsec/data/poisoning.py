@@ -651,7 +651,9 @@ def clean_label_poison(
     count = int(float(fraction) * candidates.size)
     if count == 0:
         logger.warning(
-            "clean_label_poison: fraction %s of %s target-class samples poisons none", fraction, candidates.size
+            "clean_label_poison: fraction %s of %s target-class samples poisons none",
+            fraction,
+            candidates.size,
         )
         return TensorSplit(x=split.x.clone(), y=split.y.clone())
     chosen = np.sort(np.random.default_rng(rng_seed).choice(candidates, size=count, replace=False))
@@ -677,9 +679,13 @@ def clean_label_poison(
         backdoor = PoisoningAttackBackdoor(stamp)
         for _ in range(copies):
             stamped, _ = backdoor.poison(pgd.generate(x_np[chosen]), target_label, broadcast=True)
-            poisons.append(np.clip(np.asarray(stamped, dtype=np.float32).reshape(x_np[chosen].shape), 0.0, 1.0))
+            poisons.append(
+                np.clip(np.asarray(stamped, dtype=np.float32).reshape(x_np[chosen].shape), 0.0, 1.0)
+            )
     x_np[chosen] = poisons[0]
     x_out = np.concatenate([x_np, *poisons[1:]])
     y_out = torch.cat([split.y.clone(), torch.full((count * (copies - 1),), tgt, dtype=split.y.dtype)])
-    logger.debug("clean_label_poison: %s of %s target-class images, %s poisons each", count, candidates.size, copies)
+    logger.debug(
+        "clean_label_poison: %s of %s target-class images, %s poisons each", count, candidates.size, copies
+    )
     return TensorSplit(x=torch.from_numpy(x_out), y=y_out)

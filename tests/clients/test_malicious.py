@@ -94,6 +94,31 @@ def test_label_flip_teaches_source_to_target_and_boosting_scales_that_update():
     assert metrics["attack-scale"] == 3.0
 
 
+def test_boost_estimate_poisons_from_the_clients_own_honest_update_and_boosts_only_the_poisoned_part():
+    cfg = config(**{"boost-factor": 3.0, "boost-estimate": True})
+    honest = build_client(cfg, partition_id=1, num_partitions=4, role="benign")
+    flipper = build_client(cfg, partition_id=1, num_partitions=4, role="label-flip")
+    booster = build_client(cfg, partition_id=1, num_partitions=4, role="boosted")
+    start = honest.get_parameters({})
+
+    anticipated, _ = fit(honest, start)  # S: where honest training on its own data moves the model
+    flipped, _ = fit(flipper, anticipated)  # X: the flip trained from S (same seeded shuffles)
+    boosted, metrics = fit(booster, start)
+
+    np.testing.assert_allclose(
+        flatten(boosted) - flatten(start),
+        3.0 * (flatten(flipped) - flatten(anticipated)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert metrics["attack-scale"] == 3.0
+    # Without the estimate the same client boosts the flip trained from the global model: a different update.
+    plain, _ = fit(
+        build_client(config(**{"boost-factor": 3.0}), partition_id=1, num_partitions=4, role="boosted"), start
+    )
+    assert not np.allclose(flatten(plain), flatten(boosted), atol=1e-3)
+
+
 def test_the_perfect_knowledge_hook_is_refused_unless_the_scenario_enables_it():
     off = config(roles="colluding-pk:2-3")
     colluder = build_client(off, partition_id=3, num_partitions=4, role="colluding-pk")
