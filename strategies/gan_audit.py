@@ -388,6 +388,8 @@ class AuditStrategy(FilteringStrategy):
         x = self.audit_data(server_round)
         result = audit(self.predictions(updates, x), theta=self.theta, relative=self.relative)
         record["audit_accuracy"] = {label: float(result.accuracies[i]) for i, label in enumerate(labels)}
+        # Which classes the audit set covers, by its majority-vote labels (what the audit can test).
+        record["audit_label_counts"] = {str(c): int(n) for c, n in enumerate(np.bincount(result.labels)) if n}
         if self.out_dir is not None:
             path = save_grid(x, self.out_dir / "audit" / f"round-{server_round:03d}.png")
             logger.debug("round %s: audit images written to %s", server_round, path)

@@ -129,6 +129,8 @@ def test_gan_audit_drops_the_poisoned_model_and_inner_aggregates_the_honest_ones
     assert record["kept"]["audit"] == ["0", "1", "2", "3"]
     accuracy = record["audit_accuracy"]
     assert accuracy["4"] < 0.5 and min(accuracy[str(i)] for i in range(4)) >= 0.9
+    counts = record["audit_label_counts"]
+    assert sum(counts.values()) == 64 and all(n > 0 for n in counts.values())
     if strategy == "fedavg":
         expected = weighted_mean(honest, HONEST_EXAMPLES)
     else:
