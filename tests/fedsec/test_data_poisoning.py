@@ -73,43 +73,6 @@ def test_flip_labels_flips_exactly_the_fraction_of_source_samples():
     assert int((everything.y == 2).sum()) == 0
 
 
-def test_clean_label_poison_with_copies_poisons_every_target_image_from_distinct_starts():
-    split = make_split(40)  # 10 samples of the target class 2
-    trigger = pixel_pattern(SHAPE, kind="square", size=2)
-    targets = np.flatnonzero(split.y.numpy() == 2)
-
-    poisoned = clean_label_poison(
-        split,
-        trigger,
-        target=2,
-        fraction=1.0,
-        model=_TinyNet(),
-        input_shape=SHAPE,
-        num_classes=4,
-        eps=0.1,
-        eps_step=0.05,
-        max_iter=2,
-        seed=0,
-        copies=3,
-    )
-
-    # Every target image is replaced in place; 2 more poisons of each are appended, all labelled 2.
-    assert len(poisoned) == 40 + 2 * 10
-    assert torch.equal(poisoned.y[:40], split.y)
-    assert torch.equal(poisoned.y[40:], torch.full((20,), 2))
-    changed = np.flatnonzero((poisoned.x[:40] != split.x).flatten(1).any(dim=1).numpy())
-    assert np.array_equal(changed, targets)
-    copies = [poisoned.x[targets], poisoned.x[40:50], poisoned.x[50:60]]
-    mask = trigger.mask
-    for c in copies:
-        assert torch.all(c[:, :, mask] == 1.0)
-        diff = (c - split.x[targets])[:, :, ~mask]
-        assert float(diff.abs().max()) <= 0.1 + 1e-6
-    # Random starts: no two copies of an image are the same poison.
-    assert not torch.equal(copies[0], copies[1])
-    assert not torch.equal(copies[1], copies[2])
-
-
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -252,6 +215,22 @@ class _TinyNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def poison_tiny(split, trigger, **overrides):
+    """clean_label_poison with the tiny proxy net and a short PGD (target class 2, half its samples)."""
+    args = {
+        "target": 2,
+        "fraction": 0.5,
+        "model": _TinyNet(),
+        "input_shape": SHAPE,
+        "num_classes": 4,
+        "eps": 0.1,
+        "eps_step": 0.05,
+        "max_iter": 2,
+        "seed": 0,
+    } | overrides
+    return clean_label_poison(split, trigger, **args)
+
+
 def test_clean_label_poison_keeps_labels_and_triggers_only_target_images():
     split = make_split(40)  # 10 samples of the target class 2
     snap = snapshot(split)
@@ -261,19 +240,7 @@ def test_clean_label_poison_keeps_labels_and_triggers_only_target_images():
     model.train()
     np.random.seed(123)  # the global RNG must continue as if untouched
 
-    poisoned = clean_label_poison(
-        split,
-        trigger,
-        target=2,
-        fraction=0.5,
-        model=model,
-        input_shape=SHAPE,
-        num_classes=4,
-        eps=0.1,
-        eps_step=0.05,
-        max_iter=2,
-        seed=0,
-    )
+    poisoned = poison_tiny(split, trigger, model=model)
 
     assert_unchanged(split, snap)
     assert torch.equal(poisoned.y, split.y)
@@ -291,20 +258,32 @@ def test_clean_label_poison_keeps_labels_and_triggers_only_target_images():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert all(p.requires_grad for p in model.parameters())
     assert np.random.rand() == np.random.RandomState(123).rand()
-    again = clean_label_poison(
-        split,
-        trigger,
-        target=2,
-        fraction=0.5,
-        model=model,
-        input_shape=SHAPE,
-        num_classes=4,
-        eps=0.1,
-        eps_step=0.05,
-        max_iter=2,
-        seed=0,
-    )
+    again = poison_tiny(split, trigger, model=model)
     assert torch.equal(again.x, poisoned.x)
+
+
+def test_clean_label_poison_with_copies_poisons_every_target_image_from_distinct_starts():
+    split = make_split(40)  # 10 samples of the target class 2
+    trigger = pixel_pattern(SHAPE, kind="square", size=2)
+    targets = np.flatnonzero(split.y.numpy() == 2)
+
+    poisoned = poison_tiny(split, trigger, fraction=1.0, copies=3)
+
+    # Every target image is replaced in place; 2 more poisons of each are appended, all labelled 2.
+    assert len(poisoned) == 40 + 2 * 10
+    assert torch.equal(poisoned.y[:40], split.y)
+    assert torch.equal(poisoned.y[40:], torch.full((20,), 2))
+    changed = np.flatnonzero((poisoned.x[:40] != split.x).flatten(1).any(dim=1).numpy())
+    assert np.array_equal(changed, targets)
+    copies = [poisoned.x[targets], poisoned.x[40:50], poisoned.x[50:60]]
+    mask = trigger.mask
+    for c in copies:
+        assert torch.all(c[:, :, mask] == 1.0)
+        diff = (c - split.x[targets])[:, :, ~mask]
+        assert float(diff.abs().max()) <= 0.1 + 1e-6
+    # Random starts: no two copies of an image are the same poison.
+    assert not torch.equal(copies[0], copies[1])
+    assert not torch.equal(copies[1], copies[2])
 
 
 @pytest.mark.parametrize(
@@ -322,19 +301,8 @@ def test_clean_label_poison_keeps_labels_and_triggers_only_target_images():
     ],
 )
 def test_clean_label_poison_rejects_bad_parameters(kwargs, name):
-    args = {
-        "target": 2,
-        "fraction": 0.5,
-        "model": _TinyNet(),
-        "input_shape": SHAPE,
-        "num_classes": 4,
-        "eps": 0.1,
-        "eps_step": 0.05,
-        "max_iter": 2,
-        "seed": 0,
-    } | kwargs
     with pytest.raises(ValueError, match=name):
-        clean_label_poison(make_split(8), pixel_pattern(SHAPE), **args)
+        poison_tiny(make_split(8), pixel_pattern(SHAPE), **kwargs)
 
 
 def test_chosen_targets_are_seeded_source_samples_relabelled():
