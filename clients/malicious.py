@@ -490,13 +490,21 @@ def _data_poisoner_parts(
 ) -> dict[str, Any]:
     """:func:`_parts` of a data-poisoning role, with its ``poison-epochs`` and ``poison-scale``.
 
+    A scaled data poisoner also follows ``boost-estimate`` (see :class:`DataPoisoningClient`).
+
     With the defaults (0 and 1) the attacker is an honest device with poisoned
     data and runs the edge defense like every device; with longer poison
     training or a scaled update it controls its training, so it does not.
     """
-    controls = config.poison_epochs > 0 or config.poison_scale != 1.0
+    scaled = config.poison_scale != 1.0
+    controls = config.poison_epochs > 0 or scaled
     parts = _parts(config, partition_id, num_partitions, state, controls_training=controls)
-    return {**parts, "factor": config.poison_scale, "epochs": config.poison_epochs or None}
+    return {
+        **parts,
+        "factor": config.poison_scale,
+        "epochs": config.poison_epochs or None,
+        "estimate": scaled and config.boost_estimate,
+    }
 
 
 def _input_shape(parts: dict[str, Any]) -> tuple[int, int, int]:

@@ -193,7 +193,8 @@ class RunConfig:
     boost_factor: float = _option(10.0, "λ of boosted model replacement (update × λ)", _positive)
     boost_estimate: bool = _option(
         False,
-        "boosted: poison from the attacker's own honest update (Bhagoji et al.'s estimate of the others')",
+        "boosted, and data poisoners with poison-scale != 1: poison from the attacker's own honest update "
+        "(Bhagoji et al.'s estimate of the others') and scale only the poisoned part",
     )
     stealth_lambdas: str = _option(
         "1,2,4,8,16,32", "candidate boosts λ_m of the targeted step; the largest within the bounds is used"

@@ -237,3 +237,23 @@ def test_poison_scale_and_epochs_make_a_data_poisoner_a_model_poisoner_without_t
     once = build_client(plain_cfg.replace(poison_epochs=1), partition_id=3, num_partitions=4, role="badnets")
     one_epoch, _ = fit(once, start)
     assert not np.allclose(flatten(one_epoch), flatten(trained))  # poison-epochs changes the training
+
+
+def test_boost_estimate_applies_to_scaled_data_poisoners_only():
+    base = config(roles="badnets:3", **{"poison-fraction": 0.5, "boost-estimate": True})
+    honest = build_client(base, partition_id=3, num_partitions=4, role="benign")
+    unscaled = build_client(base, partition_id=3, num_partitions=4, role="badnets")
+    scaled = build_client(base.replace(poison_scale=2.0), partition_id=3, num_partitions=4, role="badnets")
+    assert not unscaled.estimate and scaled.estimate
+    start = honest.get_parameters({})
+
+    anticipated, _ = fit(honest, start)
+    poisoned_from_there, _ = fit(unscaled, anticipated)  # same data and shuffles, from S
+    sent, _ = fit(scaled, start)
+
+    np.testing.assert_allclose(
+        flatten(sent) - flatten(start),
+        2.0 * (flatten(poisoned_from_there) - flatten(anticipated)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
