@@ -7,7 +7,10 @@ it), the way Flower wraps strategies for differential privacy.  Per round it
   (undecodable bytes, wrong number of arrays, wrong shape or dtype, NaN/Inf:
   :func:`fedsec.validation.screen_update`) with a logged reason;
 * counts clients that failed (exceptions, timeouts, error replies);
-* passes only well-formed results to the inner strategy, and if the inner
+* passes only well-formed results to the inner strategy, in a fixed order (by
+  ``partition-id``, then node id), so that the floating-point sums of the
+  aggregation do not depend on the order in which the engine delivered them
+  (Ray's changes from run to run); and if the inner
   aggregation itself raises (e.g. Bulyan with too few clients left) keeps the
   previous global model for the round instead of ending the run;
 * writes every decision into the run record.
@@ -81,6 +84,7 @@ class GuardedStrategy(StrategyWrapper):
                 logger.warning("round %s: rejected update from client %s: %s", server_round, label, reason)
         for failure in failures:
             logger.warning("round %s: client failure: %s", server_round, _describe_failure(failure))
+        kept.sort(key=_delivery_independent_order)
         if self.recorder is not None:
             self.recorder.note(
                 server_round,
@@ -110,6 +114,15 @@ class GuardedStrategy(StrategyWrapper):
             if self.recorder is not None:
                 self.recorder.note(server_round, aggregation_error=f"{type(error).__name__}: {error}")
             return None, {}
+
+
+def _delivery_independent_order(result: tuple[ClientProxy, FitRes]) -> tuple[int, int, str]:
+    """Sort key: clients that report an integer ``partition-id`` by it, then the rest by node id."""
+    proxy, res = result
+    partition = res.metrics.get("partition-id")
+    if isinstance(partition, int) and not isinstance(partition, bool):
+        return (0, partition, proxy.cid)
+    return (1, 0, proxy.cid)
 
 
 def _decode_and_screen(res: FitRes, layout: tuple[ArraySpec, ...]) -> str | None:

@@ -99,3 +99,15 @@ def test_robust_aggregators_resist_one_huge_outlier_that_fedavg_follows(name):
     robust = aggregate(make(name, **{"num-malicious-clients": 1}), results)
     assert fedavg[0][0, 0] > 100  # the outlier drags the mean
     assert 0.85 < robust[0][0, 0] < 1.15
+
+
+def test_the_aggregate_does_not_depend_on_the_order_the_engine_delivers_results_in():
+    # float32 sums are not associative: (1e8 - 1e8) + 1 is 1, but (1 - 1e8) + 1e8 is 0.
+    def update(value: float) -> list[np.ndarray]:
+        return [np.full((2, 2), value, np.float32), np.full(3, value, np.float32)]
+
+    results = [fit_result(0, update(1e8)), fit_result(1, update(-1e8)), fit_result(2, update(1.0))]
+    for order in (results, results[::-1], results[1:] + results[:1]):
+        merged = aggregate(make("fedavg"), order)
+        # Always summed in partition order 0, 1, 2: the two large values cancel first.
+        np.testing.assert_allclose(merged[1], np.full(3, 1.0 / 3.0), rtol=1e-6)
