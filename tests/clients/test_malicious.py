@@ -94,6 +94,16 @@ def test_label_flip_teaches_source_to_target_and_boosting_scales_that_update():
     assert metrics["attack-scale"] == 3.0
 
 
+def assert_sends_scaled_step(sent, start, anticipated, poisoned, factor):
+    """``sent`` is ``start + factor·(poisoned − anticipated)``: the poisoned step from S, scaled."""
+    np.testing.assert_allclose(
+        flatten(sent) - flatten(start),
+        factor * (flatten(poisoned) - flatten(anticipated)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
 def test_boost_estimate_poisons_from_the_clients_own_honest_update_and_boosts_only_the_poisoned_part():
     cfg = config(**{"boost-factor": 3.0, "boost-estimate": True})
     honest = build_client(cfg, partition_id=1, num_partitions=4, role="benign")
@@ -105,12 +115,7 @@ def test_boost_estimate_poisons_from_the_clients_own_honest_update_and_boosts_on
     flipped, _ = fit(flipper, anticipated)  # X: the flip trained from S (same seeded shuffles)
     boosted, metrics = fit(booster, start)
 
-    np.testing.assert_allclose(
-        flatten(boosted) - flatten(start),
-        3.0 * (flatten(flipped) - flatten(anticipated)),
-        rtol=1e-4,
-        atol=1e-5,
-    )
+    assert_sends_scaled_step(boosted, start, anticipated, flipped, 3.0)
     assert metrics["attack-scale"] == 3.0
     # Without the estimate the same client boosts the flip trained from the global model: a different update.
     plain, _ = fit(
@@ -251,9 +256,4 @@ def test_boost_estimate_applies_to_scaled_data_poisoners_only():
     poisoned_from_there, _ = fit(unscaled, anticipated)  # same data and shuffles, from S
     sent, _ = fit(scaled, start)
 
-    np.testing.assert_allclose(
-        flatten(sent) - flatten(start),
-        2.0 * (flatten(poisoned_from_there) - flatten(anticipated)),
-        rtol=1e-4,
-        atol=1e-5,
-    )
+    assert_sends_scaled_step(sent, start, anticipated, poisoned_from_there, 2.0)
