@@ -46,6 +46,8 @@ DETECTION_TABLE = "Detection (rounds flagged)"
 SUMMARY_TABLE = "Attack summary"
 GRID_TABLE = "Attack × defense: ASR and clean accuracy"
 PDGAN_TABLE = "PDGAN Table 1"
+#: Rounds averaged in the PDGAN table's "last rounds" columns.
+LAST_ROUNDS = 5
 
 Rounds = Sequence[Mapping[str, Any]]
 
@@ -148,6 +150,14 @@ def pdgan_row(config: RunConfig, rounds: Rounds) -> dict[str, Any]:
         "overall accuracy": final.get("accuracy"),
         "poisoning accuracy": final.get("targeted_accuracy"),
     }
+    # One admitted attacker in the final round moves the two figures above a lot: the mean
+    # over the last rounds shows where the run settled.
+    last = [r for r in rounds[-LAST_ROUNDS:] if r.get("accuracy") is not None]
+    if last:
+        row[f"overall accuracy, last {len(last)} rounds"] = float(np.mean([r["accuracy"] for r in last]))
+        poisoning = [r["targeted_accuracy"] for r in last if r.get("targeted_accuracy") is not None]
+        if poisoning:
+            row[f"poisoning accuracy, last {len(last)} rounds"] = float(np.mean(poisoning))
     active = [
         r for r in rounds if r["round"] >= config.audit_start_round and "audit" in r.get("detection", {})
     ]

@@ -1,5 +1,7 @@
 """Poisoning tables from constructed round records: rows by variant, cells by iteration."""
 
+import pytest
+
 from fedsec.config import RunConfig
 from simulations.poisoning_report import (
     COSINE_TABLE,
@@ -79,6 +81,8 @@ def test_pdgan_table_counts_detection_over_the_audited_rounds_only():
     row = poisoning_tables(config, rounds, malicious={"7"})[PDGAN_TABLE]["GAN"]
 
     assert row["overall accuracy"] == 0.9 and row["poisoning accuracy"] == 0.05
+    assert row["overall accuracy, last 2 rounds"] == 0.7
+    assert row["poisoning accuracy, last 2 rounds"] == pytest.approx(0.475)
     assert (
         row["detection recall"] == 1.0 and row["false-positive rate"] == 1 / 7 and row["audited rounds"] == 1
     )
