@@ -27,7 +27,7 @@ from flwr.server.strategy import Strategy
 
 from fedsec.results import RunRecorder
 from fedsec.validation import ArraySpec, layout_of, screen_update
-from strategies.wrapper import Failures, FitResults, StrategyWrapper, client_label
+from strategies.wrapper import Failures, FitResults, StrategyWrapper, client_label, partition_order
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,8 @@ class GuardedStrategy(StrategyWrapper):
 
 
 def _delivery_independent_order(result: tuple[ClientProxy, FitRes]) -> tuple[int, int, str]:
-    """Sort key: clients that report an integer ``partition-id`` by it, then the rest by node id."""
     proxy, res = result
-    partition = res.metrics.get("partition-id")
-    if isinstance(partition, int) and not isinstance(partition, bool):
-        return (0, partition, proxy.cid)
-    return (1, 0, proxy.cid)
+    return partition_order(res.metrics.get("partition-id"), proxy.cid)
 
 
 def _decode_and_screen(res: FitRes, layout: tuple[ArraySpec, ...]) -> str | None:

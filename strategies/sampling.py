@@ -35,6 +35,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.criterion import Criterion
 
 from fedsec.experiment import derive_seed
+from strategies.wrapper import integer_partition, partition_order
 
 __all__ = ["SAMPLING_STREAM", "SeededClientManager", "partition_of"]
 
@@ -52,10 +53,10 @@ def partition_of(proxy: ClientProxy, *, timeout: float | None = None) -> int | N
         logger.warning("client %s did not report its partition-id: %s", proxy.cid, error)
         return None
     value = res.properties.get("partition-id")
-    if isinstance(value, bool) or not isinstance(value, int):
+    partition = integer_partition(value)
+    if partition is None:
         logger.warning("client %s reported no integer partition-id (got %r)", proxy.cid, value)
-        return None
-    return int(value)
+    return partition
 
 
 class SeededClientManager(SimpleClientManager):
@@ -116,7 +117,7 @@ class SeededClientManager(SimpleClientManager):
     def _ordered(self, cids: list[str]) -> list[str]:
         """``cids`` sorted by partition id; clients without one go last, by node id."""
         partitions = self._resolve(cids)
-        return sorted(cids, key=lambda cid: (partitions[cid] is None, partitions[cid] or 0, cid))
+        return sorted(cids, key=lambda cid: partition_order(partitions[cid], cid))
 
     def sample(
         self,

@@ -46,6 +46,17 @@ FitResults = list[tuple[ClientProxy, FitRes]]
 Failures = list[tuple[ClientProxy, FitRes] | BaseException]
 
 
+def integer_partition(value: object) -> int | None:
+    """A reported ``partition-id`` if it is an integer (not a bool), else ``None``."""
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def partition_order(partition: object, cid: str) -> tuple[int, int, str]:
+    """Sort key for clients: by integer ``partition-id``; clients without one after them, by node id."""
+    number = integer_partition(partition)
+    return (0, number, cid) if number is not None else (1, 0, cid)
+
+
 def client_label(proxy: ClientProxy, res: FitRes | EvaluateRes | None = None) -> str:
     """The id used in records: the client's ``partition-id`` metric, else Flower's node id."""
     if res is not None and "partition-id" in res.metrics:

@@ -677,11 +677,10 @@ def clean_label_poison(
             verbose=False,
         )
         backdoor = PoisoningAttackBackdoor(stamp)
+        originals = x_np[chosen]
         for _ in range(copies):
-            stamped, _ = backdoor.poison(pgd.generate(x_np[chosen]), target_label, broadcast=True)
-            poisons.append(
-                np.clip(np.asarray(stamped, dtype=np.float32).reshape(x_np[chosen].shape), 0.0, 1.0)
-            )
+            stamped, _ = backdoor.poison(pgd.generate(originals), target_label, broadcast=True)
+            poisons.append(np.clip(np.asarray(stamped, dtype=np.float32).reshape(originals.shape), 0.0, 1.0))
     x_np[chosen] = poisons[0]
     x_out = np.concatenate([x_np, *poisons[1:]])
     y_out = torch.cat([split.y.clone(), torch.full((count * (copies - 1),), tgt, dtype=split.y.dtype)])
