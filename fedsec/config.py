@@ -325,6 +325,11 @@ class RunConfig:
     audit_relative: bool = _option(
         False, "θ is relative: drop clients below θ × the round's median audit accuracy"
     )
+    audit_consensus: float = _option(
+        0.0,
+        "score only audit samples whose majority label this fraction of the clients predicts (0: all)",
+        _unit_interval,
+    )
     audit_size: int = _option(200, "generated audit samples per round", _at_least(1))
     auxiliary_classes: str = _option("", "classes the server's auxiliary set keeps, e.g. '0,4' (empty: all)")
     gan_steps: int = _option(100, "GAN training steps per round", _at_least(1))

@@ -124,6 +124,11 @@ class AuditStrategy(FilteringStrategy):
         ``d_iter``: rounds before it only train the GAN and keep every client; >= 1.
     theta
         ``θ`` in ``[0, 1]``: clients whose audit accuracy is below it are dropped.
+    relative
+        ``θ`` multiplies the round's median audit accuracy.
+    consensus
+        In ``[0, 1]``: score only the audit samples whose majority label at least
+        this fraction of the round's clients predicts (0: every sample).
     audit_size
         Generated audit samples per round (``"inversion"``: ``ceil(audit_size / K)``
         per class, so up to ``K - 1`` more); >= 1.
@@ -165,6 +170,7 @@ class AuditStrategy(FilteringStrategy):
         audit_size: int,
         model: nn.Module,
         relative: bool = False,
+        consensus: float = 0.0,
         model_name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
@@ -189,6 +195,12 @@ class AuditStrategy(FilteringStrategy):
         if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0.0 <= theta <= 1.0:
             raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
         _check_int("audit_size", audit_size, 1)
+        if (
+            isinstance(consensus, bool)
+            or not isinstance(consensus, int | float)
+            or not 0.0 <= consensus <= 1.0
+        ):
+            raise ValueError(f"consensus must be a number in [0, 1], got {consensus!r}")
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
         _check_int("num_classes", num_classes, 2)
@@ -226,6 +238,7 @@ class AuditStrategy(FilteringStrategy):
         self.start_round = int(start_round)
         self.theta = float(theta)
         self.relative = relative
+        self.consensus = float(consensus)
         self.audit_size = int(audit_size)
         self.model_name = model_name
         self.input_shape: tuple[int, int, int] = (
@@ -294,6 +307,7 @@ class AuditStrategy(FilteringStrategy):
             start_round=config.audit_start_round,
             theta=config.audit_threshold,
             relative=config.audit_relative,
+            consensus=config.audit_consensus,
             audit_size=config.audit_size,
             model=new_model(config, bundle),
             model_name=config.model,
@@ -386,8 +400,11 @@ class AuditStrategy(FilteringStrategy):
             )
             return Verdict(kept=tuple(range(len(updates))), record=record)
         x = self.audit_data(server_round)
-        result = audit(self.predictions(updates, x), theta=self.theta, relative=self.relative)
+        result = audit(
+            self.predictions(updates, x), theta=self.theta, relative=self.relative, consensus=self.consensus
+        )
         record["audit_accuracy"] = {label: float(result.accuracies[i]) for i, label in enumerate(labels)}
+        record["audit_scored"] = result.scored
         # Which classes the audit set covers, by its majority-vote labels (what the audit can test).
         record["audit_label_counts"] = {str(c): int(n) for c, n in enumerate(np.bincount(result.labels)) if n}
         if self.out_dir is not None:

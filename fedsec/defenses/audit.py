@@ -13,6 +13,8 @@ networks" (PDGAN).  The server
    sample by majority vote over the participants (:func:`majority_vote`), scores
    each participant's accuracy against those labels (:func:`audit_accuracies`),
    and drops participants whose accuracy is below ``θ`` (:func:`audit`).
+   Optionally (our addition, off by default) only the samples whose majority is
+   clear are scored (:func:`consensus_mask`).
 
 No Flower imports; the strategy adapter calls these.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "audit_accuracies",
     "audit_set",
     "class_balance_loss",
+    "consensus_mask",
     "majority_vote",
     "predict_all",
     "train_gan",
@@ -318,6 +321,45 @@ def audit_accuracies(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (array == reference[None, :]).mean(axis=1).astype(np.float64)
 
 
+def consensus_mask(predictions: np.ndarray, labels: np.ndarray, min_agreement: float) -> np.ndarray:
+    """Audit samples whose majority label is shared by at least ``min_agreement`` of the clients.
+
+    A generated image that the clients' models label every which way says little
+    about any one of them: an honest model that disagrees with a split vote is not
+    suspect.  Scoring only the samples with a clear majority keeps the honest
+    models' agreement near 1 while a poisoned model still disagrees wherever its
+    poisoning shows.
+
+    Parameters
+    ----------
+    predictions
+        Integer labels ``(k_clients, n)``; not modified.
+    labels
+        The majority-vote labels ``(n,)``; not modified.
+    min_agreement
+        Fraction of the ``k`` clients, in ``[0, 1]``, that must predict a sample's
+        label; ``0`` keeps every sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool (n,)``.
+
+    Raises
+    ------
+    ValueError
+        If ``min_agreement`` is outside ``[0, 1]`` or the shapes disagree.
+    """
+    if not _is_real(min_agreement) or not 0.0 <= float(min_agreement) <= 1.0:
+        raise ValueError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
+    array = _check_predictions(predictions)
+    reference = np.asarray(labels)
+    if reference.shape != (array.shape[1],):
+        raise ValueError(f"labels must have shape ({array.shape[1]},), got {tuple(reference.shape)}")
+    agreement = (array == reference[None, :]).mean(axis=0)
+    return np.asarray(agreement >= float(min_agreement) - 1e-12)
+
+
 @dataclass(frozen=True, eq=False)
 class AuditResult:
     """Outcome of :func:`audit`.
@@ -332,15 +374,21 @@ class AuditResult:
         Indices (rows of ``predictions``) of clients with accuracy ``>= θ``, ascending.
     dropped
         Index -> reason, e.g. ``"audit accuracy 0.12 < θ=0.50"``, for the others.
+    scored
+        Number of audit samples the accuracies were computed on (all ``n`` unless a
+        consensus filter left fewer).
     """
 
     labels: np.ndarray
     accuracies: np.ndarray
     kept: tuple[int, ...]
     dropped: dict[int, str]
+    scored: int = 0
 
 
-def audit(predictions: np.ndarray, *, theta: float, relative: bool = False) -> AuditResult:
+def audit(
+    predictions: np.ndarray, *, theta: float, relative: bool = False, consensus: float = 0.0
+) -> AuditResult:
     """Majority-vote the audit labels and keep the clients whose accuracy is at least ``theta``.
 
     Parameters
@@ -353,6 +401,14 @@ def audit(predictions: np.ndarray, *, theta: float, relative: bool = False) -> A
         If True the threshold is ``θ × median accuracy`` of the round (a departure
         from the paper's fixed θ: when the generated images are poor every
         client's agreement falls together, and a fixed θ then drops honest ones).
+    consensus
+        In ``[0, 1]``: score only the samples whose majority label at least this
+        fraction of the clients predicts (:func:`consensus_mask`; our addition, 0 is
+        the paper's audit over every sample).  If no sample qualifies, every sample
+        is scored and a warning is logged.  Keep it at or below the honest share of
+        the round's clients: above it a sample counts only if poisoned models agree
+        too, and a model that labels everything one way then passes on exactly the
+        samples of that label.
 
     Returns
     -------
@@ -361,12 +417,23 @@ def audit(predictions: np.ndarray, *, theta: float, relative: bool = False) -> A
     Raises
     ------
     ValueError
-        If ``theta`` is outside ``[0, 1]`` or ``predictions`` is invalid.
+        If ``theta`` or ``consensus`` is outside ``[0, 1]`` or ``predictions`` is invalid.
     """
     if not _is_real(theta) or not 0.0 <= float(theta) <= 1.0:
         raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
-    labels = majority_vote(predictions)
-    accuracies = audit_accuracies(predictions, labels)
+    if not _is_real(consensus) or not 0.0 <= float(consensus) <= 1.0:
+        raise ValueError(f"consensus must be a number in [0, 1], got {consensus!r}")
+    array = _check_predictions(predictions)
+    labels = majority_vote(array)
+    mask = consensus_mask(array, labels, consensus)
+    if not mask.any():
+        logger.warning(
+            "PDGAN audit: no audit sample has a majority of >= %s of the clients; scoring all %s",
+            consensus,
+            mask.size,
+        )
+        mask[:] = True
+    accuracies = audit_accuracies(array[:, mask], labels[mask])
     bar = float(theta) * float(np.median(accuracies)) if relative else float(theta)
     kept = tuple(i for i, acc in enumerate(accuracies) if acc >= bar)
     dropped = {
@@ -376,8 +443,17 @@ def audit(predictions: np.ndarray, *, theta: float, relative: bool = False) -> A
     }
     labels.setflags(write=False)
     accuracies.setflags(write=False)
-    logger.info("PDGAN audit at θ=%s: kept %s, dropped %s", theta, kept, dropped)
-    return AuditResult(labels=labels, accuracies=accuracies, kept=kept, dropped=dropped)
+    logger.info(
+        "PDGAN audit at θ=%s on %s of %s samples: kept %s, dropped %s",
+        theta,
+        int(mask.sum()),
+        mask.size,
+        kept,
+        dropped,
+    )
+    return AuditResult(
+        labels=labels, accuracies=accuracies, kept=kept, dropped=dropped, scored=int(mask.sum())
+    )
 
 
 def predict_all(models: Sequence[nn.Module], x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:

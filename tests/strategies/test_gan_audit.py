@@ -118,6 +118,24 @@ def test_before_d_iter_everyone_is_kept_even_an_obviously_bad_client(global_weig
     assert merged[-1][POISON_CLASS] - honest_mean[-1][POISON_CLASS] > 10
 
 
+def test_audit_consensus_is_read_from_the_config_and_must_leave_the_attacker_a_minority(global_weights):
+    """audit-consensus 1.0 scores only samples all five models agree on; the poisoned model says 7 to
+    everything, so those are the sevens, where it agrees: a bar above the honest share (0.8) lets it in."""
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, **{"audit-consensus": 1.0})
+    _, results = round_results(global_weights)
+    aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    assert 0 < record["audit_scored"] < 64
+    assert record["audit_accuracy"]["4"] == 1.0 and "4" in record["kept"]["audit"]
+
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, **{"audit-consensus": 0.8})
+    aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    assert list(record["dropped"]) == ["4"]
+
+
 @pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
 def test_gan_audit_drops_the_poisoned_model_and_inner_aggregates_the_honest_ones(global_weights, strategy):
     recorder = RunRecorder(out_dir=None, scenario="t", config={})
@@ -129,6 +147,7 @@ def test_gan_audit_drops_the_poisoned_model_and_inner_aggregates_the_honest_ones
     assert record["kept"]["audit"] == ["0", "1", "2", "3"]
     accuracy = record["audit_accuracy"]
     assert accuracy["4"] < 0.5 and min(accuracy[str(i)] for i in range(4)) >= 0.9
+    assert record["audit_scored"] == 64  # audit-consensus 0: every sample is scored
     counts = record["audit_label_counts"]
     assert sum(counts.values()) == 64 and all(n > 0 for n in counts.values())
     if strategy == "fedavg":
@@ -200,7 +219,13 @@ def test_constructor_validates_parameters(global_weights):
         "auxiliary": None,
     }
     AuditStrategy(**common)
-    for name, value in [("theta", 1.5), ("start_round", 0), ("generator", "vae"), ("audit_size", 0)]:
+    for name, value in [
+        ("theta", 1.5),
+        ("start_round", 0),
+        ("generator", "vae"),
+        ("audit_size", 0),
+        ("consensus", -0.5),
+    ]:
         with pytest.raises(ValueError, match=name):
             AuditStrategy(**{**common, name: value})
     with pytest.raises(ValueError, match="auxiliary"):

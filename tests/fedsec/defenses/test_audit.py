@@ -13,6 +13,7 @@ from fedsec.defenses.audit import (
     audit_accuracies,
     audit_set,
     class_balance_loss,
+    consensus_mask,
     majority_vote,
     predict_all,
     train_gan,
@@ -313,3 +314,62 @@ def test_a_relative_theta_follows_the_rounds_median_agreement():
 
     assert fixed.kept == ()  # poor audit images: honest agreement 0.7 < θ, everyone dropped
     assert relative.kept == (0, 1, 2, 3, 4, 5) and 6 in relative.dropped
+
+
+def _clear_and_split_votes() -> np.ndarray:
+    """4 honest clients and 1 attacker (row 4) on 10 clear and 10 ambiguous audit samples.
+
+    On the clear samples every honest model predicts the true label and the attacker
+    is wrong on half of them.  On the ambiguous ones the vote splits 3 / 1 / 1: two
+    honest models and the attacker say ``a``, the other two honest models say
+    something else (which two rotates), so every client agrees with the majority on
+    15 of 20 samples overall.
+    """
+    truth = np.arange(10) % 5
+    rows = np.tile(np.concatenate([truth, np.zeros(10, dtype=np.int64)]), (5, 1))
+    rows[4, :5] = (truth[:5] + 1) % 5
+    for j in range(10):
+        dissenters = (0, 1) if j % 2 == 0 else (2, 3)
+        for offset, honest in enumerate(dissenters, start=1):
+            rows[honest, 10 + j] = offset  # 1 or 2: two different wrong labels
+    return rows.astype(np.int64)
+
+
+def test_consensus_mask_keeps_the_samples_with_a_clear_majority() -> None:
+    predictions = _clear_and_split_votes()
+    labels = majority_vote(predictions)
+    np.testing.assert_array_equal(labels[10:], 0)  # a = 0 wins 3 / 1 / 1
+    mask = consensus_mask(predictions, labels, 0.8)
+    np.testing.assert_array_equal(mask, [True] * 10 + [False] * 10)  # 0.8 or 1.0 agree vs 0.6
+    assert consensus_mask(predictions, labels, 0.6).all()
+    assert consensus_mask(predictions, labels, 0.0).all()
+    with pytest.raises(ValueError, match="min_agreement"):
+        consensus_mask(predictions, labels, 1.5)
+    with pytest.raises(ValueError, match="labels"):
+        consensus_mask(predictions, labels[:3], 0.5)
+
+
+def test_scoring_only_consensus_samples_separates_an_attacker_hidden_by_split_votes() -> None:
+    predictions = _clear_and_split_votes()
+
+    everything = audit(predictions, theta=0.75)
+    np.testing.assert_allclose(everything.accuracies, 0.75)  # no θ tells the attacker apart
+    assert everything.scored == 20 and 4 in everything.kept
+
+    clear = audit(predictions, theta=0.75, consensus=0.8)
+    assert clear.scored == 10
+    np.testing.assert_allclose(clear.accuracies, [1.0, 1.0, 1.0, 1.0, 0.5])
+    assert clear.kept == (0, 1, 2, 3)
+    assert list(clear.dropped) == [4]
+    assert clear.labels.shape == (20,)  # every sample is still labelled
+    with pytest.raises(ValueError, match="consensus"):
+        audit(predictions, theta=0.75, consensus=-0.1)
+
+
+def test_consensus_falls_back_to_every_sample_when_none_has_a_clear_majority(caplog) -> None:
+    predictions = np.array([[0, 1], [1, 2], [2, 0]], dtype=np.int64)  # every vote is split three ways
+    with caplog.at_level("WARNING", logger="fedsec.defenses.audit"):
+        result = audit(predictions, theta=0.5, consensus=0.9)
+    assert result.scored == 2
+    assert "scoring all 2" in caplog.text
+    np.testing.assert_allclose(result.accuracies, audit(predictions, theta=0.5).accuracies)
