@@ -330,6 +330,14 @@ class RunConfig:
         "score only audit samples whose majority label this fraction of the clients predicts (0: all)",
         _unit_interval,
     )
+    audit_per_class: int = _option(
+        0, "score at most this many audit samples of each majority-vote class (0: all)", _at_least(0)
+    )
+    audit_score: str = _option(
+        "accuracy",
+        "audit score: agreement with the vote overall (the paper) or on the client's worst class",
+        _choice("accuracy", "worst-class"),
+    )
     audit_size: int = _option(200, "generated audit samples per round", _at_least(1))
     auxiliary_classes: str = _option("", "classes the server's auxiliary set keeps, e.g. '0,4' (empty: all)")
     gan_steps: int = _option(100, "GAN training steps per round", _at_least(1))

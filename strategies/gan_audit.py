@@ -39,7 +39,7 @@ from torch import nn
 
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
-from fedsec.defenses.audit import audit, audit_set, predict_all, train_gan
+from fedsec.defenses.audit import SCORES, audit, audit_set, predict_all, train_gan
 from fedsec.defenses.inversion import invert_classes
 from fedsec.errors import ConfigError
 from fedsec.experiment import derive_seed, load_bundle, new_model, server_data, torch_generator
@@ -129,6 +129,10 @@ class AuditStrategy(FilteringStrategy):
     consensus
         In ``[0, 1]``: score only the audit samples whose majority label at least
         this fraction of the round's clients predicts (0: every sample).
+    per_class
+        Score at most this many audit samples of each majority-vote class (0: all).
+    score
+        ``"accuracy"`` (the paper) or ``"worst-class"`` (a client's lowest per-class agreement).
     audit_size
         Generated audit samples per round (``"inversion"``: ``ceil(audit_size / K)``
         per class, so up to ``K - 1`` more); >= 1.
@@ -171,6 +175,8 @@ class AuditStrategy(FilteringStrategy):
         model: nn.Module,
         relative: bool = False,
         consensus: float = 0.0,
+        per_class: int = 0,
+        score: str = "accuracy",
         model_name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
@@ -201,6 +207,9 @@ class AuditStrategy(FilteringStrategy):
             or not 0.0 <= consensus <= 1.0
         ):
             raise ValueError(f"consensus must be a number in [0, 1], got {consensus!r}")
+        _check_int("per_class", per_class, 0)
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
         _check_int("num_classes", num_classes, 2)
@@ -239,6 +248,8 @@ class AuditStrategy(FilteringStrategy):
         self.theta = float(theta)
         self.relative = relative
         self.consensus = float(consensus)
+        self.per_class = int(per_class)
+        self.score = score
         self.audit_size = int(audit_size)
         self.model_name = model_name
         self.input_shape: tuple[int, int, int] = (
@@ -308,6 +319,8 @@ class AuditStrategy(FilteringStrategy):
             theta=config.audit_threshold,
             relative=config.audit_relative,
             consensus=config.audit_consensus,
+            per_class=config.audit_per_class,
+            score=config.audit_score,
             audit_size=config.audit_size,
             model=new_model(config, bundle),
             model_name=config.model,
@@ -401,7 +414,12 @@ class AuditStrategy(FilteringStrategy):
             return Verdict(kept=tuple(range(len(updates))), record=record)
         x = self.audit_data(server_round)
         result = audit(
-            self.predictions(updates, x), theta=self.theta, relative=self.relative, consensus=self.consensus
+            self.predictions(updates, x),
+            theta=self.theta,
+            relative=self.relative,
+            consensus=self.consensus,
+            per_class=self.per_class,
+            score=self.score,
         )
         record["audit_accuracy"] = {label: float(result.accuracies[i]) for i, label in enumerate(labels)}
         record["audit_scored"] = result.scored

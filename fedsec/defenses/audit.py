@@ -13,8 +13,12 @@ networks" (PDGAN).  The server
    sample by majority vote over the participants (:func:`majority_vote`), scores
    each participant's accuracy against those labels (:func:`audit_accuracies`),
    and drops participants whose accuracy is below ``θ`` (:func:`audit`).
-   Optionally (our addition, off by default) only the samples whose majority is
-   clear are scored (:func:`consensus_mask`).
+   Three options, our additions and off by default: only the samples whose
+   majority is clear are scored (:func:`consensus_mask`); at most so many of each
+   majority class are scored (:func:`cap_per_class`), so a class the generator
+   rarely draws is not drowned by the ones it favours; and the score can be the
+   client's agreement on its worst class instead of overall
+   (:func:`worst_class_agreement`), which a targeted flip cannot hide.
 
 No Flower imports; the strategy adapter calls these.
 """
@@ -35,19 +39,25 @@ from fedsec.models.gan import Generator
 from fedsec.training import predict_logits
 
 __all__ = [
+    "SCORES",
     "AuditResult",
     "GanStats",
     "audit",
     "audit_accuracies",
     "audit_set",
+    "cap_per_class",
     "class_balance_loss",
     "consensus_mask",
     "majority_vote",
     "predict_all",
     "train_gan",
+    "worst_class_agreement",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: How :func:`audit` scores a client: overall agreement with the vote (the paper) or on its worst class.
+SCORES = ("accuracy", "worst-class")
 
 
 def _is_int(value: object) -> bool:
@@ -360,6 +370,89 @@ def consensus_mask(predictions: np.ndarray, labels: np.ndarray, min_agreement: f
     return np.asarray(agreement >= float(min_agreement) - 1e-12)
 
 
+def cap_per_class(labels: np.ndarray, mask: np.ndarray, per_class: int) -> np.ndarray:
+    """Restrict ``mask`` to the first ``per_class`` selected samples of each label.
+
+    The audit samples are i.i.d. draws of the generator, so the first ones of a
+    class are a uniform subset of it; the choice needs no random numbers.
+
+    Parameters
+    ----------
+    labels
+        Majority-vote labels ``(n,)``; not modified.
+    mask
+        ``bool (n,)``: the samples eligible (e.g. :func:`consensus_mask`); not modified.
+    per_class
+        At most this many samples of each label stay selected; ``0`` means no cap.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new ``bool (n,)`` mask.
+
+    Raises
+    ------
+    ValueError
+        If ``per_class`` is not an int >= 0 or the shapes disagree.
+    """
+    if not _is_int(per_class) or per_class < 0:
+        raise ValueError(f"per_class must be an int >= 0, got {per_class!r}")
+    reference = np.asarray(labels)
+    chosen = np.asarray(mask, dtype=bool).copy()
+    if reference.ndim != 1 or chosen.shape != reference.shape:
+        raise ValueError(
+            f"labels and mask must both have shape (n,), got {reference.shape} and {chosen.shape}"
+        )
+    if per_class == 0:
+        return chosen
+    for label in np.unique(reference[chosen]):
+        members = np.flatnonzero(chosen & (reference == label))
+        chosen[members[int(per_class) :]] = False
+    return chosen
+
+
+def worst_class_agreement(predictions: np.ndarray, labels: np.ndarray, *, min_count: int) -> np.ndarray:
+    """Each client's lowest per-class agreement with ``labels``.
+
+    For every label with at least ``min_count`` samples, the fraction of them on
+    which the client predicts that label; the minimum over those labels.  A model
+    that flips one class (1 → 7) agrees on the other classes and on almost no 1,
+    so its overall accuracy hides the flip when 1s are rare and this does not.
+
+    Parameters
+    ----------
+    predictions
+        Integer labels ``(k_clients, n)``; not modified.
+    labels
+        Reference labels ``(n,)``; not modified.
+    min_count
+        Labels with fewer samples are not scored (too few to judge a client by), >= 1.
+        If no label has that many, the overall agreement is returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 (k_clients,)``.
+
+    Raises
+    ------
+    ValueError
+        If ``min_count < 1`` or the shapes disagree.
+    """
+    if not _is_int(min_count) or min_count < 1:
+        raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
+    array = _check_predictions(predictions)
+    reference = np.asarray(labels)
+    if reference.shape != (array.shape[1],):
+        raise ValueError(f"labels must have shape ({array.shape[1]},), got {tuple(reference.shape)}")
+    values, counts = np.unique(reference, return_counts=True)
+    scored = values[counts >= int(min_count)]
+    if scored.size == 0:
+        return audit_accuracies(array, reference)
+    per_class = np.stack([(array[:, reference == c] == c).mean(axis=1) for c in scored])  # (classes, k)
+    return per_class.min(axis=0).astype(np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class AuditResult:
     """Outcome of :func:`audit`.
@@ -387,7 +480,14 @@ class AuditResult:
 
 
 def audit(
-    predictions: np.ndarray, *, theta: float, relative: bool = False, consensus: float = 0.0
+    predictions: np.ndarray,
+    *,
+    theta: float,
+    relative: bool = False,
+    consensus: float = 0.0,
+    per_class: int = 0,
+    score: str = "accuracy",
+    min_class_samples: int = 5,
 ) -> AuditResult:
     """Majority-vote the audit labels and keep the clients whose accuracy is at least ``theta``.
 
@@ -409,6 +509,15 @@ def audit(
         the round's clients: above it a sample counts only if poisoned models agree
         too, and a model that labels everything one way then passes on exactly the
         samples of that label.
+    per_class
+        Score at most this many samples of each majority label (:func:`cap_per_class`,
+        after the consensus filter); 0 scores them all.
+    score
+        ``"accuracy"`` (the paper: agreement over the scored samples) or
+        ``"worst-class"`` (:func:`worst_class_agreement` over labels with at least
+        ``min_class_samples`` scored samples).
+    min_class_samples
+        See ``score``; an int >= 1.
 
     Returns
     -------
@@ -417,8 +526,11 @@ def audit(
     Raises
     ------
     ValueError
-        If ``theta`` or ``consensus`` is outside ``[0, 1]`` or ``predictions`` is invalid.
+        If ``theta`` or ``consensus`` is outside ``[0, 1]``, ``score`` is unknown,
+        or ``predictions`` is invalid.
     """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     if not _is_real(theta) or not 0.0 <= float(theta) <= 1.0:
         raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
     if not _is_real(consensus) or not 0.0 <= float(consensus) <= 1.0:
@@ -433,11 +545,16 @@ def audit(
             mask.size,
         )
         mask[:] = True
-    accuracies = audit_accuracies(array[:, mask], labels[mask])
+    mask = cap_per_class(labels, mask, per_class)
+    if score == "worst-class":
+        accuracies = worst_class_agreement(array[:, mask], labels[mask], min_count=min_class_samples)
+    else:
+        accuracies = audit_accuracies(array[:, mask], labels[mask])
     bar = float(theta) * float(np.median(accuracies)) if relative else float(theta)
     kept = tuple(i for i, acc in enumerate(accuracies) if acc >= bar)
     dropped = {
-        i: f"audit accuracy {acc:.2f} < {'θ×median' if relative else 'θ'}={bar:.2f}"
+        i: f"audit {'accuracy' if score == 'accuracy' else 'worst-class agreement'} {acc:.2f} "
+        f"< {'θ×median' if relative else 'θ'}={bar:.2f}"
         for i, acc in enumerate(accuracies)
         if acc < bar
     }

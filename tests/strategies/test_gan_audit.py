@@ -136,6 +136,17 @@ def test_audit_consensus_is_read_from_the_config_and_must_leave_the_attacker_a_m
     assert list(record["dropped"]) == ["4"]
 
 
+def test_audit_per_class_and_worst_class_score_are_read_from_the_config(global_weights):
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, **{"audit-per-class": 3, "audit-score": "worst-class"})
+    _, results = round_results(global_weights)
+    aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    capped = sum(min(3, n) for n in record["audit_label_counts"].values())
+    assert record["audit_scored"] == capped < 64
+    assert list(record["dropped"]) == ["4"] and "worst-class agreement" in record["dropped"]["4"]
+
+
 @pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
 def test_gan_audit_drops_the_poisoned_model_and_inner_aggregates_the_honest_ones(global_weights, strategy):
     recorder = RunRecorder(out_dir=None, scenario="t", config={})
@@ -225,6 +236,8 @@ def test_constructor_validates_parameters(global_weights):
         ("generator", "vae"),
         ("audit_size", 0),
         ("consensus", -0.5),
+        ("per_class", -1),
+        ("score", "loss"),
     ]:
         with pytest.raises(ValueError, match=name):
             AuditStrategy(**{**common, name: value})

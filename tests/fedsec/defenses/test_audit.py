@@ -12,11 +12,13 @@ from fedsec.defenses.audit import (
     audit,
     audit_accuracies,
     audit_set,
+    cap_per_class,
     class_balance_loss,
     consensus_mask,
     majority_vote,
     predict_all,
     train_gan,
+    worst_class_agreement,
 )
 from fedsec.defenses.inversion import invert_classes
 from fedsec.models import build_model
@@ -373,3 +375,56 @@ def test_consensus_falls_back_to_every_sample_when_none_has_a_clear_majority(cap
     assert result.scored == 2
     assert "scoring all 2" in caplog.text
     np.testing.assert_allclose(result.accuracies, audit(predictions, theta=0.5).accuracies)
+
+
+def test_cap_per_class_keeps_the_first_samples_of_each_selected_label() -> None:
+    labels = np.array([3, 3, 1, 3, 1, 3, 0])
+    mask = np.array([True, False, True, True, True, True, True])
+    capped = cap_per_class(labels, mask, 2)
+    np.testing.assert_array_equal(capped, [True, False, True, True, True, False, True])
+    np.testing.assert_array_equal(cap_per_class(labels, mask, 0), mask)  # 0: no cap
+    assert mask[5]  # not modified
+    with pytest.raises(ValueError, match="per_class"):
+        cap_per_class(labels, mask, -1)
+    with pytest.raises(ValueError, match="shape"):
+        cap_per_class(labels, mask[:3], 1)
+
+
+def _flipper_among_honest(n_ones: int) -> np.ndarray:
+    """4 honest models that agree with the truth and a 1 -> 7 flipper, on 100 samples of which
+    ``n_ones`` are 1s and the rest cycle through the classes other than 1."""
+    others = np.array([c for c in range(K) if c != 1])
+    truth = np.concatenate([np.ones(n_ones, dtype=np.int64), np.resize(others, 100 - n_ones)])
+    flipper = np.where(truth == 1, 7, truth)
+    return np.stack([truth] * 4 + [flipper])
+
+
+def test_worst_class_agreement_exposes_a_flip_of_a_rare_class() -> None:
+    predictions = _flipper_among_honest(n_ones=5)
+    labels = majority_vote(predictions)
+    overall = audit_accuracies(predictions, labels)
+    np.testing.assert_allclose(overall, [1, 1, 1, 1, 0.95])  # the 5 flipped 1s hide in 100 samples
+    worst = worst_class_agreement(predictions, labels, min_count=5)
+    np.testing.assert_allclose(worst, [1, 1, 1, 1, 0])
+    # 1s below min_count are not judged: the flipper's worst scored class is then perfect
+    np.testing.assert_allclose(worst_class_agreement(predictions, labels, min_count=6), 1.0)
+    # no class has enough samples: the overall agreement
+    np.testing.assert_allclose(worst_class_agreement(predictions, labels, min_count=1000), overall)
+    with pytest.raises(ValueError, match="min_count"):
+        worst_class_agreement(predictions, labels, min_count=0)
+
+    assert audit(predictions, theta=0.9).kept == (0, 1, 2, 3, 4)
+    result = audit(predictions, theta=0.9, score="worst-class")
+    assert result.kept == (0, 1, 2, 3)
+    assert result.dropped[4].startswith("audit worst-class agreement 0.00")
+    with pytest.raises(ValueError, match="score"):
+        audit(predictions, theta=0.9, score="loss")
+
+
+def test_a_per_class_cap_gives_a_rare_class_its_weight_in_the_overall_accuracy() -> None:
+    predictions = _flipper_among_honest(n_ones=5)
+    capped = audit(predictions, theta=0.7, per_class=5)
+    assert capped.scored == 50  # 5 of each of the 10 classes
+    np.testing.assert_allclose(capped.accuracies, [1, 1, 1, 1, 0.9])
+    assert audit(predictions, theta=0.92, per_class=5).kept == (0, 1, 2, 3)
+    assert audit(predictions, theta=0.92).kept == (0, 1, 2, 3, 4)  # uncapped: 0.95
