@@ -198,15 +198,9 @@ class AuditStrategy(FilteringStrategy):
         if generator not in GENERATORS:
             raise ValueError(f"generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
         _check_int("start_round", start_round, 1)
-        if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0.0 <= theta <= 1.0:
-            raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
+        _check_unit("theta", theta)
         _check_int("audit_size", audit_size, 1)
-        if (
-            isinstance(consensus, bool)
-            or not isinstance(consensus, int | float)
-            or not 0.0 <= consensus <= 1.0
-        ):
-            raise ValueError(f"consensus must be a number in [0, 1], got {consensus!r}")
+        _check_unit("consensus", consensus)
         _check_int("per_class", per_class, 0)
         if score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -436,6 +430,11 @@ class AuditStrategy(FilteringStrategy):
             {labels[i]: reason for i, reason in result.dropped.items()},
         )
         return Verdict(kept=result.kept, dropped=dict(result.dropped), record=record)
+
+
+def _check_unit(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def _check_int(name: str, value: object, low: int) -> None:

@@ -280,6 +280,14 @@ def _check_predictions(predictions: np.ndarray) -> np.ndarray:
     return array
 
 
+def _check_labels(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``labels`` as an array, if it has one entry per column of ``predictions``."""
+    reference = np.asarray(labels)
+    if reference.shape != (predictions.shape[1],):
+        raise ValueError(f"labels must have shape ({predictions.shape[1]},), got {tuple(reference.shape)}")
+    return reference
+
+
 def majority_vote(predictions: np.ndarray) -> np.ndarray:
     """Label each audit sample by the most frequent prediction over the clients.
 
@@ -325,9 +333,7 @@ def audit_accuracies(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
         If the shapes disagree or ``predictions`` is not a non-empty 2-D integer array.
     """
     array = _check_predictions(predictions)
-    reference = np.asarray(labels)
-    if reference.shape != (array.shape[1],):
-        raise ValueError(f"labels must have shape ({array.shape[1]},), got {tuple(reference.shape)}")
+    reference = _check_labels(array, labels)
     return (array == reference[None, :]).mean(axis=1).astype(np.float64)
 
 
@@ -363,9 +369,7 @@ def consensus_mask(predictions: np.ndarray, labels: np.ndarray, min_agreement: f
     if not _is_real(min_agreement) or not 0.0 <= float(min_agreement) <= 1.0:
         raise ValueError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
     array = _check_predictions(predictions)
-    reference = np.asarray(labels)
-    if reference.shape != (array.shape[1],):
-        raise ValueError(f"labels must have shape ({array.shape[1]},), got {tuple(reference.shape)}")
+    reference = _check_labels(array, labels)
     agreement = (array == reference[None, :]).mean(axis=0)
     return np.asarray(agreement >= float(min_agreement) - 1e-12)
 
@@ -442,9 +446,7 @@ def worst_class_agreement(predictions: np.ndarray, labels: np.ndarray, *, min_co
     if not _is_int(min_count) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
     array = _check_predictions(predictions)
-    reference = np.asarray(labels)
-    if reference.shape != (array.shape[1],):
-        raise ValueError(f"labels must have shape ({array.shape[1]},), got {tuple(reference.shape)}")
+    reference = _check_labels(array, labels)
     values, counts = np.unique(reference, return_counts=True)
     scored = values[counts >= int(min_count)]
     if scored.size == 0:
@@ -560,17 +562,16 @@ def audit(
     }
     labels.setflags(write=False)
     accuracies.setflags(write=False)
+    scored = int(mask.sum())
     logger.info(
         "PDGAN audit at θ=%s on %s of %s samples: kept %s, dropped %s",
         theta,
-        int(mask.sum()),
+        scored,
         mask.size,
         kept,
         dropped,
     )
-    return AuditResult(
-        labels=labels, accuracies=accuracies, kept=kept, dropped=dropped, scored=int(mask.sum())
-    )
+    return AuditResult(labels=labels, accuracies=accuracies, kept=kept, dropped=dropped, scored=scored)
 
 
 def predict_all(models: Sequence[nn.Module], x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
