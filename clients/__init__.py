@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from flwr.app import RecordDict
 from flwr.client import NumPyClient
-from flwr.common import RecordDict
 
 from clients.benign import BenignClient, client_parts
 from clients.malicious import MALICIOUS_FACTORIES

@@ -27,7 +27,6 @@ from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 from torch import nn
 
-from clients.benign import ReportsPartition
 from fedsec.attacks.evasion import ATTACKS
 from fedsec.attacks.params import parse_attack_params
 from fedsec.cache import cached_tensors, tensors_digest
@@ -62,7 +61,7 @@ def weights_digest(parameters: NDArrays) -> str:
     return tensors_digest(list(parameters))
 
 
-class AdversarialClient(ReportsPartition, NumPyClient):
+class AdversarialClient(NumPyClient):
     """FDA³ device for ``partition_id``: sends gradients of the α-weighted natural/adversarial loss.
 
     Parameters

@@ -87,16 +87,7 @@ def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -
     }
 
 
-class ReportsPartition:
-    """``get_properties`` answers ``partition-id`` (the server's seeded sampler orders clients by it)."""
-
-    partition_id: int
-
-    def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
-        return {"partition-id": self.partition_id}
-
-
-class BenignClient(ReportsPartition, NumPyClient):
+class BenignClient(NumPyClient):
     """Honest client: trains the global model on its data with the configured optimizer.
 
     Parameters

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.common import ArrayRecord, NDArrays, RecordDict, Scalar
+from flwr.app import ArrayRecord, RecordDict
+from flwr.common import NDArrays, Scalar
 from torch import nn
 
 from clients.benign import BenignClient, client_parts

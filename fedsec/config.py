@@ -102,6 +102,17 @@ class RunConfig:
     round_timeout: float = _option(
         0.0, "seconds to wait for clients each round; 0 waits forever", _at_least(0)
     )
+    node_wait: float = _option(
+        10.0, "seconds the server waits for the federation's node count to settle before it fails", _positive
+    )
+    plugins: str = _option(
+        "", "comma-separated modules to import first; they register models, datasets, roles, strategies"
+    )
+    sweep: str = _option("", "a scenario's sweep 'KEY=V1,V2,...' (such scenarios run through `fedsec run`)")
+    sweep_table: str = _option("", "title of a sweep's or variants' comparison table")
+    variants: str = _option(
+        "", "a scenario's file of [variants.*] / [defenses.*] runs (such scenarios run through `fedsec run`)"
+    )
     # --- data
     dataset: str = _option("mnist-5k", "dataset name (see fedsec.data.DATASETS)")
     data_root: str = _option("", "directory holding dataset files, for datasets that need one")
@@ -121,11 +132,13 @@ class RunConfig:
     learning_rate: float = _option(0.05, "client learning rate", _positive)
     momentum: float = _option(0.9, "SGD momentum", _at_least(0))
     weight_decay: float = _option(0.0, "L2 weight decay", _at_least(0))
-    local_epochs: int = _option(1, "local epochs per round", _at_least(1))
+    local_epochs: int = _option(2, "local epochs per round", _at_least(1))
     batch_size: int = _option(32, "local batch size", _at_least(1))
     eval_batch_size: int = _option(500, "batch size for evaluation", _at_least(1))
     # --- federation and aggregation
-    num_clients: int = _option(10, "clients (simulated SuperNodes / partitions)", _at_least(1))
+    num_clients: int = _option(
+        0, "clients (simulated SuperNodes / partitions); 0: every node the federation has", _at_least(0)
+    )
     fraction_fit: float = _option(1.0, "fraction of clients sampled for training each round", _fraction)
     fraction_evaluate: float = _option(0.0, "fraction of clients asked for local evaluation", _at_least(0))
     strategy: str = _option("fedavg", "server strategy (see strategies.STRATEGIES)")
@@ -386,6 +399,9 @@ class RunConfig:
         return config
 
     def _check(self) -> None:
+        from fedsec.plugins import load_plugins
+
+        load_plugins(self.plugins)
         for key, spec in self.keys().items():
             value = getattr(self, spec.name)
             check = spec.metadata["check"]

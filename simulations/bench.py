@@ -8,7 +8,7 @@ on a noisy machine:
    (``client.fit`` one after the other, plus FedAvg and the server's evaluation):
    the compute floor.  SuperLink start, submit-to-first-record and round 1 (actor
    warm-up) are reported apart from the steady rounds.
-2. **aggregation** — milliseconds per ``aggregate_fit`` on synthetic updates for
+2. **aggregation** — milliseconds per ``aggregate_train`` on synthetic updates for
    every strategy (wrapped in fedsec's update guard, as runs use them) against
    Flower's own unguarded ``FedAvg``, by number of clients and model.
 3. **attacks** — seconds per 100 images for each registered evasion attack through
@@ -45,10 +45,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters
-from flwr.server.client_manager import SimpleClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAvg, Strategy
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, Strategy
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -273,28 +271,6 @@ def machine() -> dict[str, Any]:
 # ---------------------------------------------------------------------------- section 2: aggregation
 
 
-class BenchProxy(ClientProxy):
-    """A ClientProxy that only names a client (results are built directly, nothing is sent)."""
-
-    def __init__(self, cid: str) -> None:
-        super().__init__(cid)
-
-    def get_properties(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
-        raise NotImplementedError
-
-    def get_parameters(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
-        raise NotImplementedError
-
-    def fit(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
-        raise NotImplementedError
-
-    def evaluate(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
-        raise NotImplementedError
-
-    def reconnect(self, ins: Any, timeout: float | None, group_id: int | None) -> Any:
-        raise NotImplementedError
-
-
 def model_weights(name: str) -> list[np.ndarray]:
     """The float32 arrays of model ``name`` on MNIST-shaped input (what clients send)."""
     from fedsec.models import build_model
@@ -303,32 +279,39 @@ def model_weights(name: str) -> list[np.ndarray]:
     return get_weights(build_model(name, input_shape=MNIST_SHAPE, num_classes=NUM_CLASSES, seed=0))
 
 
-def synthetic_results(
-    weights: Sequence[np.ndarray], n: int, *, seed: int
-) -> list[tuple[ClientProxy, FitRes]]:
-    """``n`` seeded updates shaped like ``weights`` (global + small noise), as Flower's FitRes."""
+def synthetic_replies(weights: Sequence[np.ndarray], n: int, *, seed: int) -> list[Message]:
+    """``n`` seeded updates shaped like ``weights`` (global + small noise), as Flower's train replies."""
+    from simulations.local_grid import set_local_identity
+
+    set_local_identity()
     rng = np.random.default_rng(seed)
-    results: list[tuple[ClientProxy, FitRes]] = []
+    replies: list[Message] = []
     for i in range(n):
         arrays = [
             (w + (rng.random(w.shape, dtype=np.float32) - np.float32(0.5)) * np.float32(0.02)).astype(w.dtype)
             for w in weights
         ]
-        res = FitRes(
-            status=Status(code=Code.OK, message=""),
-            parameters=ndarrays_to_parameters(arrays),
-            num_examples=30 + i % 7,
-            metrics={"partition-id": i},
+        metrics = MetricRecord({"num-examples": 30 + i % 7, "partition-id": i})
+        instruction = Message(
+            RecordDict({"config": ConfigRecord()}), dst_node_id=1000 + i, message_type="train"
         )
-        results.append((BenchProxy(str(i)), res))
-    return results
+        content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": metrics})
+        replies.append(Message(content=content, reply_to=instruction))
+    return replies
 
 
-def ready_strategy(name: str, n: int, initial: Parameters, *, model: str) -> Strategy:
-    """``build_strategy`` for ``name`` at ``n`` clients of ``model``, after ``configure_fit`` of round 1.
+def bench_grid(n: int) -> Any:
+    """``n`` in-process nodes ``1000 + i`` that answer the partition query with ``i``."""
+    from simulations.local_grid import LocalGrid, partition_handler
 
-    ``configure_fit`` is what teaches the guard the model layout and gives FDA³ the
-    parameters its Adam step starts from, as in a real round.  ``model`` must be the
+    return LocalGrid({1000 + i: partition_handler(i) for i in range(n)})
+
+
+def ready_strategy(name: str, n: int, initial: list[np.ndarray], *, model: str) -> Strategy:
+    """``build_strategy`` for ``name`` at ``n`` clients of ``model``, after ``configure_train`` of round 1.
+
+    ``configure_train`` is what teaches the guard the model layout and gives FDA³ the
+    arrays its Adam step starts from, as in a real round.  ``model`` must be the
     architecture of ``initial``: defenses that evaluate client models (the GAN audit)
     build it.
     """
@@ -337,20 +320,19 @@ def ready_strategy(name: str, n: int, initial: Parameters, *, model: str) -> Str
     config = RunConfig.from_run_config(
         {"strategy": name, **WRAPPED.get(name, {}), "num-clients": n, "model": model}
     )
-    strategy = build_strategy(config, initial_parameters=initial)
-    manager = SimpleClientManager()
-    for i in range(n):
-        manager.register(BenchProxy(str(i)))
-    strategy.configure_fit(1, initial, manager)
+    strategy = build_strategy(config, initial_arrays=initial)
+    list(strategy.configure_train(1, ArrayRecord(initial), ConfigRecord(), bench_grid(n)))
     return strategy
 
 
-def flower_fedavg(n: int, initial: Parameters) -> Strategy:
+def flower_fedavg(n: int, initial: list[np.ndarray]) -> Strategy:
     """Flower's own FedAvg with the arguments fedsec gives it, without the guard (the reference)."""
     from strategies import flower_kwargs
 
     config = RunConfig.from_run_config({"strategy": "fedavg", "num-clients": n})
-    return FedAvg(**flower_kwargs(config, initial_parameters=initial, evaluate_fn=None))
+    strategy = FedAvg(**flower_kwargs(config))
+    list(strategy.configure_train(1, ArrayRecord(initial), ConfigRecord(), bench_grid(n)))
+    return strategy
 
 
 def _time_cell(fn: Callable[[], object], *, repeat: int, cell_seconds: float) -> tuple[float, int]:
@@ -363,7 +345,7 @@ def _time_cell(fn: Callable[[], object], *, repeat: int, cell_seconds: float) ->
 
 
 def bench_aggregation(ctx: Context) -> list[dict[str, Any]]:
-    """Section 2: ms per ``aggregate_fit`` by model, clients and strategy, against Flower's FedAvg."""
+    """Section 2: ms per ``aggregate_train`` by model, clients and strategy, against Flower's FedAvg."""
     from strategies import STRATEGIES
 
     plan = ctx.plan
@@ -388,12 +370,12 @@ def _aggregation_at(
 ) -> list[dict[str, Any]]:
     """The rows of one (model, n): each label timed on the same synthetic updates, or skipped."""
     params = int(sum(w.size for w in weights))
-    initial = ndarrays_to_parameters(weights)
+    initial = list(weights)
     rows = []
     if not ctx.budget.allows(5.0):
         return [_agg_row(model_name, params, n, label, status="skipped (budget)") for label in labels]
     ctx.say(f"aggregation: {model_name} ({params:,} parameters), {n} clients")
-    results = synthetic_results(weights, n, seed=n)
+    replies = synthetic_replies(weights, n, seed=n)
     reference_ms: float | None = None
     for label in labels:
         exponent = GROWTH.get(label, 1.0)
@@ -421,7 +403,7 @@ def _aggregation_at(
         aggregated: list[bool] = []
 
         def call(strategy: Strategy = strategy, aggregated: list[bool] = aggregated) -> None:
-            aggregated.append(strategy.aggregate_fit(1, results, [])[0] is not None)
+            aggregated.append(strategy.aggregate_train(1, replies)[0] is not None)
 
         seconds, count = _time_cell(call, repeat=ctx.plan.agg_repeat, cell_seconds=ctx.plan.agg_cell_seconds)
         last[label] = (n, seconds)
@@ -429,7 +411,7 @@ def _aggregation_at(
             reference_ms = seconds * 1000
         # A strategy that kept the previous model (the guard caught an error) did not do its work:
         # its time is not the defense's cost.
-        status = "ok" if all(aggregated) else "failed (aggregate_fit returned no model; see the log)"
+        status = "ok" if all(aggregated) else "failed (aggregate_train returned no model; see the log)"
         rows.append(
             _agg_row(
                 model_name,
@@ -1249,7 +1231,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("model", "model", "s"),
         ("clients", "clients", "d"),
         ("strategy", "strategy", "s"),
-        ("ms", "ms/aggregate_fit", ".1f"),
+        ("ms", "ms/aggregate_train", ".1f"),
         ("reference_ms", "Flower FedAvg ms", ".1f"),
         ("ratio", "ratio", ".2f"),
         ("added_pct_of_round", "+% of round", ".2f"),
@@ -1293,7 +1275,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 
 TITLES = {
     "simulation": "1. simulation overhead: flwr run (Ray) vs in-process compute floor, per round",
-    "aggregation": "2. aggregation and defense cost per aggregate_fit (synthetic updates)",
+    "aggregation": "2. aggregation and defense cost per aggregate_train (synthetic updates)",
     "attacks": "3. attack generation, seconds per 100 images (LeNet-5, MNIST-5k)",
     "memory": "4. memory of a simulation",
     "scale": "5. scale: 1000 simulated clients",
@@ -1366,7 +1348,7 @@ def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
     plan = BenchPlan.for_mode(quick=quick)
     ctx = Context(plan=plan, out=out, console=console, budget=Budget(plan.deadline_seconds))
     # Flower's INFO lines and the defenses' per-client "dropped client" warnings (hundreds per
-    # aggregate_fit at 200 clients) would flood the console and time the logging, not the math.
+    # aggregate_train at 200 clients) would flood the console and time the logging, not the math.
     quiet = {"flwr": logging.WARNING, "strategies": logging.ERROR, "fedsec": logging.ERROR}
     levels = {name: logging.getLogger(name).level for name in quiet}
     for name, quiet_level in quiet.items():
@@ -1425,5 +1407,5 @@ __all__ = [
     "markdown",
     "run_bench",
     "simulate",
-    "synthetic_results",
+    "synthetic_replies",
 ]

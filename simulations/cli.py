@@ -86,10 +86,16 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
             if not values:
                 labels = ", ".join(sweep.label(v) for v in sweep.values)
                 raise FedsecError(f"--only {args.only!r} matches none of the runs: {labels}")
-        variants = [(out / sweep.label(v), {**overrides, **sweep.overrides(v)}) for v in values]
+        # --set wins over a variant's own keys (e.g. --set layered-clip=false in every variant)
+        variants = [(out / sweep.label(v), {**sweep.overrides(v), **overrides}) for v in values]
     configs = []
     for run_out, run_values in variants:
         config = scenario.config(run_values)
+        if config.num_clients < 1:
+            raise FedsecError(
+                "num-clients must be >= 1 for `fedsec run`/`fedsec deploy` (they start that many nodes); "
+                "set it with --clients N"
+            )
         validate(config)
         configs.append(config.replace(out_dir=str(run_out)))
     return Plan(scenario=scenario, configs=configs, base=out, values=values)
@@ -104,7 +110,12 @@ def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
 
 
 def _follow(
-    console: Console, config: RunConfig, run: Callable[..., launcher.RunOutcome], **kwargs: Any
+    console: Console,
+    config: RunConfig,
+    run: Callable[..., launcher.RunOutcome],
+    *,
+    timeout: float = launcher.RUN_TIMEOUT,
+    **kwargs: Any,
 ) -> int:
     console.print(
         f"[bold]fedsec[/bold] {config.scenario}: {config.num_clients} clients, strategy {config.strategy}, "
@@ -124,10 +135,10 @@ def _follow(
             progress.update(
                 task,
                 completed=record["round"],
-                description=f"round {record['round']}: accuracy {record['accuracy']:.4f}",
+                description=f"round {record['round']}: accuracy {_number(record.get('accuracy'), '.4f')}",
             )
 
-        outcome = run(config, on_round=on_round, **kwargs)
+        outcome = run(config, on_round=on_round, timeout=timeout, **kwargs)
     print_final(console, Path(config.out_dir))
     console.print(
         f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s "
@@ -136,32 +147,38 @@ def _follow(
     return 0
 
 
+def _number(value: Any, fmt: str) -> str:
+    """``value`` formatted, or ``-`` when it is missing or not a number (e.g. a non-finite loss)."""
+    return format(value, fmt) if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
 def print_final(console: Console, out_dir: Path) -> None:
     """Print the per-round table and the final figures of a finished run."""
     summary = read_summary(out_dir)
     table = Table(title=f"{summary['scenario']} — per round")
-    for column in ("round", "accuracy", "loss", "seconds", "rejected"):
+    for column in ("round", "accuracy", "loss", "seconds", "failures", "rejected"):
         table.add_column(column, justify="right")
     for record in read_metrics(out_dir):
         table.add_row(
             str(record["round"]),
-            f"{record['accuracy']:.4f}",
-            f"{record['loss']:.4f}",
-            f"{record['seconds']:.1f}",
+            _number(record.get("accuracy"), ".4f"),
+            _number(record.get("loss"), ".4f"),
+            _number(record.get("seconds"), ".1f"),
+            str(record.get("failures", 0)),
             str(len(record.get("rejected", {}))),
         )
     console.print(table)
     final = summary["final"]
     console.print(
-        f"[bold]final accuracy {final['accuracy']:.4f}[/bold], loss {final['loss']:.4f}; "
-        f"plot: {out_dir / 'accuracy.png'}"
+        f"[bold]final accuracy {_number(final.get('accuracy'), '.4f')}[/bold], "
+        f"loss {_number(final.get('loss'), '.4f')}; plot: {out_dir / 'accuracy.png'}"
     )
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     plan = prepare_runs(args)
     for config in plan.configs:
-        _follow(console, config, launcher.run_simulation)
+        _follow(console, config, launcher.run_simulation, timeout=args.timeout)
     if plan.scenario.sweep is not None:
         summary = write_sweep_summary(
             plan.scenario, plan.base, [Path(c.out_dir) for c in plan.configs], plan.values
@@ -185,6 +202,7 @@ def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
         console,
         config,
         launcher.run_deployment,
+        timeout=args.timeout,
         nodes=args.nodes,
         certificates=certificates,
         authenticate=args.auth,
@@ -238,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key")
         command.add_argument("--rounds", type=int, help="shorthand for --set num-server-rounds=N")
         command.add_argument("--out", help="output directory (default: runs/<scenario>-<time>)")
+        command.add_argument(
+            "--timeout",
+            type=float,
+            default=launcher.RUN_TIMEOUT,
+            metavar="SECONDS",
+            help=f"stop waiting for a run after this long (default {launcher.RUN_TIMEOUT:.0f})",
+        )
         return command
 
     run = scenario_command("run", "run a scenario on Flower's Ray simulation engine")

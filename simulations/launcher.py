@@ -47,6 +47,8 @@ TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
 #: Seconds between run-status queries while a run is going (progress comes from metrics.jsonl).
 STATUS_INTERVAL = 10.0
+#: Default limit on one run's wall time, start-up included (``fedsec run --timeout``).
+RUN_TIMEOUT = 6 * 3600.0
 
 
 class LaunchError(FedsecError):
@@ -87,8 +89,10 @@ def flower_environment(home: Path, tag: str) -> dict[str, str]:
         }
     )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    # The app's packages must import in every Flower process, wherever it runs.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APP_DIR), env.get("PYTHONPATH", "")) if p)
+    # The app's packages, and plugin modules next to the user (working directory), must import in
+    # every Flower process, wherever it runs.
+    paths = (str(APP_DIR), str(Path.cwd()), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 
 
@@ -230,14 +234,37 @@ class FlowerSession:
         return ["--root-certificates", str(certs / "ca.crt")]
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
-        """Run a ``flwr`` CLI command against this session's SuperLink; return stdout."""
+        """Run a ``flwr`` CLI command against this session's SuperLink; return stdout.
+
+        It runs in this session's private Flower home, never in the user's working
+        directory: there ``flwr ls fedsec`` would read a ``fedsec/`` folder with a
+        ``pyproject.toml`` (the parent of a clone) as an app path.
+        """
         completed = subprocess.run(
-            [_bin("flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            [_bin("flwr"), *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if completed.returncode != 0:
             message = (completed.stderr or completed.stdout).strip().splitlines()
             raise LaunchError(f"`flwr {args[0]}` failed: {message[-1] if message else completed.returncode}")
         return completed.stdout
+
+    def flwr_json(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+        """``flwr ARGS --format json`` as a dict; ``"success": false`` is a :class:`LaunchError`."""
+        text = self.flwr(*args, "--format", "json", timeout=timeout)
+        try:
+            reply = json.loads(text)
+        except json.JSONDecodeError:
+            raise LaunchError(f"`flwr {args[0]}` did not answer in JSON: {text.strip()[:200]!r}") from None
+        if not isinstance(reply, dict) or not reply.get("success", False):
+            detail = reply.get("error-message") if isinstance(reply, dict) else None
+            raise LaunchError(f"`flwr {args[0]}` failed: {detail or reply}")
+        return reply
 
     def stop(self) -> None:
         """Stop every process this session started (and their descendants)."""
@@ -285,22 +312,32 @@ def submit_and_wait(
     federation_config: str | None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     poll: float = 1.0,
+    timeout: float = RUN_TIMEOUT,
+    app_dir: Path = APP_DIR,
 ) -> RunOutcome:
-    """Submit the app with ``flwr run``, follow progress, and wait for the final status."""
+    """Submit the app with ``flwr run``, follow progress in ``metrics.jsonl``, wait for the final status.
+
+    Raises
+    ------
+    LaunchError
+        If the run does not start, does not finish within ``timeout`` seconds, a
+        Flower process dies, or the run ends other than ``finished:completed``
+        (the message carries the run's last exception line).
+    """
     out_dir = Path(config.out_dir)
     started = time.monotonic()
     args = [
         "run",
-        str(APP_DIR),
+        str(app_dir),
         "fedsec",
         "--run-config",
         str(write_run_config(config, out_dir / "run_config.toml")),
     ]
     if federation_config:
         args += ["--federation-config", federation_config]
-    reply = json.loads(session.flwr(*args, "--format", "json"))
+    reply = session.flwr_json(*args)
     run_id = str(reply.get("run-id") or "")
-    if not reply.get("success") or not run_id:
+    if not run_id:
         raise LaunchError(f"flwr run did not start a run: {reply}")
     logger.info("submitted run %s", run_id)
     seen = 0
@@ -326,6 +363,11 @@ def submit_and_wait(
         if any(p.poll() is not None for p in session.processes):
             dead = [p.args[0] for p in session.processes if p.poll() is not None]  # type: ignore[index]
             raise LaunchError(f"a Flower process exited during the run: {dead}; see {session.log_dir}")
+        if time.monotonic() - started > timeout:
+            raise LaunchError(
+                f"run {run_id} did not finish within {timeout:.0f}s (last status {status or 'unknown'!r}); "
+                "raise it with --timeout"
+            )
         time.sleep(poll)
     for record in _read_new_rounds(out_dir, seen):
         if on_round is not None:
@@ -351,8 +393,7 @@ def last_exception(log: str) -> str:
 
 
 def _run_status(session: FlowerSession, run_id: str) -> str:
-    reply = json.loads(session.flwr("ls", "fedsec", "--run-id", run_id, "--format", "json"))
-    runs = reply.get("runs") or []
+    runs = session.flwr_json("ls", "fedsec", "--run-id", run_id).get("runs") or []
     return str(runs[0].get("status", "")) if runs else ""
 
 
@@ -376,14 +417,20 @@ def simulation_federation(num_clients: int) -> str:
 
 
 def run_simulation(
-    config: RunConfig, *, on_round: Callable[[dict[str, Any]], None] | None = None
+    config: RunConfig,
+    *,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = RUN_TIMEOUT,
+    app_dir: Path = APP_DIR,
 ) -> RunOutcome:
-    """Run ``config`` on Flower's Ray simulation engine, one SuperNode per client."""
+    """Run ``config`` (of the app in ``app_dir``) on Ray simulation, one SuperNode per client."""
     out_dir = Path(config.out_dir)
     with FlowerSession(simulation=True, log_dir=out_dir / "logs") as session:
         session.start_superlink()
         federation = simulation_federation(config.num_clients)
-        return submit_and_wait(session, config, federation_config=federation, on_round=on_round)
+        return submit_and_wait(
+            session, config, federation_config=federation, on_round=on_round, timeout=timeout, app_dir=app_dir
+        )
 
 
 def check_certificates(certificates: Path, *, nodes: int, authenticate: bool) -> None:
@@ -406,6 +453,7 @@ def run_deployment(
     certificates: Path | None = None,
     authenticate: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = RUN_TIMEOUT,
 ) -> RunOutcome:
     """Run ``config`` on Flower's deployment engine: a SuperLink and ``nodes`` SuperNodes on loopback.
 
@@ -445,4 +493,4 @@ def run_deployment(
                     f"partition-id={index} num-partitions={nodes}",
                 ],
             )
-        return submit_and_wait(session, config, federation_config=None, on_round=on_round)
+        return submit_and_wait(session, config, federation_config=None, on_round=on_round, timeout=timeout)

@@ -1,30 +1,37 @@
-"""The fedsec Flower ServerApp: builds the strategy from the run config and runs the rounds.
+"""The fedsec Flower ServerApp (Message API): builds the strategy from the run config and runs the rounds.
 
-It uses Flower's compatibility layer (``flwr.server.compat.start_grid`` with a
-``flwr.server.strategy.Strategy``), evaluates the global model on the server's
-held-out test split after every round — and, when ``eval-attacks`` names
-attacks, on adversarial test sets made against the initial model — and writes
-the run records (``metrics.jsonl``, ``summary.json``, ``accuracy.png``) to
-``out-dir``.  With ``fda3-baselines`` it also trains the FDA³ paper's
-comparison models and stores their table in ``summary.json``.
+``@app.main()`` waits for the federation's nodes (``num-clients = 0`` takes
+every node the grid reports; otherwise that many must be there, or the run
+stops within seconds with one line saying how to start them), builds the
+strategy stack of :func:`strategies.build_strategy` and runs it with Flower's
+``Strategy.start(grid=...)``.  After every round it evaluates the global model
+on the server's held-out test split — and, when ``eval-attacks`` names attacks,
+on adversarial test sets made against the initial model — and appends the
+round to ``metrics.jsonl`` under ``out-dir`` (default ``runs/<scenario>-<time>``
+under the directory the SuperLink runs in; the path is logged).  At the end it
+writes ``summary.json`` and the plots, logs the per-round table, and fails the
+run (so ``flwr`` reports it failed) when no round aggregated anything.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.common import Context, NDArrays, Scalar, ndarrays_to_parameters
-from flwr.server import Grid, ServerApp, ServerConfig
-from flwr.server.compat import start_grid
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
 
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit
+from fedsec.errors import ConfigError
 from fedsec.experiment import load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
 from fedsec.roles import parse_roles
@@ -32,12 +39,19 @@ from fedsec.training import evaluate, get_weights, set_weights
 from simulations.tables import final_tables
 from simulations.validate import validate
 from strategies import build_strategy
-from strategies.sampling import SeededClientManager
+from strategies.sampling import wait_for_nodes
 from strategies.wrapper import GroundTruth
 
 logger = logging.getLogger(__name__)
 
 app = ServerApp()
+
+#: Loggers whose INFO lines go to Flower's log (``flwr log`` / ``flwr run --stream``).
+APP_LOGGERS = ("fedsec", "strategies", "simulations", "clients")
+
+
+class RunFailed(RuntimeError):
+    """No round of the run aggregated an update (every client failed or was rejected)."""
 
 
 def make_evaluate_fn(
@@ -48,17 +62,15 @@ def make_evaluate_fn(
     recorder: RunRecorder,
     robust_sets: Mapping[str, TensorSplit] | None = None,
     attack_sets: Mapping[str, TensorSplit] | None = None,
-) -> Any:
+) -> Callable[[int, ArrayRecord], MetricRecord]:
     """Server-side evaluation on the held-out test split (and robust/attack sets); closes each round's record.
 
     ``attack_sets`` maps a record key to a test set whose accuracy is recorded
     each round (see :func:`attack_test_sets`).
     """
 
-    def evaluate_fn(
-        server_round: int, parameters: NDArrays, fit_config: dict[str, Scalar]
-    ) -> tuple[float, dict[str, Scalar]]:
-        set_weights(model, parameters)
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        set_weights(model, arrays.to_numpy_ndarrays())
         result = evaluate(model, test.x, test.y, num_classes=num_classes, batch_size=config.eval_batch_size)
         extra: dict[str, Any] = {}
         for name, split in (attack_sets or {}).items():
@@ -70,7 +82,7 @@ def make_evaluate_fn(
 
             extra["robust"] = accuracy_on(model, robust_sets, num_classes=num_classes)
         recorder.end_round(server_round, accuracy=result.accuracy, loss=result.loss, **extra)
-        return result.loss, {"accuracy": result.accuracy}
+        return MetricRecord({"accuracy": float(result.accuracy), "loss": float(result.loss)})
 
     return evaluate_fn
 
@@ -116,13 +128,13 @@ def ground_truth(config: RunConfig) -> GroundTruth:
 
 def validation_accuracy_fn(
     config: RunConfig, model: torch.nn.Module, validation: TensorSplit, num_classes: int
-) -> Callable[[NDArrays], float] | None:
+) -> Callable[[list[np.ndarray]], float] | None:
     """Accuracy of full model weights on the server's validation split (for the accuracy detector)."""
     if len(validation) == 0:
         return None
     scratch = copy.deepcopy(model)
 
-    def accuracy(weights: NDArrays) -> float:
+    def accuracy(weights: list[np.ndarray]) -> float:
         set_weights(scratch, weights)
         return evaluate(
             scratch, validation.x, validation.y, num_classes=num_classes, batch_size=config.eval_batch_size
@@ -131,15 +143,73 @@ def validation_accuracy_fn(
     return accuracy
 
 
-def fit_config(server_round: int) -> dict[str, Scalar]:
-    """What every client receives with ``fit``: the round (seeds its local shuffling)."""
-    return {"server-round": server_round}
+def default_out_dir(config: RunConfig, *, now: float | None = None) -> Path:
+    """``runs/<scenario>-<time>`` under the working directory (absolute)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return (Path.cwd() / "runs" / f"{config.scenario}-{stamp}").resolve()
+
+
+def resolve(config: RunConfig, grid: Grid) -> RunConfig:
+    """The run config with ``num-clients`` and ``out-dir`` filled in from the federation.
+
+    Raises
+    ------
+    ConfigError
+        For a scenario with a sweep or variants (those run through ``fedsec run``).
+    strategies.sampling.NodeWaitError
+        If the federation does not hold the nodes the run needs.
+    """
+    if config.sweep or config.variants:
+        raise ConfigError(
+            f"scenario {config.scenario} runs several variants; run it with `fedsec run {config.scenario}` "
+            "(or pick one with `fedsec run ... --only NAME`)"
+        )
+    nodes = wait_for_nodes(grid, expected=config.num_clients or None, settle=config.node_wait)
+    if config.num_clients == 0:
+        config = config.replace(num_clients=len(nodes))
+    if not config.out_dir:
+        config = config.replace(out_dir=str(default_out_dir(config)))
+    return config
+
+
+def route_logs() -> None:
+    """Send fedsec's INFO lines to Flower's log handlers (this process only)."""
+    flower = logging.getLogger("flwr")
+    for name in APP_LOGGERS:
+        target = logging.getLogger(name)
+        target.setLevel(INFO)
+        for handler in flower.handlers:
+            if handler not in target.handlers:
+                target.addHandler(handler)
+        target.propagate = False
+
+
+def round_table(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The per-round table as text lines: round, accuracy, loss, seconds, failures, rejected."""
+    lines = [f"{'round':>5} {'accuracy':>9} {'loss':>9} {'seconds':>8} {'failures':>8} {'rejected':>8}"]
+    for record in rounds:
+        loss = record.get("loss")
+        lines.append(
+            f"{record['round']:>5} {record['accuracy']:>9.4f} "
+            f"{(f'{loss:.4f}' if isinstance(loss, int | float) else '-'):>9} "
+            f"{record.get('seconds', 0.0):>8.1f} {record.get('failures', 0):>8} "
+            f"{len(record.get('rejected', {})):>8}"
+        )
+    return lines
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and write the records."""
-    config = RunConfig.from_run_config(context.run_config)
+    route_logs()
+    config = resolve(RunConfig.from_run_config(context.run_config), grid)
+    log(
+        INFO,
+        "fedsec: scenario %s on %s nodes; records → %s",
+        config.scenario,
+        config.num_clients,
+        config.out_dir,
+    )
     validate(config)
     torch.set_num_threads(max(1, config.torch_threads))
     bundle = load_bundle(config)
@@ -163,14 +233,24 @@ def main(grid: Grid, context: Context) -> None:
             )
     initial = copy.deepcopy(model)
     recorder = RunRecorder(
-        out_dir=Path(config.out_dir) if config.out_dir else None,
-        scenario=config.scenario,
-        config=config.to_run_config(),
+        out_dir=Path(config.out_dir), scenario=config.scenario, config=config.to_run_config()
     )
     truth = ground_truth(config)
+    weights = get_weights(model)
     strategy = build_strategy(
         config,
-        initial_parameters=ndarrays_to_parameters(get_weights(model)),
+        initial_arrays=weights,
+        recorder=recorder,
+        truth=truth,
+        accuracy_fn=validation_accuracy_fn(config, model, splits["validation"], bundle.num_classes),
+    )
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(weights),
+        num_rounds=config.num_server_rounds,
+        timeout=config.round_timeout or None,  # type: ignore[arg-type]  # None: no limit
+        train_config=ConfigRecord(),
+        evaluate_config=ConfigRecord(),
         evaluate_fn=make_evaluate_fn(
             config,
             model,
@@ -179,24 +259,6 @@ def main(grid: Grid, context: Context) -> None:
             recorder,
             robust_sets,
             attack_test_sets(config, bundle, splits["test"]),
-        ),
-        on_fit_config_fn=fit_config,
-        recorder=recorder,
-        truth=truth,
-        accuracy_fn=validation_accuracy_fn(config, model, splits["validation"], bundle.num_classes),
-    )
-    logger.info(
-        "fedsec: scenario %s, strategy %s, %s rounds", config.scenario, strategy, config.num_server_rounds
-    )
-    start_grid(
-        grid=grid,
-        config=ServerConfig(num_rounds=config.num_server_rounds, round_timeout=config.round_timeout or None),
-        strategy=strategy,
-        client_manager=SeededClientManager(
-            seed=config.seed,
-            malicious=truth.malicious,
-            malicious_per_round=config.malicious_per_round or None,
-            timeout=config.round_timeout or None,
         ),
     )
     tables = final_tables(
@@ -209,5 +271,14 @@ def main(grid: Grid, context: Context) -> None:
         rounds=recorder.rounds,
         malicious=truth.malicious,
     )
-    summary = recorder.finish(tables=tables)
-    logger.info("fedsec: final accuracy %s", summary["final"].get("accuracy"))
+    failed = strategy.aggregated_rounds == 0
+    reason = (
+        f"no round aggregated an update: {strategy.first_problem or 'no client replied'}" if failed else ""
+    )
+    status = {"status": "failed", "reason": reason} if failed else {"status": "completed"}
+    summary = recorder.finish(tables=tables, **status)
+    for line in round_table(recorder.rounds):
+        log(INFO, "fedsec: %s", line)
+    log(INFO, "fedsec: final accuracy %s; records in %s", summary["final"].get("accuracy"), config.out_dir)
+    if failed:
+        raise RunFailed(reason)

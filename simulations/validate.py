@@ -8,8 +8,6 @@ FDA³ attack monitor's assignment) fails now, with the config key in the message
 
 from __future__ import annotations
 
-from flwr.common import ndarrays_to_parameters
-
 from clients import CLIENT_ROLES, malicious_partitions
 from clients.malicious import sampled_per_round
 from fedsec.config import RunConfig
@@ -19,7 +17,12 @@ from strategies import build_strategy
 
 
 def validate(config: RunConfig) -> None:
-    """Raise a ``FedsecError`` (naming the key) if any name in ``config`` does not resolve."""
+    """Raise a ``FedsecError`` (naming the key) if any name in ``config`` does not resolve.
+
+    ``num-clients`` must be known (the ServerApp resolves 0 to the federation's node count first).
+    """
+    if config.num_clients < 1:
+        raise ConfigError("num-clients must be >= 1 here (the ServerApp resolves 0 from the federation)")
     for role in sorted(set(parse_roles(config.roles, config.num_clients).values())):
         CLIENT_ROLES[role]
     if config.eval_attacks or config.attack_params:
@@ -31,7 +34,7 @@ def validate(config: RunConfig) -> None:
         check_malicious_per_round(config)
     build_strategy(
         config,
-        initial_parameters=ndarrays_to_parameters([]),
+        initial_arrays=[],
         accuracy_fn=(lambda weights: 0.0) if config.validation_size else None,
     )
 

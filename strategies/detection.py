@@ -20,10 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from flwr.common import NDArrays
-from flwr.server.strategy import Strategy
+from flwr.serverapp.strategy import Strategy
 
-from fedsec.config import RunConfig
 from fedsec.defenses.detection import (
     RoundStatistics,
     Thresholds,
@@ -32,25 +30,15 @@ from fedsec.defenses.detection import (
     flag,
     max_l2_to,
     norm_ratios,
-    parse_detectors,
 )
 from fedsec.errors import ConfigError
 from fedsec.results import RunRecorder
 from fedsec.training import flatten
-from strategies.wrapper import FilteringStrategy, GroundTruth, Verdict
+from strategies.wrapper import FilteringStrategy, GroundTruth, NDArrays, Verdict
 
 logger = logging.getLogger(__name__)
 
 AccuracyFn = Callable[[NDArrays], float]
-
-
-def fixed_thresholds(config: RunConfig) -> Thresholds:
-    """The thresholds the config sets explicitly (unset ones are calibrated)."""
-    return Thresholds(
-        accuracy_gamma=config.accuracy_gamma or None,
-        l2_ratio=config.l2_ratio_threshold or None,
-        cosine_gap=config.cosine_gap or None,
-    )
 
 
 class DetectionStrategy(FilteringStrategy):
@@ -113,32 +101,6 @@ class DetectionStrategy(FilteringStrategy):
         self.drop = drop
         self.accuracy_fn = accuracy_fn
         self._history: list[RoundStatistics] = []
-
-    @classmethod
-    def from_config(
-        cls,
-        config: RunConfig,
-        *,
-        inner: Strategy,
-        accuracy_fn: AccuracyFn | None,
-        recorder: RunRecorder | None,
-        truth: GroundTruth,
-    ) -> DetectionStrategy:
-        try:
-            detectors = parse_detectors(config.detectors)
-        except ValueError as error:
-            raise ConfigError(f"config key 'detectors': {error}") from None
-        return cls(
-            inner=inner,
-            detectors=detectors,
-            thresholds=fixed_thresholds(config),
-            calibration_rounds=config.calibration_rounds,
-            margin=config.detector_margin,
-            drop=config.detectors_drop,
-            accuracy_fn=accuracy_fn,
-            recorder=recorder,
-            truth=truth,
-        )
 
     def statistics(self, updates: list[NDArrays]) -> tuple[np.ndarray, RoundStatistics]:
         """The round's flattened updates ``δ_i`` and their statistics."""

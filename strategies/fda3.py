@@ -1,27 +1,30 @@
 """FDA³ cloud side: average device gradients and step Adam on the server model (Song et al., Algorithm 2).
 
-A Flower ``FedAvg`` subclass whose ``aggregate_fit`` treats each result as a
-**gradient**: it averages them (``1/N Σ g_i``, :func:`fedsec.aggregation.gradient_mean`)
-and applies one Adam step (:func:`fedsec.aggregation.adam_step`, state kept
-across rounds) to the parameters it sent this round.  ``configure_fit`` is the
-attack monitor's channel: every round the fit config carries each device's
-assigned schemes (``fda3-schemes``) and the initial model's digest, and a scheme
-added at round r is logged as downloaded by its devices.
+A Flower ``FedAvg`` subclass (Message API) whose ``aggregate_train`` treats each
+reply as a **gradient**: it averages them (``1/N Σ g_i``,
+:func:`fedsec.aggregation.gradient_mean`) and applies one Adam step
+(:func:`fedsec.aggregation.adam_step`, state kept across rounds) to the model it
+sent this round.  ``configure_train`` is the attack monitor's channel: every
+round the train config carries each device's assigned schemes
+(``fda3-schemes``) and the initial model's digest, and a scheme added at round
+r is logged as downloaded by its devices.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flwr.common import FitIns, FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAvg
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
 
 from clients.adversarial import INITIAL_DIGEST_KEY, SCHEMES_KEY, encode_schemes, weights_digest
 from fedsec.aggregation import AdamState, adam_init, adam_step, gradient_mean
 from fedsec.attacks.monitor import AttackMonitor
+from strategies.messages import ndarrays_of, to_arrayrecord
 
 logger = logging.getLogger(__name__)
 
@@ -33,32 +36,37 @@ class FDA3(FedAvg):
     ----------
     monitor
         Which schemes each device uses in each round.
+    initial_arrays
+        The pre-trained initial model (its digest tells devices which model their cached pairs belong to).
     server_learning_rate, betas
         Adam hyper-parameters of the server step.
     **kwargs
-        Flower ``FedAvg`` arguments (``initial_parameters`` is required).
+        Flower ``FedAvg`` arguments.
     """
 
     def __init__(
         self,
         *,
         monitor: AttackMonitor,
+        initial_arrays: Sequence[np.ndarray],
         server_learning_rate: float,
         betas: tuple[float, float] = (0.9, 0.999),
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("initial_parameters") is None:
-            raise ValueError("FDA3 needs initial_parameters (the pre-trained initial model)")
-        if server_learning_rate <= 0:
-            raise ValueError(f"server_learning_rate must be > 0, got {server_learning_rate}")
+        if not isinstance(monitor, AttackMonitor):
+            raise ValueError(f"monitor must be an AttackMonitor, got {type(monitor).__name__}")
+        if isinstance(server_learning_rate, bool) or not server_learning_rate > 0:
+            raise ValueError(f"server_learning_rate must be > 0, got {server_learning_rate!r}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         super().__init__(**kwargs)
+        initial = [np.asarray(a) for a in initial_arrays]
         self.monitor = monitor
-        self.server_learning_rate = server_learning_rate
-        self.betas = betas
-        initial = parameters_to_ndarrays(kwargs["initial_parameters"])
+        self.server_learning_rate = float(server_learning_rate)
+        self.betas = (float(betas[0]), float(betas[1]))
         self.initial_digest = weights_digest(initial)
         self.adam: AdamState = adam_init(initial)
-        self._sent: Parameters | None = None
+        self._sent: ArrayRecord | None = None
 
     def __repr__(self) -> str:
         return f"FDA3(lr={self.server_learning_rate}, betas={self.betas})"
@@ -67,10 +75,10 @@ class FDA3(FedAvg):
         """Every device's schemes in ``server_round``."""
         return {pid: self.monitor.schemes_for(pid, server_round) for pid in self.monitor.partitions}
 
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        self._sent = parameters
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._sent = arrays
         for addition in self.monitor.newly_added(server_round):
             logger.info(
                 "round %s: new attack %s; devices %s download the scheme",
@@ -78,28 +86,20 @@ class FDA3(FedAvg):
                 addition.attack,
                 list(addition.partitions),
             )
-        instructions = super().configure_fit(server_round, parameters, client_manager)
-        extra: dict[str, Scalar] = {
-            SCHEMES_KEY: encode_schemes(self.schemes(server_round)),
-            INITIAL_DIGEST_KEY: self.initial_digest,
-        }
-        return [(proxy, FitIns(ins.parameters, {**ins.config, **extra})) for proxy, ins in instructions]
+        config[SCHEMES_KEY] = encode_schemes(self.schemes(server_round))
+        config[INITIAL_DIGEST_KEY] = self.initial_digest
+        return super().configure_train(server_round, arrays, config, grid)
 
-    def aggregate_fit(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, FitRes]],
-        failures: list[tuple[ClientProxy, FitRes] | BaseException],
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if not results or self._sent is None:
-            return None, {}
-        gradients = [parameters_to_ndarrays(res.parameters) for _, res in results]
-        mean = gradient_mean(gradients)
-        current = parameters_to_ndarrays(self._sent)
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid or self._sent is None:
+            return None, None
+        mean = gradient_mean([ndarrays_of(msg) for msg in valid])
+        current = self._sent.to_numpy_ndarrays()
         updated, self.adam = adam_step(
             current, mean, self.adam, lr=self.server_learning_rate, betas=self.betas
         )
-        metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn is not None:
-            metrics = self.fit_metrics_aggregation_fn([(res.num_examples, res.metrics) for _, res in results])
-        return ndarrays_to_parameters(updated), metrics
+        metrics = self.train_metrics_aggr_fn([msg.content for msg in valid], self.weighted_by_key)
+        return to_arrayrecord(updated, list(self._sent.keys())), metrics

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.common import Parameters, Scalar
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from fedsec.defenses.detection import confusion
 from fedsec.defenses.flame import flame
 from strategies.update_based import UpdateAggregator
-from strategies.wrapper import Failures, FitResults, ServerEnv, labels_of
+from strategies.wrapper import ServerEnv, labels_of
 
 __all__ = ["Flame"]
 
@@ -41,7 +42,7 @@ class Flame(UpdateAggregator):
     env
         Run record and ground truth (for the records only).
     **kwargs
-        Flower ``FedAvg`` arguments.
+        Flower ``FedAvg`` arguments (Message API).
 
     Notes
     -----
@@ -50,7 +51,9 @@ class Flame(UpdateAggregator):
     ``flame: {"clip_norm": S_t, "noise_std": λ·S_t}``.
     """
 
-    def __init__(self, *, noise_lambda: float, seed: int, env: ServerEnv, **kwargs: Any) -> None:
+    def __init__(
+        self, *, noise_lambda: float, seed: int, env: ServerEnv | None = None, **kwargs: Any
+    ) -> None:
         if (
             not isinstance(noise_lambda, int | float)
             or isinstance(noise_lambda, bool)
@@ -67,13 +70,13 @@ class Flame(UpdateAggregator):
     def __repr__(self) -> str:
         return f"Flame(noise_lambda={self.noise_lambda})"
 
-    def aggregate_fit(
-        self, server_round: int, results: FitResults, failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        decoded = self.round_updates(results, failures)
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        decoded = self.round_updates(replies)
         if decoded is None:
-            return None, {}
-        reference, labels, deltas = decoded
+            return None, None
+        reference, valid, labels, deltas = decoded
         result = flame(
             deltas,
             noise_lambda=self.noise_lambda,
@@ -102,4 +105,4 @@ class Flame(UpdateAggregator):
                 flame={"clip_norm": result.clip_norm, "noise_std": result.noise_std},
             )
 
-        return self.new_global(reference, result.update, results, result.kept)
+        return self.new_global(reference, result.update, valid, result.kept)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.common import Parameters, Scalar
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from fedsec.defenses.detection import confusion
 from fedsec.defenses.foolsgold import FoolsGoldHistory, foolsgold_aggregate, foolsgold_weights
 from strategies.update_based import UpdateAggregator
-from strategies.wrapper import Failures, FitResults, ServerEnv, labels_of
+from strategies.wrapper import ServerEnv, labels_of
 
 __all__ = ["FoolsGold"]
 
@@ -41,7 +42,7 @@ class FoolsGold(UpdateAggregator):
     env
         Run record and ground truth (for the records only).
     **kwargs
-        Flower ``FedAvg`` arguments.
+        Flower ``FedAvg`` arguments (Message API).
 
     Notes
     -----
@@ -52,7 +53,7 @@ class FoolsGold(UpdateAggregator):
     kept (``None`` parameters).
     """
 
-    def __init__(self, *, kappa: float, env: ServerEnv, **kwargs: Any) -> None:
+    def __init__(self, *, kappa: float, env: ServerEnv | None = None, **kwargs: Any) -> None:
         if (
             not isinstance(kappa, int | float)
             or isinstance(kappa, bool)
@@ -67,13 +68,13 @@ class FoolsGold(UpdateAggregator):
     def __repr__(self) -> str:
         return f"FoolsGold(kappa={self.kappa})"
 
-    def aggregate_fit(
-        self, server_round: int, results: FitResults, failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        decoded = self.round_updates(results, failures)
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        decoded = self.round_updates(replies)
         if decoded is None:
-            return None, {}
-        reference, labels, deltas = decoded
+            return None, None
+        reference, valid, labels, deltas = decoded
         histories = self.history.update(labels, deltas)
         weights = foolsgold_weights(histories, kappa=self.kappa)
 
@@ -95,6 +96,6 @@ class FoolsGold(UpdateAggregator):
             )
         if not kept:
             logger.warning("round %s: every FoolsGold weight is 0; keeping the previous model", server_round)
-            return None, {}
+            return None, None
 
-        return self.new_global(reference, foolsgold_aggregate(deltas, weights), results, kept)
+        return self.new_global(reference, foolsgold_aggregate(deltas, weights), valid, kept)

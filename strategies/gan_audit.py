@@ -15,7 +15,7 @@ networks" (PDGAN).  Every round the server
 The paper updates the discriminator "from the aggregated model"; the aggregate
 of round ``t - 1`` is exactly the global model the clients of round ``t``
 started from, which is what :attr:`StrategyWrapper.global_arrays` holds when
-``aggregate_fit`` runs.  ``audit="inversion"`` replaces the generator by model
+``aggregate_train`` runs.  ``audit="inversion"`` replaces the generator by model
 inversion of the global model (:func:`fedsec.defenses.inversion.invert_classes`),
 the weaker alternative the paper compares against; no GAN is trained then.
 
@@ -33,20 +33,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.common import NDArrays
-from flwr.server.strategy import Strategy
+from flwr.serverapp.strategy import Strategy
 from torch import nn
 
-from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
 from fedsec.defenses.audit import SCORES, audit, audit_set, predict_all, train_gan
 from fedsec.defenses.inversion import invert_classes
 from fedsec.errors import ConfigError
-from fedsec.experiment import derive_seed, load_bundle, new_model, server_data, torch_generator
+from fedsec.experiment import derive_seed, torch_generator
 from fedsec.models.gan import Generator, discriminator_from, refresh_discriminator
 from fedsec.results import RunRecorder
 from fedsec.training import set_weights
-from strategies.wrapper import FilteringStrategy, GroundTruth, ServerEnv, Verdict
+from strategies.wrapper import FilteringStrategy, GroundTruth, NDArrays, Verdict
 
 __all__ = ["AUDIT_STREAM", "GENERATORS", "AuditStrategy", "parse_classes", "save_grid"]
 
@@ -274,66 +272,6 @@ class AuditStrategy(FilteringStrategy):
                 seed=derive_seed(self.seed, AUDIT_STREAM),
             )
 
-    @classmethod
-    def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> AuditStrategy:
-        """Build the audit from ``config`` (``audit*``, ``auxiliary-*``, ``gan-*``, ``inversion-*``).
-
-        Raises
-        ------
-        ConfigError
-            If ``audit`` is not set, ``auxiliary-classes`` is malformed, or ``audit=gan``
-            has no auxiliary data (the message names the key).
-        """
-        if config.audit not in GENERATORS:
-            raise ConfigError(
-                f"config key 'audit' must be one of: {', '.join(GENERATORS)}, got {config.audit!r}"
-            )
-        bundle = load_bundle(config)
-        classes = parse_classes(config.auxiliary_classes, num_classes=bundle.num_classes)
-        auxiliary = server_data(config, bundle)["auxiliary"]
-        if config.audit == "gan" and len(auxiliary) == 0:
-            raise ConfigError(
-                "audit=gan needs auxiliary-size > 0 (the server's labelled auxiliary set the GAN trains on), "
-                f"got config key 'auxiliary-size'={config.auxiliary_size}"
-            )
-        keep = np.flatnonzero(np.isin(auxiliary.y.numpy(), classes))
-        auxiliary = auxiliary.subset(keep)
-        if config.audit == "gan" and len(auxiliary) == 0:
-            raise ConfigError(
-                f"audit=gan: the auxiliary set holds no example of config key 'auxiliary-classes'="
-                f"{config.auxiliary_classes!r}; raise 'auxiliary-size' or choose other classes"
-            )
-        logger.info(
-            "PDGAN audit (%s): %s auxiliary examples of classes %s", config.audit, len(auxiliary), classes
-        )
-        return cls(
-            inner=inner,
-            generator=config.audit,
-            start_round=config.audit_start_round,
-            theta=config.audit_threshold,
-            relative=config.audit_relative,
-            consensus=config.audit_consensus,
-            per_class=config.audit_per_class,
-            score=config.audit_score,
-            audit_size=config.audit_size,
-            model=new_model(config, bundle),
-            model_name=config.model,
-            input_shape=bundle.input_shape,
-            num_classes=bundle.num_classes,
-            auxiliary=auxiliary,
-            gan_steps=config.gan_steps,
-            gan_batch_size=config.gan_batch_size,
-            gan_learning_rate=config.gan_learning_rate,
-            gan_class_balance=config.gan_class_balance,
-            inversion_steps=config.inversion_steps,
-            inversion_learning_rate=config.inversion_learning_rate,
-            seed=config.seed,
-            out_dir=Path(config.out_dir) if config.out_dir else None,
-            recorder=env.recorder,
-            truth=env.truth,
-        )
-
-    # ------------------------------------------------------------------ Algorithm 1
     def train_generator(self, server_round: int) -> dict[str, float]:
         """Refresh the discriminator from the global model and train the GAN one round; return its losses."""
         assert self.generator is not None and self.auxiliary is not None
@@ -392,7 +330,7 @@ class AuditStrategy(FilteringStrategy):
 
     def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
         if self.global_arrays is None:
-            raise RuntimeError("configure_fit must run before aggregate_fit (no global model yet)")
+            raise RuntimeError("configure_train must run before aggregate_train (no global model yet)")
         set_weights(self._global, self.global_arrays)
         record: dict[str, Any] = {"audit": self.generator_kind}
         if self.generator is not None:

@@ -1,138 +1,295 @@
-"""A wrapper that screens every client update before the inner strategy sees it.
+"""A wrapper that screens every client reply before the inner strategy sees it.
 
 Every fedsec strategy is wrapped in :class:`GuardedStrategy` (the registry does
-it), the way Flower wraps strategies for differential privacy.  Per round it
+it), the way Flower wraps strategies for differential privacy; it wraps any
+Message-API strategy just as well (``GuardedStrategy(inner=FedAvg())``).  Per
+round it
 
-* decodes each client's parameters and rejects those that are malformed
-  (undecodable bytes, wrong number of arrays, wrong shape or dtype, NaN/Inf:
-  :func:`fedsec.validation.screen_update`) with a logged reason;
-* counts clients that failed (exceptions, timeouts, error replies);
-* passes only well-formed results to the inner strategy, in a fixed order (by
-  ``partition-id``, then node id), so that the floating-point sums of the
-  aggregation do not depend on the order in which the engine delivered them
-  (Ray's changes from run to run); and if the inner
-  aggregation itself raises (e.g. Bulyan with too few clients left) keeps the
-  previous global model for the round instead of ending the run;
+* optionally draws the round's nodes from the run seed
+  (:class:`~strategies.sampling.SeededSampler`) and hands the inner strategy a
+  view of the grid holding only them;
+* decodes each train reply and rejects the malformed ones with a logged reason:
+  undecodable arrays, other array keys than the global model's, the wrong
+  number, shape or dtype of arrays, NaN/Inf
+  (:func:`fedsec.validation.screen_update`), a ``num-examples`` that is not a
+  positive integer, or a ``partition-id`` other than the node's;
+* counts the clients that failed (error replies: exceptions, timeouts) with
+  their reasons;
+* passes the well-formed replies to the inner strategy in a fixed order (by
+  ``partition-id``, then node id), with metric records reduced to the keys all
+  of them share (Flower's strategies refuse replies whose keys differ), so that
+  the floating-point sums of the aggregation do not depend on the order in
+  which the engine delivered them;
+* keeps the previous global model when the inner aggregation raises or returns
+  a non-finite model, and casts the aggregate back to the model's dtypes
+  (integer buffers stay integers);
 * writes every decision into the run record.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable
+from typing import Any
 
-from flwr.common import FitIns, FitRes, NDArrays, Parameters, Scalar, parameters_to_ndarrays
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fedsec.results import RunRecorder
 from fedsec.validation import ArraySpec, layout_of, screen_update
-from strategies.wrapper import Failures, FitResults, StrategyWrapper, client_label, partition_order
+from strategies.messages import (
+    NUM_EXAMPLES_KEY,
+    arrays_of,
+    client_label,
+    describe_error,
+    metrics_of,
+    partition_order,
+    reply_partition,
+    with_content,
+)
+from strategies.sampling import GridView, SeededSampler
+from strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GuardedStrategy", "client_label"]
+__all__ = ["GuardedStrategy"]
 
 
 class GuardedStrategy(StrategyWrapper):
-    """Screen updates for ``inner`` and record what was rejected and why.
+    """Screen replies for ``inner`` and record what was rejected and why.
 
     Parameters
     ----------
     inner
-        Any Flower strategy; it aggregates what the guard keeps.
+        Any Message-API strategy; it aggregates what the guard keeps.
     recorder
         Where per-round decisions go; ``None`` only logs them.
+    sampler
+        Draws each round's nodes from the run seed (``None``: the inner strategy samples).
     """
 
-    def __init__(self, *, inner: Strategy, recorder: RunRecorder | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        inner: Strategy,
+        recorder: RunRecorder | None = None,
+        sampler: SeededSampler | None = None,
+    ) -> None:
         super().__init__(inner=inner)
+        if sampler is not None and not isinstance(sampler, SeededSampler):
+            raise ValueError(f"sampler must be a SeededSampler or None, got {type(sampler).__name__}")
         self.recorder = recorder
+        self.sampler = sampler
         self._layout: tuple[ArraySpec, ...] | None = None
+        #: Rounds whose aggregation produced a new global model.
+        self.aggregated_rounds = 0
+        #: The first reason a client failed or an update was rejected ("" while none).
+        self.first_problem = ""
 
     def __repr__(self) -> str:
         return f"GuardedStrategy({self.inner!r})"
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        parameters = super().initialize_parameters(client_manager)
-        if self.global_arrays is not None:
-            self._layout = layout_of(self.global_arrays)
-        return parameters
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        instructions = super().configure_fit(server_round, parameters, client_manager)
-        assert self.global_arrays is not None
+    # ------------------------------------------------------------ configure
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config["server-round"] = server_round
+        self.global_keys = list(arrays.keys())
+        self.global_arrays = arrays.to_numpy_ndarrays()
         self._layout = layout_of(self.global_arrays)
-        return instructions
+        view = self._view(grid, evaluate=False)
+        return self.inner.configure_train(server_round, arrays, config, view)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config["server-round"] = server_round
+        view = self._view(grid, evaluate=True)
+        return self.inner.configure_evaluate(server_round, arrays, config, view)
+
+    def _view(self, grid: Grid, *, evaluate: bool) -> Grid:
+        if self.sampler is None:
+            return grid
+        return GridView(grid, self.sampler.sample(grid, evaluate=evaluate))
 
     # ------------------------------------------------------------- screening
-    def screen(self, server_round: int, results: FitResults, failures: Failures) -> FitResults:
-        """Return the well-formed results; log and record the rest and the failures."""
-        if self._layout is None:
-            raise RuntimeError("configure_fit must run before aggregate_fit (no model layout yet)")
-        kept: FitResults = []
+    def label(self, msg: Message) -> str:
+        """The client's label: its partition id (from the sampler's map for error replies), else its node."""
+        if not msg.has_error():
+            return client_label(msg)
+        if self.sampler is not None:
+            return self.sampler.label(msg.metadata.src_node_id)
+        return f"node-{msg.metadata.src_node_id}"
+
+    def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Return the well-formed replies, in partition order; log and record the rest and the failures."""
+        if self._layout is None or self.global_keys is None:
+            raise RuntimeError("configure_train must run before aggregate_train (no model layout yet)")
+        replies = list(replies)
+        kept: list[Message] = []
         rejected: dict[str, str] = {}
-        for proxy, res in results:
-            label = client_label(proxy, res)
-            reason = _decode_and_screen(res, self._layout)
+        failed: dict[str, str] = {}
+        for msg in replies:
+            label = self.label(msg)
+            if msg.has_error():
+                failed[label] = describe_error(msg)
+                logger.warning("round %s: client %s failed: %s", server_round, label, failed[label])
+                continue
+            reason = self._problem(msg)
             if reason is None:
-                kept.append((proxy, res))
+                kept.append(msg)
             else:
                 rejected[label] = reason
                 logger.warning("round %s: rejected update from client %s: %s", server_round, label, reason)
-        for failure in failures:
-            logger.warning("round %s: client failure: %s", server_round, _describe_failure(failure))
-        kept.sort(key=_delivery_independent_order)
+        for reason in (*failed.values(), *rejected.values()):
+            self.first_problem = self.first_problem or reason
+        kept.sort(key=lambda msg: partition_order(reply_partition(msg), msg.metadata.src_node_id))
         if self.recorder is not None:
             self.recorder.note(
                 server_round,
-                received=len(results),
-                failures=len(failures),
+                received=len(replies),
+                failures=len(failed),
                 rejected=rejected,
+                **({"failed": failed} if failed else {}),
             )
-        return kept
+        return _common_metrics(kept)
 
-    def aggregate_fit(
-        self, server_round: int, results: FitResults, failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        kept = self.screen(server_round, results, failures)
+    def _problem(self, msg: Message) -> str | None:
+        """Why reply ``msg`` cannot be aggregated, or ``None``."""
+        assert self._layout is not None and self.global_keys is not None
+        record = arrays_of(msg)
+        if record is None or len(msg.content.array_records) != 1:
+            return "the reply must carry exactly one ArrayRecord"
+        if list(record.keys()) != self.global_keys:
+            return (
+                f"array keys {_short(list(record.keys()))} differ from the model's {_short(self.global_keys)}"
+            )
+        try:
+            arrays = record.to_numpy_ndarrays()
+        except Exception as error:  # noqa: BLE001 - any undecodable payload is a rejection
+            return f"arrays could not be decoded ({type(error).__name__}: {error})"
+        problem = screen_update(arrays, self._layout)
+        if problem is not None:
+            return problem
+        metrics = metrics_of(msg)
+        count = metrics.get(NUM_EXAMPLES_KEY)
+        if isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count):
+            return f"{NUM_EXAMPLES_KEY} must be a finite number, got {count!r}"
+        if count <= 0 or float(count) != int(count):
+            return f"{NUM_EXAMPLES_KEY} must be a positive integer, got {count!r}"
+        if self.sampler is not None and msg.metadata.src_node_id in self.sampler.partitions:
+            known = self.sampler.partitions[msg.metadata.src_node_id]
+            reported = reply_partition(msg)
+            if known is not None and reported != known:
+                node = msg.metadata.src_node_id
+                return f"reports partition-id {reported!r} but node {node} is partition {known}"
+        return None
+
+    # ----------------------------------------------------------- aggregation
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        kept = self.screen(server_round, replies)
         if not kept:
             logger.warning("round %s: no well-formed update; keeping the previous model", server_round)
-            return None, {}
+            self._note(server_round, aggregated=False, reason="no well-formed update")
+            return None, None
         try:
-            return self.inner.aggregate_fit(server_round, kept, failures)
-        except (ValueError, ArithmeticError, IndexError) as error:
+            arrays, metrics = self.inner.aggregate_train(server_round, kept)
+        except Exception as error:  # noqa: BLE001 - a failed aggregation keeps the previous model
+            reason = (
+                f"{type(self.inner).__name__} could not aggregate {len(kept)} updates "
+                f"({type(error).__name__}: {error})"
+            )
+            logger.error("round %s: %s; keeping the previous model", server_round, reason)
+            self._note(server_round, aggregated=False, reason=reason)
+            return None, None
+        if arrays is None:
+            self._note(
+                server_round, aggregated=False, reason=f"{type(self.inner).__name__} returned no model"
+            )
+            return None, metrics
+        checked, reason = self._checked_aggregate(arrays)
+        if checked is None:
+            logger.error("round %s: %s; keeping the previous model", server_round, reason)
+            self._note(server_round, aggregated=False, reason=reason)
+            return None, metrics
+        self.aggregated_rounds += 1
+        self._note(server_round, aggregated=True)
+        return checked, metrics
+
+    def _checked_aggregate(self, arrays: ArrayRecord) -> tuple[ArrayRecord | None, str]:
+        """The aggregate cast to the model's dtypes, or ``None`` and why it cannot be the next model."""
+        assert self._layout is not None and self.global_keys is not None
+        if list(arrays.keys()) != self.global_keys:
+            return None, "the aggregate's array keys differ from the model's"
+        values = arrays.to_numpy_ndarrays()
+        if len(values) != len(self._layout):
+            return None, f"the aggregate has {len(values)} arrays, the model {len(self._layout)}"
+        cast: list[np.ndarray] = []
+        for index, (value, spec) in enumerate(zip(values, self._layout, strict=True)):
+            if tuple(value.shape) != spec.shape:
+                return None, f"aggregate array {index} has shape {value.shape}, expected {spec.shape}"
+            if np.issubdtype(value.dtype, np.inexact) and not np.all(np.isfinite(value)):
+                return None, f"aggregate array {index} is not finite"
+            if value.dtype != spec.dtype:
+                value = np.rint(value) if np.issubdtype(spec.dtype, np.integer) else value
+                value = value.astype(spec.dtype)
+            cast.append(value)
+        return self.as_record(cast), ""
+
+    def _note(self, server_round: int, *, aggregated: bool, reason: str = "") -> None:
+        if not aggregated:
+            self.first_problem = self.first_problem or reason
+        if self.recorder is not None:
+            fields: dict[str, Any] = {"aggregated": aggregated}
+            if reason:
+                fields["aggregation_error"] = reason
+            self.recorder.note(server_round, **fields)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        good = _common_metrics([msg for msg in replies if not msg.has_error()])
+        for msg in replies:
+            if msg.has_error():
+                logger.warning(
+                    "round %s: client %s failed to evaluate: %s",
+                    server_round,
+                    self.label(msg),
+                    describe_error(msg),
+                )
+        if not good:
+            return None
+        try:
+            return self.inner.aggregate_evaluate(server_round, good)
+        except Exception as error:  # noqa: BLE001 - client-side evaluation is informative only
             logger.error(
-                "round %s: %s could not aggregate %s updates (%s); keeping the previous model",
+                "round %s: client evaluation not aggregated (%s: %s)",
                 server_round,
-                type(self.inner).__name__,
-                len(kept),
+                type(error).__name__,
                 error,
             )
-            if self.recorder is not None:
-                self.recorder.note(server_round, aggregation_error=f"{type(error).__name__}: {error}")
-            return None, {}
+            return None
 
 
-def _delivery_independent_order(result: tuple[ClientProxy, FitRes]) -> tuple[int, int, str]:
-    proxy, res = result
-    return partition_order(res.metrics.get("partition-id"), proxy.cid)
+def _common_metrics(replies: list[Message]) -> list[Message]:
+    """``replies`` with metric records reduced to the keys every one of them has (lists dropped)."""
+    if not replies:
+        return replies
+    records = [metrics_of(msg) for msg in replies]
+    common = set.intersection(*(set(r.keys()) for r in records))
+    common = {k for k in common if all(not isinstance(r[k], list) for r in records)}
+    out = []
+    for msg, record in zip(replies, records, strict=True):
+        if set(record.keys()) == common and len(msg.content.metric_records) == 1:
+            out.append(msg)
+        else:
+            out.append(with_content(msg, metrics=MetricRecord({k: record[k] for k in sorted(common)})))
+    return out
 
 
-def _decode_and_screen(res: FitRes, layout: tuple[ArraySpec, ...]) -> str | None:
-    try:
-        arrays: NDArrays = parameters_to_ndarrays(res.parameters)
-    except Exception as error:  # noqa: BLE001 - any undecodable payload is a rejection
-        return f"parameters could not be decoded ({type(error).__name__}: {error})"
-    return screen_update(arrays, layout)
-
-
-def _describe_failure(failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
-    if isinstance(failure, BaseException):
-        return f"{type(failure).__name__}: {failure}"
-    proxy, res = failure
-    return (
-        f"client {client_label(proxy, res)} replied with status {res.status.code.name}: {res.status.message}"
-    )
+def _short(keys: list[str]) -> str:
+    return str(keys) if len(keys) <= 4 else f"[{', '.join(keys[:3])}, … ({len(keys)} keys)]"

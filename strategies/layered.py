@@ -17,36 +17,26 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.common import (
-    FitIns,
-    NDArrays,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from torch import nn
 
-from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
 from fedsec.defenses.attention import distill
 from fedsec.defenses.selection import layered_selection, median_norm_clip
-from fedsec.errors import ConfigError
-from fedsec.experiment import load_bundle, new_model, server_data, torch_generator
+from fedsec.experiment import torch_generator
 from fedsec.results import RunRecorder
 from fedsec.training import flatten, get_weights, make_optimizer, set_weights
+from strategies.messages import to_arrayrecord
 from strategies.wrapper import (
-    Failures,
     FilteringStrategy,
-    FitResults,
     GroundTruth,
-    ServerEnv,
+    NDArrays,
     StrategyWrapper,
     Verdict,
 )
@@ -65,7 +55,7 @@ class LayeredDefense(FilteringStrategy):
 
     The reference direction is the previous global update: the global model
     sent in this round minus the one sent in the round before (tracked in
-    :meth:`configure_fit`).  In round 1 there is none and the negative-cosine
+    :meth:`configure_train`).  In round 1 there is none and the negative-cosine
     step is skipped.  A round whose aggregate kept the previous model (zero
     global update) does not erase the reference: the last non-zero global
     update stays in force.
@@ -125,23 +115,10 @@ class LayeredDefense(FilteringStrategy):
             f"clip={self.clip}, min_samples={self.min_samples}, {self.inner!r})"
         )
 
-    @classmethod
-    def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> LayeredDefense:
-        """Build from the ``layered-*`` keys (drop-negative, cluster, clip, min-samples)."""
-        return cls(
-            inner=inner,
-            drop_negative=config.layered_drop_negative,
-            cluster=config.layered_cluster,
-            clip=config.layered_clip,
-            min_samples=config.layered_min_samples or None,
-            recorder=env.recorder,
-            truth=env.truth,
-        )
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        instructions = super().configure_fit(server_round, parameters, client_manager)
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        instructions = super().configure_train(server_round, arrays, config, grid)
         assert self.global_arrays is not None
         current = flatten(self.global_arrays)
         if self._last_sent is not None and self._last_sent.shape == current.shape:
@@ -187,7 +164,7 @@ class ServerDistillation(StrategyWrapper):
     Parameters
     ----------
     inner
-        Any Flower strategy; its aggregated parameters are the starting point.
+        Any Message-API strategy; its aggregated arrays are the starting point.
     model
         A network of the run's architecture (its ``state_dict`` matches the
         global parameters); reused every round, loaded with the aggregate first.
@@ -247,37 +224,14 @@ class ServerDistillation(StrategyWrapper):
     def __repr__(self) -> str:
         return f"ServerDistillation(delta={self.delta}, epochs={self.epochs}, {self.inner!r})"
 
-    @classmethod
-    def from_config(cls, config: RunConfig, *, inner: Strategy, env: ServerEnv) -> ServerDistillation:
-        """Build from ``distill-*``, ``server-distill-epochs``, ``batch-size`` and the clean split.
-
-        Raises
-        ------
-        fedsec.errors.ConfigError
-            If ``clean-size`` is 0 (there is nothing to distill on).
-        """
-        if config.clean_size <= 0:
-            raise ConfigError("server-distill needs clean-size > 0 (a clean server-held set)")
-        bundle = load_bundle(config)
-        return cls(
-            inner=inner,
-            model=new_model(config, bundle),
-            clean=server_data(config, bundle)["clean"],
-            delta=config.distill_delta,
-            epochs=config.server_distill_epochs or config.distill_epochs,
-            learning_rate=config.distill_learning_rate,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            recorder=env.recorder,
-        )
-
-    def aggregate_fit(
-        self, server_round: int, results: FitResults, failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
-        if parameters is None:
-            return parameters, metrics
-        set_weights(self.model, parameters_to_ndarrays(parameters))
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if arrays is None:
+            return arrays, metrics
+        keys = list(arrays.keys())
+        set_weights(self.model, arrays.to_numpy_ndarrays())
         optimizer = make_optimizer("sgd", self.model.parameters(), lr=self.learning_rate)
         loss = distill(
             self.model,
@@ -292,7 +246,7 @@ class ServerDistillation(StrategyWrapper):
         logger.info("round %s: server distillation loss %.4f", server_round, loss)
         if self.recorder is not None:
             self.recorder.note(server_round, server_distill_loss=float(loss))
-        return ndarrays_to_parameters(get_weights(self.model)), metrics
+        return to_arrayrecord(get_weights(self.model), keys), metrics
 
 
 def _is_int(value: Any) -> bool:

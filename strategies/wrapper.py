@@ -1,67 +1,52 @@
-"""Strategy wrappers: delegate to an inner Flower strategy, filter updates before it aggregates.
+"""Strategy wrappers on Flower's Message API: delegate to any inner strategy, filter replies first.
 
 Cross-cutting defenses (the update guard, poisoning detectors, the GAN audit,
-server-side distillation) wrap any inner strategy the way Flower's
-differential-privacy wrappers do, instead of one subclass per combination.
+server-side distillation, the layered defense's server layer) wrap any
+``flwr.serverapp.strategy.Strategy`` — Flower's own ``FedAvg``, ``FedMedian``,
+``Krum``, … included — the way Flower's differential-privacy wrappers do,
+instead of one subclass per combination.
 
 * :class:`StrategyWrapper` forwards every ``Strategy`` method to ``inner`` and
   remembers the global model it last sent out (``global_arrays``).
-* :class:`FilteringStrategy` decodes the round's updates, asks :meth:`select`
-  which to keep (the defense's pure function), records kept and dropped
-  clients with reasons and the detection counts against the scenario's ground
-  truth, and lets ``inner`` aggregate what was kept.  Selection and aggregation
-  stay separate steps.
+* :class:`FilteringStrategy` decodes the round's train replies, asks
+  :meth:`~FilteringStrategy.select` which to keep (the defense's pure
+  function), records kept and dropped clients with reasons and the detection
+  counts against the scenario's ground truth, and lets ``inner`` aggregate what
+  was kept.  Selection and aggregation stay separate steps.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    NDArrays,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fedsec.defenses.detection import confusion
 from fedsec.results import RunRecorder
+from strategies.messages import client_label, ndarrays_of, to_arrayrecord, with_content
 
 logger = logging.getLogger(__name__)
 
-FitResults = list[tuple[ClientProxy, FitRes]]
-Failures = list[tuple[ClientProxy, FitRes] | BaseException]
+NDArrays = list[np.ndarray]
 
 
-def integer_partition(value: object) -> int | None:
-    """A reported ``partition-id`` if it is an integer (not a bool), else ``None``."""
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def partition_order(partition: object, cid: str) -> tuple[int, int, str]:
-    """Sort key for clients: by integer ``partition-id``; clients without one after them, by node id."""
-    number = integer_partition(partition)
-    return (0, number, cid) if number is not None else (1, 0, cid)
-
-
-def client_label(proxy: ClientProxy, res: FitRes | EvaluateRes | None = None) -> str:
-    """The id used in records: the client's ``partition-id`` metric, else Flower's node id."""
-    if res is not None and "partition-id" in res.metrics:
-        return str(res.metrics["partition-id"])
-    return f"node-{proxy.cid}"
+def check_strategy(inner: object) -> Strategy:
+    """``inner`` if it is a Message-API strategy; a ``ValueError`` that says what to use otherwise."""
+    if isinstance(inner, Strategy):
+        return inner
+    if hasattr(inner, "aggregate_fit"):
+        raise ValueError(
+            f"inner is a legacy flwr.server.strategy {type(inner).__name__}; fedsec wraps strategies of "
+            "Flower's Message API (flwr.serverapp.strategy, e.g. FedAvg(), Krum(), or a subclass)"
+        )
+    raise ValueError(f"inner must be a flwr.serverapp.strategy.Strategy, got {type(inner).__name__}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +67,7 @@ class GroundTruth:
 
 @dataclass(frozen=True)
 class ServerEnv:
-    """What the server side gives strategies besides the config and Flower's keyword arguments.
+    """What the server side gives strategies besides their own keyword arguments.
 
     Attributes
     ----------
@@ -92,57 +77,62 @@ class ServerEnv:
         The scenario's malicious clients, for detection counts only.
     accuracy_fn
         Validation accuracy of full model weights (accuracy detector), if the server holds a validation set.
+    initial_arrays
+        The initial global model (FDA³'s server Adam starts from it).
     """
 
     recorder: RunRecorder | None = None
     truth: GroundTruth = field(default_factory=GroundTruth)
     accuracy_fn: Callable[[NDArrays], float] | None = None
+    initial_arrays: NDArrays | None = None
 
 
 class StrategyWrapper(Strategy):
-    """Forward every call to ``inner``; remember the global model last sent to clients."""
+    """Forward every call to ``inner``; remember the global model last sent to clients for training."""
 
     def __init__(self, *, inner: Strategy) -> None:
-        if not isinstance(inner, Strategy):
-            raise ValueError(f"inner must be a flwr Strategy, got {type(inner).__name__}")
-        self.inner = inner
+        self.inner = check_strategy(inner)
+        #: The global model sent in the current round's ``configure_train``.
         self.global_arrays: NDArrays | None = None
+        #: Its ``ArrayRecord`` keys (replies are rebuilt under the same keys).
+        self.global_keys: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        parameters = self.inner.initialize_parameters(client_manager)
-        if parameters is not None:
-            self.global_arrays = parameters_to_ndarrays(parameters)
-        return parameters
+    def summary(self) -> None:
+        logger.info("%r", self)
+        self.inner.summary()
 
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        self.global_arrays = parameters_to_ndarrays(parameters)
-        return self.inner.configure_fit(server_round, parameters, client_manager)
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.global_keys = list(arrays.keys())
+        self.global_arrays = arrays.to_numpy_ndarrays()
+        return self.inner.configure_train(server_round, arrays, config, grid)
 
-    def aggregate_fit(
-        self, server_round: int, results: FitResults, failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        return self.inner.aggregate_fit(server_round, results, failures)
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.inner.aggregate_train(server_round, replies)
 
     def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.inner.configure_evaluate(server_round, parameters, client_manager)
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.inner.aggregate_evaluate(server_round, results, failures)
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
 
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.inner.evaluate(server_round, parameters)
+    def require_global(self) -> NDArrays:
+        """The global model of this round (raises if ``configure_train`` did not run)."""
+        if self.global_arrays is None:
+            raise RuntimeError("configure_train must run before aggregate_train (no global model yet)")
+        return self.global_arrays
+
+    def as_record(self, arrays: NDArrays) -> ArrayRecord:
+        """``arrays`` under this round's global keys."""
+        return to_arrayrecord(arrays, self.global_keys)
 
 
 @dataclass(frozen=True)
@@ -170,12 +160,12 @@ class Verdict:
 
 
 class FilteringStrategy(StrategyWrapper):
-    """Drop the updates :meth:`select` rejects, record why, and let ``inner`` aggregate the rest.
+    """Drop the replies :meth:`select` rejects, record why, and let ``inner`` aggregate the rest.
 
     Parameters
     ----------
     inner
-        Any Flower strategy.
+        Any Message-API strategy.
     name
         The filter's name in the records (``kept[name]``, ``detection[name]``).
     recorder
@@ -201,40 +191,40 @@ class FilteringStrategy(StrategyWrapper):
     def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
         """Decide which of this round's client weights (``updates``, full models) to keep."""
 
-    def aggregate_fit(
-        self, server_round: int, results: FitResults, failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if self.global_arrays is None:
-            raise RuntimeError("configure_fit must run before aggregate_fit (no global model yet)")
-        if not results:
-            return self.inner.aggregate_fit(server_round, results, failures)
-        labels = [client_label(proxy, res) for proxy, res in results]
-        updates = [parameters_to_ndarrays(res.parameters) for _, res in results]
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        self.require_global()
+        replies = list(replies)
+        good = [msg for msg in replies if not msg.has_error()]
+        errors = [msg for msg in replies if msg.has_error()]
+        if not good:
+            return self.inner.aggregate_train(server_round, replies)
+        labels = [client_label(msg) for msg in good]
+        updates = [ndarrays_of(msg) for msg in good]
         verdict = self.select(server_round, labels, updates)
         self._record(server_round, labels, verdict)
         kept = [
-            (results[i][0], self._scaled(results[i][1], updates[i], verdict.scales[i]))
-            if i in verdict.scales
-            else results[i]
+            self._scaled(good[i], updates[i], verdict.scales[i]) if i in verdict.scales else good[i]
             for i in verdict.kept
         ]
         if not kept:
             logger.warning(
                 "round %s: %s dropped every update; keeping the previous model", server_round, self.name
             )
-            return None, {}
-        return self.inner.aggregate_fit(server_round, kept, failures)
+            return None, None
+        return self.inner.aggregate_train(server_round, [*kept, *errors])
 
-    def _scaled(self, res: FitRes, weights: NDArrays, factor: float) -> FitRes:
-        """``res`` carrying ``global + factor · (weights − global)`` (float arrays; others as sent)."""
-        assert self.global_arrays is not None
+    def _scaled(self, msg: Message, weights: NDArrays, factor: float) -> Message:
+        """``msg`` carrying ``global + factor · (weights − global)`` (float arrays; others as sent)."""
+        reference = self.require_global()
         arrays = [
             (g + factor * (w.astype(np.float64) - g)).astype(w.dtype)
             if np.issubdtype(w.dtype, np.floating)
             else w
-            for w, g in zip(weights, self.global_arrays, strict=True)
+            for w, g in zip(weights, reference, strict=True)
         ]
-        return replace(res, parameters=ndarrays_to_parameters(arrays))
+        return with_content(msg, arrays=self.as_record(arrays))
 
     def _record(self, server_round: int, labels: list[str], verdict: Verdict) -> None:
         dropped = {labels[i]: reason for i, reason in verdict.dropped.items()}

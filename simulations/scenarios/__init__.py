@@ -2,14 +2,20 @@
 
 A scenario is a flat TOML table of kebab-case run-config keys (the keys of
 :class:`fedsec.config.RunConfig`); its first comment line is its one-line
-description.  It may run several times: ``sweep = "KEY=V1,V2"`` runs once per
-value of one key; ``[variants.NAME]`` tables run once per named variant, each
-with its own overrides (e.g. the paper's PK / LK / SNAL2 / SAnoDC attackers),
-and set the run's ``variant`` key to NAME so tables name their rows after it;
-``[defenses.NAME]`` tables cross them with defenses (one run per pair, the
-``defense`` key naming the column), for attack × defense grids.
-``SCENARIO`` on the command line is a file name here (without
-``.toml``) or a path to any TOML file.
+description.  Because every key is a run-config key, ``flwr run . --run-config
+simulations/scenarios/NAME.toml`` accepts any scenario file.
+
+A scenario may run several times, which only ``fedsec run`` does (the
+ServerApp refuses such a file with one line pointing there):
+``sweep = "KEY=V1,V2"`` runs once per value of one key; ``variants =
+"NAME.variants.toml"`` names a file (next to the scenario) of ``[variants.NAME]``
+tables, each one run's overrides (e.g. the paper's PK / LK / SNAL2 / SAnoDC
+attackers), which set the run's ``variant`` key to NAME so tables name their
+rows after it, and optional ``[defenses.NAME]`` tables that cross them with
+defenses (one run per pair, the ``defense`` key naming the column), for
+attack × defense grids.  A scenario file of one's own may also hold those
+tables inline (then only ``fedsec run`` reads it).  ``SCENARIO`` on the
+command line is a file name here (without ``.toml``) or a path to any TOML file.
 """
 
 from __future__ import annotations
@@ -49,10 +55,11 @@ class Sweep:
         return str(value) if self.variants else f"{self.key}={value}"
 
     def overrides(self, value: ConfigValue) -> dict[str, ConfigValue]:
-        """The run-config values of the run for ``value``."""
+        """The run-config values of the run for ``value`` (a single run: no sweep or variants left)."""
+        single: dict[str, ConfigValue] = {SWEEP_KEY: "", VARIANTS_KEY: ""}
         if self.variants:
-            return dict(dict(self.variants)[str(value)])
-        return {self.key: value}
+            return {**single, **dict(self.variants)[str(value)]}
+        return {**single, self.key: value}
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,13 @@ class Scenario:
         return RunConfig.from_run_config(merged)
 
 
+#: Suffix of the files that hold a scenario's ``[variants.*]`` / ``[defenses.*]`` tables.
+VARIANTS_SUFFIX = ".variants.toml"
+
+
 def available() -> dict[str, Path]:
     """Scenario names shipped with fedsec, mapped to their files."""
-    return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.toml"))}
+    return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.toml")) if not p.name.endswith(VARIANTS_SUFFIX)}
 
 
 def _description(text: str) -> str:
@@ -102,22 +113,21 @@ def load_scenario(name_or_path: str) -> Scenario:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"scenario {path}: not valid TOML ({error})") from None
-    variants = values.pop(VARIANTS_KEY, None)
-    defenses = values.pop(DEFENSES_KEY, None)
+    variants, defenses = _variant_tables(values, path)
     nested = [k for k, v in values.items() if isinstance(v, dict | list)]
     if nested:
         raise ConfigError(
             f"scenario {path}: keys must be flat run-config values, not tables/arrays: {nested}"
         )
-    table = values.pop(SWEEP_TABLE_KEY, None)
+    table = values.get(SWEEP_TABLE_KEY)
     if variants is not None:
-        if SWEEP_KEY in values:
+        if values.get(SWEEP_KEY):
             raise ConfigError(f"scenario {path}: use either 'sweep' or [variants.*], not both")
         sweep: Sweep | None = _parse_variants(variants, defenses, table, path)
     else:
         if defenses is not None:
             raise ConfigError(f"scenario {path}: [defenses.*] needs [variants.*] (rows) as well")
-        sweep = _parse_sweep(values.pop(SWEEP_KEY, None), table, path)
+        sweep = _parse_sweep(values.get(SWEEP_KEY) or None, table, path)
     scenario = Scenario(
         name=str(values.get("scenario", path.stem)),
         path=path,
@@ -133,6 +143,32 @@ def load_scenario(name_or_path: str) -> Scenario:
             except ConfigError as error:
                 raise ConfigError(f"scenario {path}, {sweep.label(value)}: {error}") from None
     return scenario
+
+
+def _variant_tables(values: dict[str, Any], path: Path) -> tuple[object, object]:
+    """The ``[variants.*]`` and ``[defenses.*]`` tables: inline, or in the file ``variants`` names."""
+    inline_variants = values.pop(VARIANTS_KEY, None) if isinstance(values.get(VARIANTS_KEY), dict) else None
+    inline_defenses = values.pop(DEFENSES_KEY, None)
+    reference = values.get(VARIANTS_KEY)
+    if not reference:
+        return inline_variants, inline_defenses
+    if inline_variants is not None or inline_defenses is not None:
+        raise ConfigError(f"scenario {path}: give [variants.*] inline or in {reference!r}, not both")
+    if not isinstance(reference, str):
+        raise ConfigError(f"scenario {path}: 'variants' must name a file, got {reference!r}")
+    companion = (path.parent / reference).resolve()
+    if not companion.is_file():
+        raise ConfigError(f"scenario {path}: the variants file {companion} does not exist")
+    try:
+        tables = tomllib.loads(companion.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"scenario {companion}: not valid TOML ({error})") from None
+    unknown = sorted(set(tables) - {VARIANTS_KEY, DEFENSES_KEY})
+    if unknown or VARIANTS_KEY not in tables:
+        raise ConfigError(
+            f"scenario {companion}: holds [variants.*] and [defenses.*] tables only, got {unknown}"
+        )
+    return tables[VARIANTS_KEY], tables.get(DEFENSES_KEY)
 
 
 def _flat_tables(tables: object, kind: str, path: Path) -> list[tuple[str, dict[str, ConfigValue]]]:

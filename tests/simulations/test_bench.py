@@ -126,13 +126,13 @@ def test_aggregation_rows_ratio_and_share_of_a_round():
 
 
 class StubStrategy:
-    """An aggregate_fit that returns ``parameters`` (None: kept the previous model)."""
+    """An aggregate_train that returns ``arrays`` (None: kept the previous model)."""
 
-    def __init__(self, parameters):
-        self.parameters = parameters
+    def __init__(self, arrays):
+        self.arrays = arrays
 
-    def aggregate_fit(self, server_round, results, failures):
-        return self.parameters, {}
+    def aggregate_train(self, server_round, replies):
+        return self.arrays, None
 
 
 def test_a_defense_that_returns_no_model_is_marked_failed_not_timed_as_ok(monkeypatch):

@@ -19,8 +19,8 @@ def test_sweep_values_are_parsed_typed_and_validated(tmp_path):
     scenario = scenario_file(tmp_path, '# s\nsweep = "num-clients=10,20"\nsweep-table = "Fig. 5"\n')
     assert scenario.sweep.key == "num-clients" and scenario.sweep.values == (10, 20)
     assert scenario.config({"num-clients": 20}).num_clients == 20
-    with pytest.raises(ConfigError, match="'num-clients' must be >= 1"):
-        scenario_file(tmp_path, '# s\nsweep = "num-clients=10,0"\n')
+    with pytest.raises(ConfigError, match="'num-clients' must be >= 0"):
+        scenario_file(tmp_path, '# s\nsweep = "num-clients=10,-1"\n')
     with pytest.raises(ConfigError, match="'sweep' must look like"):
         scenario_file(tmp_path, '# s\nsweep = "num-clients"\n')
 

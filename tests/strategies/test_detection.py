@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
 from fedsec.results import RunRecorder
 from strategies import build_strategy
 from strategies.wrapper import GroundTruth
-from tests.flower_fakes import fit_result
+from tests.flower_fakes import aggregate, configure, train_reply
 
 GLOBAL = [np.zeros(4, np.float32)]
 RNG = np.random.default_rng(0)
@@ -27,20 +26,17 @@ def make(recorder=None, truth=None, accuracy_fn=None, **overrides):
     config = RunConfig.from_run_config({"num-clients": 6, **overrides})
     strategy = build_strategy(
         config,
-        initial_parameters=ndarrays_to_parameters(GLOBAL),
+        initial_arrays=GLOBAL,
         recorder=recorder,
         truth=truth,
         accuracy_fn=accuracy_fn,
     )
-    strategy.initialize_parameters(client_manager=None)  # type: ignore[arg-type]
-    strategy.inner.global_arrays = [a.copy() for a in GLOBAL]
+    configure(strategy, 1, GLOBAL, nodes=6)
     return strategy
 
 
 def run_round(strategy, server_round, updates):
-    results = [fit_result(pid, arrays) for pid, arrays in enumerate(updates)]
-    parameters, _ = strategy.aggregate_fit(server_round, results, [])
-    return None if parameters is None else parameters_to_ndarrays(parameters)
+    return aggregate(strategy, server_round, [train_reply(pid, arrays) for pid, arrays in enumerate(updates)])
 
 
 def test_an_obviously_scaled_update_is_flagged_and_dropped_a_benign_one_is_not(tmp_path):

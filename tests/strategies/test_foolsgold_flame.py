@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedsec.results import RunRecorder
 from strategies import weighted_metrics
 from strategies.flame import Flame
 from strategies.foolsgold import FoolsGold
 from strategies.wrapper import GroundTruth, ServerEnv
-from tests.flower_fakes import fit_result
+from tests.flower_fakes import configure, train_reply
 
 D = 12
 A = np.r_[np.ones(6), np.zeros(6)]
@@ -21,17 +20,15 @@ def arrays(vector: np.ndarray) -> list[np.ndarray]:
     return [vector[:6].reshape(2, 3).astype(np.float32), vector[6:].astype(np.float32)]
 
 
-def vector(parameters) -> np.ndarray:
-    return np.concatenate([a.astype(np.float64).ravel() for a in parameters_to_ndarrays(parameters)])
+def vector(record) -> np.ndarray:
+    return np.concatenate([a.astype(np.float64).ravel() for a in record.to_numpy_ndarrays()])
 
 
 def results_for(updates, start=GLOBAL):
-    out = []
-    for i, u in enumerate(updates):
-        proxy, res = fit_result(i, arrays(start + u), num_examples=10 * (i + 1))
-        res.metrics["loss"] = float(i)
-        out.append((proxy, res))
-    return out
+    return [
+        train_reply(i, arrays(start + u), num_examples=10 * (i + 1), metrics={"loss": float(i)})
+        for i, u in enumerate(updates)
+    ]
 
 
 def recorder_env(malicious=()):
@@ -40,12 +37,8 @@ def recorder_env(malicious=()):
 
 
 def started(cls, **kwargs):
-    strategy = cls(
-        **kwargs,
-        initial_parameters=ndarrays_to_parameters(arrays(GLOBAL)),
-        fit_metrics_aggregation_fn=weighted_metrics,
-    )
-    strategy.initialize_parameters(client_manager=None)  # type: ignore[arg-type]
+    strategy = cls(**kwargs, train_metrics_aggr_fn=weighted_metrics)
+    configure(strategy, 1, arrays(GLOBAL))
     return strategy
 
 
@@ -62,7 +55,7 @@ def test_foolsgold_zeroes_identical_sybils_and_follows_the_honest_mean(tmp_path)
     strategy = started(FoolsGold, kappa=1.0, env=env)
     honest = honest_updates(0)
     sybil = 3.0 * B
-    parameters, metrics = strategy.aggregate_fit(1, results_for([*honest, sybil, sybil, sybil]), [])
+    parameters, metrics = strategy.aggregate_train(1, results_for([*honest, sybil, sybil, sybil]))
     merged = vector(parameters) - GLOBAL
     np.testing.assert_allclose(merged, np.mean(honest, axis=0), atol=1e-2)
     plain_mean = np.mean([*honest, sybil, sybil, sybil], axis=0)
@@ -84,10 +77,10 @@ def test_foolsgold_remembers_history_across_rounds():
     # round 1: the sybils' updates differ slightly, but they repeat the same goal every round
     rng = np.random.default_rng(1)
     sybils = [3.0 * B + rng.normal(0.0, 0.05, D) for _ in range(3)]
-    strategy.aggregate_fit(1, results_for([*honest_updates(1), *sybils]), [])
-    strategy.configure_fit(2, ndarrays_to_parameters(arrays(GLOBAL)), _Manager())
+    strategy.aggregate_train(1, results_for([*honest_updates(1), *sybils]))
+    configure(strategy, 2, arrays(GLOBAL))
     sybils = [3.0 * B + rng.normal(0.0, 0.05, D) for _ in range(3)]
-    parameters, _ = strategy.aggregate_fit(2, results_for([*honest_updates(2), *sybils]), [])
+    parameters, _ = strategy.aggregate_train(2, results_for([*honest_updates(2), *sybils]))
     assert parameters is not None
     weights = recorder.end_round(2, accuracy=0, loss=0)["foolsgold_weights"]
     assert all(weights[s] < 1e-6 for s in ("4", "5", "6"))
@@ -98,7 +91,7 @@ def test_foolsgold_keeps_the_previous_model_when_every_weight_is_zero(caplog):
     recorder, env = recorder_env()
     strategy = started(FoolsGold, kappa=1.0, env=env)
     same = 2.0 * np.eye(D)[0]  # exactly parallel (cosine exactly 1): every client looks like a sybil
-    assert strategy.aggregate_fit(1, results_for([same, same, same]), []) == (None, {})
+    assert strategy.aggregate_train(1, results_for([same, same, same])) == (None, None)
     assert "keeping the previous model" in caplog.text
     assert recorder.end_round(1, accuracy=0, loss=0)["kept"]["foolsgold"] == []
 
@@ -106,16 +99,6 @@ def test_foolsgold_keeps_the_previous_model_when_every_weight_is_zero(caplog):
 def test_foolsgold_validates_kappa():
     with pytest.raises(ValueError, match="kappa"):
         FoolsGold(kappa=0.0, env=ServerEnv())
-
-
-class _Manager:
-    """Just enough ClientManager for FedAvg.configure_fit to sample nobody."""
-
-    def num_available(self):
-        return 0
-
-    def sample(self, num_clients, min_num_clients=None, criterion=None):
-        return []
 
 
 # ---------------------------------------------------------------- FLAME
@@ -126,7 +109,7 @@ def flame_round(noise, seed=7, server_round=1, env=None):
     honest = [A + rng.normal(0.0, 0.1, D) for _ in range(6)]
     malicious = 10.0 * (B + 0.2 * A)
     strategy = started(Flame, noise_lambda=noise, seed=seed, env=env or ServerEnv())
-    parameters, metrics = strategy.aggregate_fit(server_round, results_for([*honest, malicious]), [])
+    parameters, metrics = strategy.aggregate_train(server_round, results_for([*honest, malicious]))
     return vector(parameters) - GLOBAL, honest, malicious, metrics
 
 

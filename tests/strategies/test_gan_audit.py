@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
@@ -12,7 +11,8 @@ from fedsec.results import RunRecorder
 from fedsec.training import get_weights, make_optimizer, train
 from strategies import build_strategy
 from strategies.gan_audit import AuditStrategy
-from tests.flower_fakes import fit_result
+from tests.flower_fakes import aggregate as aggregate_train
+from tests.flower_fakes import configure, train_reply
 
 BASE = {
     "dataset": "synthetic",
@@ -79,23 +79,24 @@ def poisoned_client(weights: list[np.ndarray]) -> list[np.ndarray]:
 def round_results(weights):
     honest = honest_clients(weights)
     results = [
-        fit_result(i, w, num_examples=n) for i, (w, n) in enumerate(zip(honest, HONEST_EXAMPLES, strict=True))
+        train_reply(i, w, num_examples=n)
+        for i, (w, n) in enumerate(zip(honest, HONEST_EXAMPLES, strict=True))
     ]
-    results.append(fit_result(len(honest), poisoned_client(weights), num_examples=50))
+    results.append(train_reply(len(honest), poisoned_client(weights), num_examples=50))
     return honest, results
 
 
 def make(weights, recorder=None, **overrides):
     config = RunConfig.from_run_config({**BASE, **overrides})
-    guarded = build_strategy(config, initial_parameters=ndarrays_to_parameters(weights), recorder=recorder)
-    guarded.initialize_parameters(client_manager=None)  # type: ignore[arg-type]
+    guarded = build_strategy(config, initial_arrays=weights, recorder=recorder)
+    configure(guarded, 1, weights, nodes=5)
     return guarded
 
 
 def aggregate(guarded, server_round, results):
-    parameters, _ = guarded.aggregate_fit(server_round, list(results), [])
-    assert parameters is not None
-    return parameters_to_ndarrays(parameters)
+    merged = aggregate_train(guarded, server_round, results)
+    assert merged is not None
+    return merged
 
 
 def weighted_mean(models, counts):

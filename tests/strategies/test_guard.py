@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-from flwr.common import Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp.strategy import FedAvg, Krum
 
 from fedsec.config import RunConfig
 from fedsec.errors import UnknownNameError
 from fedsec.results import RunRecorder
-from strategies import STRATEGIES, build_strategy
-from tests.flower_fakes import fit_result
+from strategies import STRATEGIES, GuardedStrategy, build_strategy
+from tests.flower_fakes import FakeGrid, error_reply, partition_handler, train_reply
 
 GLOBAL = [np.zeros((2, 2), np.float32), np.zeros(3, np.float32)]
 
@@ -17,16 +18,23 @@ def honest(value: float) -> list[np.ndarray]:
     return [np.full((2, 2), value, np.float32), np.full(3, value, np.float32)]
 
 
-def make(strategy: str, recorder=None, **overrides):
-    config = RunConfig.from_run_config({"strategy": strategy, "num-clients": 7, **overrides})
-    guarded = build_strategy(config, initial_parameters=ndarrays_to_parameters(GLOBAL), recorder=recorder)
-    guarded.initialize_parameters(client_manager=None)  # type: ignore[arg-type]
+def grid(n: int = 7) -> FakeGrid:
+    return FakeGrid({1000 + i: partition_handler(i) for i in range(n)})
+
+
+def configured(guarded: GuardedStrategy, global_arrays=GLOBAL) -> GuardedStrategy:
+    list(guarded.configure_train(1, ArrayRecord(global_arrays), ConfigRecord(), grid()))
     return guarded
 
 
-def aggregate(guarded, results, failures=()):
-    parameters, _ = guarded.aggregate_fit(1, list(results), list(failures))
-    return None if parameters is None else parameters_to_ndarrays(parameters)
+def make(strategy: str, recorder=None, **overrides) -> GuardedStrategy:
+    config = RunConfig.from_run_config({"strategy": strategy, "num-clients": 7, **overrides})
+    return configured(build_strategy(config, initial_arrays=GLOBAL, recorder=recorder))
+
+
+def aggregate(guarded, replies):
+    arrays, _ = guarded.aggregate_train(1, list(replies))
+    return None if arrays is None else arrays.to_numpy_ndarrays()
 
 
 def test_registry_names_flower_strategies_and_refuses_unknown_names():
@@ -35,79 +43,170 @@ def test_registry_names_flower_strategies_and_refuses_unknown_names():
         make("nope")
 
 
+def test_the_guard_wraps_flowers_own_message_api_strategies_and_refuses_anything_else():
+    guarded = configured(GuardedStrategy(inner=FedAvg()))
+    merged = aggregate(guarded, [train_reply(0, honest(1.0)), train_reply(1, honest(3.0))])
+    np.testing.assert_allclose(merged[0], np.full((2, 2), 2.0))
+    with pytest.raises(ValueError, match=r"must be a flwr\.serverapp\.strategy\.Strategy"):
+        GuardedStrategy(inner=object())  # type: ignore[arg-type]
+
+    class Legacy:
+        def aggregate_fit(self, *args):
+            return None
+
+    with pytest.raises(ValueError, match=r"legacy flwr\.server\.strategy Legacy"):
+        GuardedStrategy(inner=Legacy())  # type: ignore[arg-type]
+
+
 def test_nan_update_is_rejected_logged_and_not_averaged_in(tmp_path, caplog):
     recorder = RunRecorder(out_dir=tmp_path, scenario="t", config={})
     guarded = make("fedavg", recorder)
     poisoned = honest(1.0)
     poisoned[1][0] = np.nan
-    results = [fit_result(0, honest(1.0)), fit_result(1, honest(3.0)), fit_result(2, poisoned)]
-    merged = aggregate(guarded, results)
+    replies = [train_reply(0, honest(1.0)), train_reply(1, honest(3.0)), train_reply(2, poisoned)]
+    merged = aggregate(guarded, replies)
     assert merged is not None
     np.testing.assert_allclose(merged[0], np.full((2, 2), 2.0))  # mean of the two good ones
     assert "rejected update from client 2" in caplog.text and "non-finite" in caplog.text
     record = recorder.end_round(1, accuracy=0.0, loss=0.0)
-    assert list(record["rejected"]) == ["2"] and record["received"] == 3
+    assert list(record["rejected"]) == ["2"] and record["received"] == 3 and record["aggregated"] is True
+
+
+def _undecodable() -> ArrayRecord:
+    bad = Array(dtype="float32", shape=(2, 2), stype="numpy.ndarray", data=b"not an array")
+    return ArrayRecord({"0": bad, "1": Array(np.zeros(3, np.float32))})
 
 
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
-        ([np.zeros((2, 2), np.float32)], "expected 2 arrays, got 1"),
+        ([np.zeros((2, 2), np.float32)], "array keys"),
         ([np.zeros((4,), np.float32), np.zeros(3, np.float32)], "shape"),
         ([np.zeros((2, 2), np.float64), np.zeros(3, np.float32)], "dtype float64"),
-        (Parameters(tensors=[b"not an array", b"x"], tensor_type="numpy.ndarray"), "could not be decoded"),
+        (_undecodable(), "could not be decoded"),
     ],
 )
-def test_structurally_malformed_updates_are_rejected(bad, reason, tmp_path):
+def test_structurally_malformed_updates_are_rejected(bad, reason):
     recorder = RunRecorder(out_dir=None, scenario="t", config={})
     guarded = make("fedavg", recorder)
-    merged = aggregate(guarded, [fit_result(0, honest(2.0)), fit_result(1, bad)])
+    merged = aggregate(guarded, [train_reply(0, honest(2.0)), train_reply(1, bad)])
     np.testing.assert_allclose(merged[1], np.full(3, 2.0))
     record = recorder.end_round(1, accuracy=0, loss=0)
     assert reason in record["rejected"]["1"]
 
 
-def test_failures_are_counted_and_round_keeps_going(caplog):
+@pytest.mark.parametrize(
+    ("count", "reason"),
+    [(0, "positive integer"), (-99, "positive integer"), (2.5, "positive integer"), (float("nan"), "finite")],
+)
+def test_sample_counts_that_are_not_positive_integers_are_rejected(count, reason):
     recorder = RunRecorder(out_dir=None, scenario="t", config={})
     guarded = make("fedavg", recorder)
-    merged = aggregate(guarded, [fit_result(0, honest(4.0))], failures=[TimeoutError("client 5 timed out")])
+    merged = aggregate(
+        guarded, [train_reply(0, honest(2.0)), train_reply(1, honest(9.0), num_examples=count)]
+    )
+    np.testing.assert_allclose(merged[0], np.full((2, 2), 2.0))
+    assert reason in recorder.end_round(1, accuracy=0, loss=0)["rejected"]["1"]
+
+
+def test_a_reply_claiming_another_nodes_partition_is_rejected():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make("fedavg", recorder, **{"fraction-fit": 0.5})  # the sampler asked every node its partition
+    liar = train_reply(0, honest(9.0), node_id=1003)  # node 1003 is partition 3
+    merged = aggregate(guarded, [train_reply(0, honest(2.0)), liar])
+    np.testing.assert_allclose(merged[0], np.full((2, 2), 2.0))
+    assert "node 1003 is partition 3" in recorder.end_round(1, accuracy=0, loss=0)["rejected"]["0"]
+
+
+def test_failures_are_counted_with_their_reasons_and_the_round_keeps_going(caplog):
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make("fedavg", recorder, **{"fraction-fit": 0.5})
+    merged = aggregate(guarded, [train_reply(0, honest(4.0)), error_reply(1005, "TimeoutError: timed out")])
     np.testing.assert_allclose(merged[0], np.full((2, 2), 4.0))
-    assert "TimeoutError: client 5 timed out" in caplog.text
-    assert recorder.end_round(1, accuracy=0, loss=0)["failures"] == 1
+    assert "client 5 failed" in caplog.text and "TimeoutError: timed out" in caplog.text
+    record = recorder.end_round(1, accuracy=0, loss=0)
+    assert record["failures"] == 1 and "TimeoutError: timed out" in record["failed"]["5"]
 
 
-def test_round_with_only_bad_updates_keeps_the_previous_model():
+def test_round_with_only_bad_updates_keeps_the_previous_model_and_says_why():
     bad = honest(1.0)
     bad[0][:] = np.inf
-    assert aggregate(make("fedavg"), [fit_result(0, bad)]) is None
+    guarded = make("fedavg")
+    assert aggregate(guarded, [train_reply(0, bad)]) is None
+    assert guarded.aggregated_rounds == 0 and "non-finite" in guarded.first_problem
+
+
+def test_inner_strategy_declining_to_aggregate_keeps_the_previous_model():
+    # Bulyan needs n >= 4f + 3; with f = 1 and three updates Flower's Bulyan returns no model.
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make("bulyan", recorder, **{"num-malicious-clients": 1})
+    assert aggregate(guarded, [train_reply(i, honest(float(i))) for i in range(3)]) is None
+    record = recorder.end_round(1, accuracy=0, loss=0)
+    assert record["aggregated"] is False and "Bulyan returned no model" in record["aggregation_error"]
 
 
 def test_inner_aggregation_error_keeps_previous_model_instead_of_crashing(caplog):
-    # Bulyan needs n >= 4f + 3; with f = 1 and three updates it raises inside Flower.
+    class Broken(FedAvg):
+        def aggregate_train(self, server_round, replies):
+            raise ArithmeticError("division by zero")
+
     recorder = RunRecorder(out_dir=None, scenario="t", config={})
-    guarded = make("bulyan", recorder, **{"num-malicious-clients": 1})
-    assert aggregate(guarded, [fit_result(i, honest(float(i))) for i in range(3)]) is None
+    guarded = configured(GuardedStrategy(inner=Broken(), recorder=recorder))
+    assert aggregate(guarded, [train_reply(0, honest(1.0))]) is None
     assert "could not aggregate" in caplog.text
-    assert "4 * num_malicious + 3" in recorder.end_round(1, accuracy=0, loss=0)["aggregation_error"]
+    assert (
+        "ArithmeticError: division by zero" in recorder.end_round(1, accuracy=0, loss=0)["aggregation_error"]
+    )
+
+
+def test_a_non_finite_aggregate_is_refused_and_integer_buffers_stay_integers():
+    with_buffer = [np.zeros(3, np.float32), np.array(4, np.int64)]
+
+    class Overflowing(FedAvg):
+        def aggregate_train(self, server_round, replies):
+            return ArrayRecord([np.full(3, np.inf, np.float32), np.array(4.0)]), MetricRecord()
+
+    guarded = configured(GuardedStrategy(inner=Overflowing()), with_buffer)
+    assert aggregate(guarded, [train_reply(0, [np.ones(3, np.float32), np.array(5, np.int64)])]) is None
+    assert "not finite" in guarded.first_problem
+
+    fedavg = configured(GuardedStrategy(inner=FedAvg(min_train_nodes=1, min_available_nodes=1)), with_buffer)
+    replies = [train_reply(i, [np.full(3, float(i), np.float32), np.array(5, np.int64)]) for i in range(3)]
+    merged = aggregate(fedavg, replies)
+    assert merged[1].dtype == np.int64 and int(merged[1]) == 5  # Flower averages it as a float
+
+
+def test_metric_records_are_reduced_to_the_shared_keys_so_flower_can_aggregate_them():
+    guarded = configured(GuardedStrategy(inner=FedAvg()))
+    replies = [
+        train_reply(0, honest(1.0), metrics={"train-loss": 1.0, "attack-scale": 10.0}),
+        train_reply(1, honest(3.0), metrics={"train-loss": 3.0}),
+    ]
+    arrays, metrics = guarded.aggregate_train(1, replies)
+    assert arrays is not None and set(metrics) == {"train-loss", "partition-id"}
+    assert metrics["train-loss"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("name", ["fedmedian", "krum", "multikrum", "fedtrimmedavg", "bulyan"])
 def test_robust_aggregators_resist_one_huge_outlier_that_fedavg_follows(name):
     values = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1000.0]
-    results = [fit_result(i, honest(v)) for i, v in enumerate(values)]
-    fedavg = aggregate(make("fedavg"), results)
-    robust = aggregate(make(name, **{"num-malicious-clients": 1}), results)
+    replies = [train_reply(i, honest(v)) for i, v in enumerate(values)]
+    fedavg = aggregate(make("fedavg"), replies)
+    robust = aggregate(make(name, **{"num-malicious-clients": 1}), replies)
     assert fedavg[0][0, 0] > 100  # the outlier drags the mean
     assert 0.85 < robust[0][0, 0] < 1.15
 
 
+def test_flowers_krum_through_the_guard_keeps_a_single_honest_model():
+    replies = [train_reply(i, honest(v)) for i, v in enumerate([1.0, 1.1, 0.9, 1000.0])]
+    merged = aggregate(configured(GuardedStrategy(inner=Krum(num_malicious_nodes=1))), replies)
+    assert merged[0][0, 0] in (1.0, np.float32(1.1), np.float32(0.9))
+
+
 def test_the_aggregate_does_not_depend_on_the_order_the_engine_delivers_results_in():
     # float32 sums are not associative: (1e8 - 1e8) + 1 is 1, but (1 - 1e8) + 1e8 is 0.
-    def update(value: float) -> list[np.ndarray]:
-        return [np.full((2, 2), value, np.float32), np.full(3, value, np.float32)]
-
-    results = [fit_result(0, update(1e8)), fit_result(1, update(-1e8)), fit_result(2, update(1.0))]
-    for order in (results, results[::-1], results[1:] + results[:1]):
+    replies = [train_reply(0, honest(1e8)), train_reply(1, honest(-1e8)), train_reply(2, honest(1.0))]
+    for order in (replies, replies[::-1], replies[1:] + replies[:1]):
         merged = aggregate(make("fedavg"), order)
         # Always summed in partition order 0, 1, 2: the two large values cancel first.
         np.testing.assert_allclose(merged[1], np.full(3, 1.0 / 3.0), rtol=1e-6)

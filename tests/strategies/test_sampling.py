@@ -1,116 +1,156 @@
-"""Tests for the seeded, partition-ordered client sampler."""
+"""Tests for the seeded, partition-ordered node sampler and the node-count wait."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-from flwr.common import Code, GetPropertiesRes, Status
+from flwr.app import Message, RecordDict
 
-from clients.benign import ReportsPartition
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
 from simulations.validate import validate
-from strategies.sampling import SeededClientManager, partition_of
-from tests.flower_fakes import FakeProxy
+from strategies.sampling import GridView, NodeWaitError, SeededSampler, query_partitions, wait_for_nodes
+from tests.flower_fakes import FakeGrid, partition_handler
 
 
-class PartitionProxy(FakeProxy):
-    """A proxy whose client reports ``partition`` (``None``: reports nothing; an exception: fails)."""
+def grid_with(partitions: dict[int, object]) -> FakeGrid:
+    """Nodes answering the partition query with ``partitions[node]`` (an exception: the node fails)."""
 
-    def __init__(self, cid: str, partition: object) -> None:
-        super().__init__(cid)
-        self.partition = partition
-        self.asked = 0
+    def node(partition: object):
+        if isinstance(partition, Exception):
 
-    def get_properties(self, ins, timeout, group_id):
-        self.asked += 1
-        if isinstance(self.partition, Exception):
-            raise self.partition
-        properties = {} if self.partition is None else {"partition-id": self.partition}
-        return GetPropertiesRes(status=Status(code=Code.OK, message=""), properties=properties)
+            def fail(msg: Message) -> Message:
+                raise partition
 
+            return fail
+        return partition_handler(partition)
 
-def manager_with(partitions: dict[str, object], **kwargs) -> SeededClientManager:
-    manager = SeededClientManager(seed=kwargs.pop("seed", 7), **kwargs)
-    for cid, partition in partitions.items():
-        manager.register(PartitionProxy(cid, partition))
-    return manager
+    return FakeGrid({node_id: node(p) for node_id, p in partitions.items()})
 
 
-def node_ids(n: int, seed: int) -> list[str]:
+def node_ids(n: int, seed: int) -> list[int]:
     """Random node ids, as the simulation engine draws them (differ between runs)."""
     rng = random.Random(seed)
-    return [str(rng.getrandbits(63)) for _ in range(n)]
+    return [rng.getrandbits(63) for _ in range(n)]
 
 
-def sampled_partitions(manager: SeededClientManager, k: int, rounds: int) -> list[list[int]]:
-    return [sorted(proxy.partition for proxy in manager.sample(k)) for _ in range(rounds)]
+def sampled_partitions(grid: FakeGrid, sampler: SeededSampler, rounds: int) -> list[list[int]]:
+    return [sorted(sampler.partitions[node] for node in sampler.sample(grid)) for _ in range(rounds)]
 
 
 def test_same_seed_samples_the_same_partitions_whatever_the_node_ids():
-    first = manager_with({cid: p for p, cid in enumerate(node_ids(30, seed=1))})
-    second = manager_with({cid: p for p, cid in reversed(list(enumerate(node_ids(30, seed=2))))})
+    first = grid_with({node: p for p, node in enumerate(node_ids(30, seed=1))})
+    second = grid_with({node: p for p, node in reversed(list(enumerate(node_ids(30, seed=2))))})
 
-    rounds_a = sampled_partitions(first, 5, rounds=4)
-    rounds_b = sampled_partitions(second, 5, rounds=4)
+    rounds_a = sampled_partitions(first, SeededSampler(seed=7, fraction_train=5 / 30), rounds=4)
+    rounds_b = sampled_partitions(second, SeededSampler(seed=7, fraction_train=5 / 30), rounds=4)
 
     assert rounds_a == rounds_b
+    assert all(len(r) == 5 for r in rounds_a)
     assert len({tuple(r) for r in rounds_a}) > 1  # a new sample every round
 
 
 def test_another_seed_samples_other_partitions():
-    ids = {cid: p for p, cid in enumerate(node_ids(30, seed=1))}
-    assert sampled_partitions(manager_with(ids, seed=7), 5, 3) != sampled_partitions(
-        manager_with(ids, seed=8), 5, 3
+    ids = {node: p for p, node in enumerate(node_ids(30, seed=1))}
+    assert sampled_partitions(grid_with(ids), SeededSampler(seed=7, fraction_train=5 / 30), 3) != (
+        sampled_partitions(grid_with(ids), SeededSampler(seed=8, fraction_train=5 / 30), 3)
     )
 
 
-def test_partitions_are_asked_once_and_not_at_all_when_everyone_is_sampled():
-    manager = manager_with({str(i): i for i in range(6)})
-    assert len(manager.sample(6)) == 6
-    assert all(proxy.asked == 0 for proxy in manager.clients.values())
-    manager.sample(3)
-    manager.sample(3)
-    assert all(proxy.asked == 1 for proxy in manager.clients.values())
+def test_partitions_are_asked_once_per_node():
+    grid = grid_with({i: i for i in range(6)})
+    sampler = SeededSampler(seed=1, fraction_train=0.5)
+    sampler.sample(grid)
+    sampler.sample(grid)
+    assert grid.count("query") == 6
+    everyone = SeededSampler(seed=1)
+    assert sorted(everyone.sample(grid)) == list(range(6)) and sorted(everyone.sample(grid)) == list(range(6))
+    assert grid.count("query") == 12 and everyone.partitions == {i: i for i in range(6)}
+
+
+def test_evaluation_draws_its_own_sample_and_none_at_fraction_zero():
+    grid = grid_with({i: i for i in range(10)})
+    assert SeededSampler(seed=1).sample(grid, evaluate=True) == []
+    sampler = SeededSampler(seed=1, fraction_train=1.0, fraction_evaluate=0.3)
+    assert len(sampler.sample(grid, evaluate=True)) == 3 and len(sampler.sample(grid)) == 10
 
 
 def test_stratified_sample_holds_exactly_the_requested_attackers():
-    manager = manager_with(
-        {cid: p for p, cid in enumerate(node_ids(20, seed=3))},
-        malicious={"14", "15", "16", "17", "18", "19"},
-        malicious_per_round=3,
+    grid = grid_with({node: p for p, node in enumerate(node_ids(20, seed=3))})
+    sampler = SeededSampler(
+        seed=7, fraction_train=0.25, malicious={"14", "15", "16", "17", "18", "19"}, malicious_per_round=3
     )
-    for partitions in sampled_partitions(manager, 5, rounds=10):
-        assert sum(p >= 14 for p in partitions) == 3
+    for partitions in sampled_partitions(grid, sampler, rounds=10):
+        assert len(partitions) == 5 and sum(p >= 14 for p in partitions) == 3
 
 
 def test_stratified_sample_falls_back_when_too_few_attackers_are_left():
-    manager = manager_with({str(i): i for i in range(6)}, malicious={"5"}, malicious_per_round=2)
-    (partitions,) = sampled_partitions(manager, 3, rounds=1)
+    grid = grid_with({i: i for i in range(6)})
+    sampler = SeededSampler(seed=7, fraction_train=0.5, malicious={"5"}, malicious_per_round=2)
+    (partitions,) = sampled_partitions(grid, sampler, rounds=1)
     assert len(partitions) == 3 and partitions.count(5) == 1
 
 
-def test_clients_that_report_no_partition_are_ordered_by_node_id_and_still_sampled():
-    manager = manager_with({"10": 0, "11": None, "12": RuntimeError("node lost"), "13": "x", "14": 1})
-    chosen = {proxy.cid for _ in range(20) for proxy in manager.sample(2)}
-    assert chosen == {"10", "11", "12", "13", "14"}
-    assert partition_of(manager.clients["12"]) is None
+def test_nodes_that_report_no_partition_are_ordered_by_node_id_and_still_sampled():
+    grid = grid_with({10: 0, 11: None, 12: RuntimeError("node lost"), 13: "x", 14: 1})
+    sampler = SeededSampler(seed=3, fraction_train=0.4)
+    chosen = {node for _ in range(20) for node in sampler.sample(grid)}
+    assert chosen == {10, 11, 12, 13, 14}
+    assert sampler.partitions == {10: 0, 11: None, 12: None, 13: None, 14: 1}
+    assert sampler.label(12) == "node-12" and sampler.label(14) == "1"
 
 
-def test_too_few_clients_gives_an_empty_sample_and_bad_arguments_raise():
-    assert manager_with({"1": 1}).sample(2, min_num_clients=1) == []
+def test_query_partitions_maps_every_asked_node():
+    grid = grid_with({1: 4, 2: RuntimeError("gone")})
+    assert query_partitions(grid, [1, 2], timeout=None) == {1: 4, 2: None}
+    assert query_partitions(grid, [], timeout=None) == {}
+
+
+def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="seed"):
-        SeededClientManager(seed=-1)
+        SeededSampler(seed=-1)
+    with pytest.raises(ValueError, match="fraction_train"):
+        SeededSampler(seed=0, fraction_train=0.0)
     with pytest.raises(ValueError, match="malicious_per_round"):
-        SeededClientManager(seed=0, malicious_per_round=-2)
+        SeededSampler(seed=0, malicious_per_round=-2)
 
 
-def test_fedsec_clients_report_their_partition():
-    class Client(ReportsPartition):
-        partition_id = 11
+def test_grid_view_shows_only_the_sample_and_delivers_through_the_grid():
+    grid = grid_with({1: 0, 2: 1, 3: 2})
+    view = GridView(grid, [2])
+    assert list(view.get_node_ids()) == [2]
+    (reply,) = view.send_and_receive([Message(RecordDict(), dst_node_id=2, message_type="query")])
+    assert reply.content["metrics"]["partition-id"] == 1
 
-    assert Client().get_properties({}) == {"partition-id": 11}
+
+class GrowingGrid(FakeGrid):
+    """A grid whose nodes connect one per call of ``get_node_ids`` up to ``final``."""
+
+    def __init__(self, final: int) -> None:
+        super().__init__({})
+        self.final = final
+
+    def get_node_ids(self):
+        if len(self.nodes) < self.final:
+            self.nodes[len(self.nodes)] = partition_handler(len(self.nodes))
+        return list(self.nodes)
+
+
+def test_wait_for_nodes_returns_once_the_expected_nodes_are_there():
+    assert wait_for_nodes(GrowingGrid(3), expected=3, settle=5.0, poll=0.0) == [0, 1, 2]
+    assert wait_for_nodes(GrowingGrid(2), expected=None, settle=0.05, poll=0.01) == [0, 1]
+
+
+def test_wait_for_nodes_fails_fast_with_a_line_that_says_what_to_do():
+    with pytest.raises(
+        NodeWaitError, match=r"num-clients=10 but the federation has 2 nodes.*num-supernodes=10"
+    ):
+        wait_for_nodes(GrowingGrid(2), expected=10, settle=0.05, poll=0.01)
+    with pytest.raises(NodeWaitError, match="num-clients=1 but the federation has 2 nodes"):
+        wait_for_nodes(FakeGrid({1: partition_handler(0), 2: partition_handler(1)}), expected=1, poll=0.0)
+    with pytest.raises(NodeWaitError, match="no SuperNode connected within 0s"):
+        wait_for_nodes(FakeGrid({}), expected=None, first_timeout=0.05, poll=0.01)
 
 
 def three_attackers_of_ten(**settings):
