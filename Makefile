@@ -32,7 +32,7 @@ unit: $(STAMP)  ## the fast tests only
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy fedsec strategies clients simulations
+	$(VENV)/bin/mypy fedsec strategies clients simulations examples
 
 deploy: $(STAMP)  ## the quickstart on Flower's deployment engine: SuperLink + 2 SuperNodes on loopback
 	$(VENV)/bin/fedsec deploy $(SCENARIO) --nodes 2 $(ARGS)

@@ -15,7 +15,7 @@ from flwr.app import RecordDict
 from flwr.client import NumPyClient
 
 from clients.benign import BenignClient, client_parts
-from clients.malicious import MALICIOUS_FACTORIES
+from clients.malicious import MALICIOUS_FACTORIES, OBJECTIVES
 from fedsec.config import RunConfig
 from fedsec.experiment import client_data, data_key, load_bundle, new_model
 from fedsec.registry import Registry
@@ -75,8 +75,24 @@ CLIENT_ROLES: Registry[ClientFactory] = Registry(
     },
 )
 
-#: Roles whose clients attack (the scenario's ground truth for detection counts).
-MALICIOUS_ROLES = frozenset(MALICIOUS_FACTORIES)
+#: Roles whose clients attack, mapped to what they are after (``targeted``: a source class read as the
+#: target; ``backdoor``: a trigger read as the target; ``untargeted``: anything else). The scenario's
+#: ground truth for detection counts, and which attack test sets the server measures.
+MALICIOUS_ROLES: Registry[str] = Registry("malicious client role", OBJECTIVES)
+
+#: What a malicious role may be after.
+ATTACK_OBJECTIVES = ("targeted", "backdoor", "untargeted")
+
+
+def register_role(name: str, factory: ClientFactory, *, objective: str | None = None) -> ClientFactory:
+    """Register a client role; with ``objective`` (one of :data:`ATTACK_OBJECTIVES`) it is a malicious one."""
+    if objective is not None and objective not in ATTACK_OBJECTIVES:
+        choices = ", ".join(ATTACK_OBJECTIVES)
+        raise ValueError(f"objective must be one of {choices} or None, got {objective!r}")
+    CLIENT_ROLES.register(name, factory)
+    if objective is not None:
+        MALICIOUS_ROLES.register(name, objective)
+    return factory
 
 
 def malicious_partitions(config: RunConfig, num_partitions: int) -> frozenset[int]:
@@ -108,10 +124,12 @@ def build_client(
 
 
 __all__ = [
+    "ATTACK_OBJECTIVES",
     "CLIENT_ROLES",
     "MALICIOUS_ROLES",
     "BenignClient",
     "benign_client",
     "build_client",
     "malicious_partitions",
+    "register_role",
 ]

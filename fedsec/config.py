@@ -103,7 +103,9 @@ class RunConfig:
         0.0, "seconds to wait for clients each round; 0 waits forever", _at_least(0)
     )
     node_wait: float = _option(
-        10.0, "seconds the server waits for the federation's node count to settle before it fails", _positive
+        5.0,
+        "seconds the federation's node count must stay unchanged before the server uses or refuses it",
+        _positive,
     )
     plugins: str = _option(
         "", "comma-separated modules to import first; they register models, datasets, roles, strategies"

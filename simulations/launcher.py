@@ -305,34 +305,18 @@ def write_run_config(config: RunConfig, path: Path) -> Path:
     return path
 
 
-def submit_and_wait(
+def submit(
     session: FlowerSession,
-    config: RunConfig,
+    app_dir: Path,
+    run_config: Path | str,
     *,
-    federation_config: str | None,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-    poll: float = 1.0,
-    timeout: float = RUN_TIMEOUT,
-    app_dir: Path = APP_DIR,
-) -> RunOutcome:
-    """Submit the app with ``flwr run``, follow progress in ``metrics.jsonl``, wait for the final status.
+    federation_config: str | None = None,
+) -> str:
+    """``flwr run APP_DIR fedsec --run-config RUN_CONFIG``; return the run id.
 
-    Raises
-    ------
-    LaunchError
-        If the run does not start, does not finish within ``timeout`` seconds, a
-        Flower process dies, or the run ends other than ``finished:completed``
-        (the message carries the run's last exception line).
+    ``run_config`` is a TOML file or Flower's ``"key=value ..."`` text.
     """
-    out_dir = Path(config.out_dir)
-    started = time.monotonic()
-    args = [
-        "run",
-        str(app_dir),
-        "fedsec",
-        "--run-config",
-        str(write_run_config(config, out_dir / "run_config.toml")),
-    ]
+    args = ["run", str(app_dir), "fedsec", "--run-config", str(run_config)]
     if federation_config:
         args += ["--federation-config", federation_config]
     reply = session.flwr_json(*args)
@@ -340,6 +324,28 @@ def submit_and_wait(
     if not run_id:
         raise LaunchError(f"flwr run did not start a run: {reply}")
     logger.info("submitted run %s", run_id)
+    return run_id
+
+
+def wait_for_run(
+    session: FlowerSession,
+    run_id: str,
+    out_dir: Path,
+    *,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    poll: float = 1.0,
+    timeout: float = RUN_TIMEOUT,
+) -> RunOutcome:
+    """Follow ``out_dir/metrics.jsonl`` until run ``run_id`` is ``finished:*``; fetch its log.
+
+    Raises
+    ------
+    LaunchError
+        If the run does not finish within ``timeout`` seconds, a Flower process
+        dies, or the run ends other than ``finished:completed`` (the message
+        carries the run's last exception line).
+    """
+    started = time.monotonic()
     seen = 0
     status = ""
     first_round_at: float | None = None
@@ -384,6 +390,23 @@ def submit_and_wait(
         cause = last_exception(log_file.read_text())
         raise LaunchError(f"run {run_id} ended with status {status}{cause}; see {log_file}")
     return outcome
+
+
+def submit_and_wait(
+    session: FlowerSession,
+    config: RunConfig,
+    *,
+    federation_config: str | None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    poll: float = 1.0,
+    timeout: float = RUN_TIMEOUT,
+    app_dir: Path = APP_DIR,
+) -> RunOutcome:
+    """Submit ``config`` to the app in ``app_dir`` and wait for it (:func:`submit`, :func:`wait_for_run`)."""
+    out_dir = Path(config.out_dir)
+    run_config = write_run_config(config, out_dir / "run_config.toml")
+    run_id = submit(session, app_dir, run_config, federation_config=federation_config)
+    return wait_for_run(session, run_id, out_dir, on_round=on_round, poll=poll, timeout=timeout)
 
 
 def last_exception(log: str) -> str:

@@ -97,11 +97,12 @@ def attack_test_sets(config: RunConfig, bundle: DatasetBundle, test: TensorSplit
     of the clean accuracy, so this is what it leaves intact);
     ``asr``: every non-target test sample stamped with the global trigger, labelled the target.
     """
-    from clients.malicious import OBJECTIVES, global_trigger, targeted_examples
+    from clients import MALICIOUS_ROLES
+    from clients.malicious import global_trigger, targeted_examples
     from fedsec.data.poisoning import backdoor_test_set, targeted_subset
 
     roles = set(parse_roles(config.roles, config.num_clients).values())
-    objectives = {OBJECTIVES[r] for r in roles if r in OBJECTIVES}
+    objectives = {MALICIOUS_ROLES[r] for r in roles if r in MALICIOUS_ROLES}
     sets: dict[str, TensorSplit] = {}
     if "targeted" in objectives:
         whole_class = targeted_subset(test, source=config.attack_source, target=config.attack_target)

@@ -92,3 +92,18 @@ def aggregate(strategy: Any, server_round: int, replies: Iterable[Message]) -> l
     """``strategy.aggregate_train`` of ``replies`` as numpy arrays (``None``: no new model)."""
     arrays, _ = strategy.aggregate_train(server_round, list(replies))
     return None if arrays is None else arrays.to_numpy_ndarrays()
+
+
+def app_nodes(run_config: Mapping[str, Any], n: int, *, first_node: int = 7000) -> dict[int, Any]:
+    """``n`` nodes running fedsec's ClientApp in process, partition ``i`` on node ``first_node + i``."""
+    from simulations.client_app import app
+
+    def node(context: Context) -> Any:
+        return lambda msg: app(msg, context)
+
+    return {first_node + i: node(node_context(run_config, i, n)) for i in range(n)}
+
+
+def server_context(run_config: Mapping[str, Any]) -> Context:
+    """The ``Context`` the ServerApp receives for ``run_config``."""
+    return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config))

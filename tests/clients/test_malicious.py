@@ -59,7 +59,7 @@ def test_roles_are_registered_and_ground_truth_lists_the_attackers():
         "snal2",
         "sanodc",
         "dba",
-    } <= MALICIOUS_ROLES
+    } <= set(MALICIOUS_ROLES)
     assert malicious_partitions(config(roles="boosted:0,colluding-pk:2-3"), 4) == frozenset({0, 2, 3})
     assert benign_partitions(config(roles="boosted:0,colluding-pk:2-3"), 4) == [1]
 

@@ -61,7 +61,8 @@ def test_fedsec_run_quickstart_on_the_ray_simulation_engine(tmp_path):
 
 def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_round(tmp_path):
     from fedsec.config import RunConfig
-    from tests.strategies.test_sampling import manager_with
+    from strategies.sampling import SeededSampler
+    from tests.strategies.test_sampling import grid_with, sampled_partitions
 
     out = tmp_path / "run"
     settings = ["fraction-fit=0.5", "roles=label-flip:4-5", "malicious-per-round=1"]
@@ -73,10 +74,8 @@ def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_rou
 
     # the same draws in process, from the same seed, whatever node ids Ray gave the clients
     seed = RunConfig.from_run_config({}).seed
-    manager = manager_with(
-        {str(1000 + p): p for p in range(6)}, seed=seed, malicious={"4", "5"}, malicious_per_round=1
-    )
-    assert sampled == [sorted(proxy.partition for proxy in manager.sample(3)) for _ in range(3)]
+    sampler = SeededSampler(seed=seed, fraction_train=0.5, malicious={"4", "5"}, malicious_per_round=1)
+    assert sampled == sampled_partitions(grid_with({1000 + p: p for p in range(6)}), sampler, rounds=3)
     assert all(len(set(s) & {4, 5}) == 1 for s in sampled)
 
 

@@ -1,0 +1,74 @@
+"""The whole ServerApp (``@app.main``) in process, against fedsec's ClientApp on a local grid (no Ray)."""
+
+import json
+
+import pytest
+from flwr.app import Message
+
+from fedsec.errors import ConfigError
+from fedsec.results import read_metrics, read_summary
+from simulations import server_app
+from simulations.server_app import RunFailed, default_out_dir, round_table
+from strategies.sampling import NodeWaitError
+from tests.flower_fakes import FakeGrid, app_nodes, server_context
+
+SMALL = {
+    "dataset": "synthetic",
+    "model": "cnn",
+    "num-server-rounds": 2,
+    "validation-size": 30,
+    "node-wait": 0.2,
+}
+
+
+def test_num_clients_zero_takes_every_node_and_the_run_learns_and_records(tmp_path):
+    config = {**SMALL, "num-clients": 0, "out-dir": str(tmp_path)}
+    grid = FakeGrid(app_nodes(config, 3))
+
+    server_app.app(grid, server_context(config))
+
+    rounds = read_metrics(tmp_path)
+    summary = read_summary(tmp_path)
+    assert [r["round"] for r in rounds] == [0, 1, 2] and all(r["received"] == 3 for r in rounds[1:])
+    assert rounds[-1]["accuracy"] > rounds[0]["accuracy"] + 0.3
+    assert summary["status"] == "completed" and summary["config"]["num-clients"] == 3
+    assert grid.count("query") == 3 and grid.count("train") == 6
+
+
+def test_a_run_whose_every_client_fails_ends_failed_with_the_first_reason(tmp_path):
+    config = {**SMALL, "num-clients": 2, "out-dir": str(tmp_path)}
+
+    def crash(msg: Message) -> Message:
+        raise MemoryError("the device ran out of memory")
+
+    with pytest.raises(RunFailed, match="no round aggregated an update: error code 2: MemoryError"):
+        server_app.app(FakeGrid({1: crash, 2: crash}), server_context(config))
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed" and "MemoryError" in summary["reason"]
+    assert all(r["failures"] == 2 and r["aggregated"] is False for r in read_metrics(tmp_path)[1:])
+
+
+def test_a_scenario_with_variants_points_to_fedsec_run():
+    config = {**SMALL, "scenario": "layered-mnist", "variants": "layered-mnist.variants.toml"}
+    with pytest.raises(ConfigError, match="run it with `fedsec run layered-mnist`"):
+        server_app.app(FakeGrid({}), server_context(config))
+
+
+def test_more_clients_than_nodes_fails_within_seconds_saying_how_to_start_them():
+    config = {**SMALL, "num-clients": 5}
+    with pytest.raises(NodeWaitError, match="num-supernodes=5"):
+        server_app.app(FakeGrid(app_nodes(config, 3)), server_context(config))
+
+
+def test_the_default_records_directory_is_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from fedsec.config import RunConfig
+
+    path = default_out_dir(RunConfig.from_run_config({"scenario": "quickstart"}), now=0.0)
+    assert path.parent == tmp_path / "runs" and path.name.startswith("quickstart-19")
+
+
+def test_the_round_table_prints_missing_and_non_finite_losses_as_a_dash():
+    lines = round_table([{"round": 1, "accuracy": 0.5, "loss": None, "seconds": 1.0, "rejected": {"3": "x"}}])
+    assert lines[1].split() == ["1", "0.5000", "-", "1.0", "0", "1"]
+    assert json.dumps(lines)  # plain text
