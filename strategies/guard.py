@@ -151,6 +151,7 @@ class GuardedStrategy(StrategyWrapper):
             self.recorder.note(
                 server_round,
                 received=len(replies),
+                accepted=[client_label(msg) for msg in kept],
                 failures=len(failed),
                 rejected=rejected,
                 **({"failed": failed} if failed else {}),

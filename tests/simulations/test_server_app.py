@@ -72,3 +72,19 @@ def test_the_round_table_prints_missing_and_non_finite_losses_as_a_dash():
     lines = round_table([{"round": 1, "accuracy": 0.5, "loss": None, "seconds": 1.0, "rejected": {"3": "x"}}])
     assert lines[1].split() == ["1", "0.5000", "-", "1.0", "0", "1"]
     assert json.dumps(lines)  # plain text
+
+
+def test_same_seed_same_run_bitwise_whatever_node_ids_and_delivery_order(tmp_path):
+    config = {**SMALL, "num-clients": 4, "fraction-fit": 0.5}
+    runs = []
+    for index, (first_node, reverse) in enumerate(((7000, False), (123456, True))):
+        out = tmp_path / f"run{index}"
+        run = {**config, "out-dir": str(out)}
+        nodes = app_nodes(run, 4, first_node=first_node)
+        grid = FakeGrid(dict(reversed(nodes.items())) if reverse else nodes)
+        server_app.app(grid, server_context(run))
+        runs.append(read_metrics(out))
+    first, second = runs
+    assert [r["loss"] for r in first] == [r["loss"] for r in second]
+    assert [r.get("accepted") for r in first] == [r.get("accepted") for r in second]
+    assert all(len(r["accepted"]) == 2 for r in first[1:])  # half of the 4 nodes trained each round
