@@ -8,6 +8,8 @@ FDA³ attack monitor's assignment) fails now, with the config key in the message
 
 from __future__ import annotations
 
+import logging
+
 from clients import CLIENT_ROLES, malicious_partitions
 from clients.malicious import sampled_per_round
 from fedsec.config import RunConfig
@@ -32,11 +34,17 @@ def validate(config: RunConfig) -> None:
         parse_attack_params(config.attack_params)
     if config.malicious_per_round:
         check_malicious_per_round(config)
-    build_strategy(
-        config,
-        initial_arrays=[],
-        accuracy_fn=(lambda weights: 0.0) if config.validation_size else None,
-    )
+    flower = logging.getLogger("flwr")
+    level = flower.level
+    flower.setLevel(logging.ERROR)  # Flower's strategies log their settings; this build is only a check
+    try:
+        build_strategy(
+            config,
+            initial_arrays=[],
+            accuracy_fn=(lambda weights: 0.0) if config.validation_size else None,
+        )
+    finally:
+        flower.setLevel(level)
 
 
 def check_malicious_per_round(config: RunConfig) -> None:

@@ -131,3 +131,21 @@ def test_fedsec_run_with_a_users_plugin_from_a_directory_holding_a_fedsec_app_de
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     summary = read_summary(out)
     assert summary["config"]["model"] == "wide-mlp" and summary["final"]["accuracy"] > 0.7
+
+
+def test_a_run_in_which_every_client_fails_exits_non_zero_with_the_reason(tmp_path):
+    out = tmp_path / "run"
+    completed = subprocess.run(
+        [sys.executable, "-m", "simulations.cli", "run", "quickstart", "--clients", "2", "--rounds", "2",
+         "--set", "plugins=tests.fault_roles", "--set", "roles=crash:0-1", "--out", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert completed.returncode == 1, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "finished:failed" in completed.stderr and "MemoryError: client" in completed.stderr
+    summary = read_summary(out)
+    assert summary["status"] == "failed" and "no round aggregated an update" in summary["reason"]
+    assert all(r["failures"] == 2 for r in read_metrics(out)[1:])

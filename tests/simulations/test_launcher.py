@@ -1,0 +1,67 @@
+"""The launcher's dealings with the ``flwr`` CLI, with ``subprocess.run`` stubbed (no Flower process)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from simulations import launcher
+from simulations.launcher import FlowerSession, LaunchError
+
+
+class FakeCompleted:
+    def __init__(self, stdout: str, returncode: int = 0) -> None:
+        self.stdout, self.stderr, self.returncode = stdout, "", returncode
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every ``subprocess.run`` of the launcher, answered from the reply texts in ``calls[1]``."""
+    record: list[dict] = []
+
+    def run(args, **kwargs):
+        record.append({"args": args, **kwargs})
+        return FakeCompleted(replies.pop(0))
+
+    replies: list[str] = []
+    monkeypatch.setattr(launcher.subprocess, "run", run)
+    monkeypatch.setattr(launcher, "_bin", lambda name: name)
+    return record, replies
+
+
+def test_flwr_runs_in_the_private_home_never_in_the_users_directory(tmp_path, calls):
+    record, replies = calls
+    replies.append(json.dumps({"success": True, "runs": [{"status": "running"}]}))
+    session = FlowerSession(simulation=True, log_dir=tmp_path / "logs", home=tmp_path / "home")
+    assert launcher._run_status(session, "7") == "running"
+    assert record[0]["cwd"] == tmp_path / "home"
+    assert record[0]["args"][:3] == ["flwr", "ls", "fedsec"]
+
+
+def test_a_flwr_reply_without_success_is_an_error_not_an_empty_status(tmp_path, calls):
+    _, replies = calls
+    replies.append(json.dumps({"success": False, "error-message": "fedsec is an app path"}))
+    session = FlowerSession(simulation=True, log_dir=tmp_path / "logs", home=tmp_path / "home")
+    with pytest.raises(LaunchError, match="`flwr ls` failed: fedsec is an app path"):
+        launcher._run_status(session, "7")
+    replies.append("Traceback (most recent call last): ...")
+    with pytest.raises(LaunchError, match="did not answer in JSON"):
+        launcher._run_status(session, "7")
+
+
+def test_waiting_for_a_run_has_an_overall_timeout(tmp_path, calls, monkeypatch):
+    _, replies = calls
+    replies.extend(json.dumps({"success": True, "runs": [{"status": "running"}]}) for _ in range(50))
+    session = FlowerSession(simulation=True, log_dir=tmp_path / "logs", home=tmp_path / "home")
+    monkeypatch.setattr(launcher, "STATUS_INTERVAL", 0.0)
+    with pytest.raises(LaunchError, match="did not finish within 0s"):
+        launcher.wait_for_run(session, "7", tmp_path, poll=0.01, timeout=0.05)
+
+
+def test_every_flower_process_gets_the_app_and_the_working_directory_on_its_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = launcher.flower_environment(tmp_path / "home", "tag")
+    paths = env["PYTHONPATH"].split(":")
+    assert paths[:2] == [str(launcher.APP_DIR), str(Path.cwd())]
+    assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1" and env[launcher.TAG_VARIABLE] == "tag"
+
