@@ -64,6 +64,10 @@ def _unit_interval(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "in [0, 1]"
 
 
+def _zero_or_above_one(value: Any) -> str | None:
+    return None if value == 0 or value > 1 else "0 (off) or > 1"
+
+
 def _absolute_or_empty(value: Any) -> str | None:
     return None if value == "" or os.path.isabs(value) else "an absolute path (or empty for no records)"
 
@@ -106,6 +110,17 @@ class RunConfig:
         5.0,
         "seconds the federation's node count must stay unchanged before the server uses or refuses it",
         _positive,
+    )
+    update_norm_bound: float = _option(
+        100.0,
+        "the guard rejects an update whose norm exceeds this multiple of the round's median update norm "
+        "(or of the global model's norm + 1); 0: off, defenses see whatever attackers send",
+        _zero_or_above_one,
+    )
+    num_examples_bound: float = _option(
+        10.0,
+        "the guard clamps a reported num-examples above this multiple of the round's median; 0: off",
+        _zero_or_above_one,
     )
     plugins: str = _option(
         "", "comma-separated modules to import first; they register models, datasets, roles, strategies"

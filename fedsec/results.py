@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fedsec.errors import FedsecError
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,14 @@ class RunRecorder:
             self.out_dir = Path(self.out_dir)
             if not self.out_dir.is_absolute():
                 raise ValueError(f"out_dir must be an absolute path, got {self.out_dir}")
+            if self.out_dir.exists() and not self.out_dir.is_dir():
+                raise RecordsError(f"out-dir {self.out_dir} is a file, not a directory")
+            taken = [name for name in (METRICS_FILE, SUMMARY_FILE) if (self.out_dir / name).exists()]
+            if taken:
+                raise RecordsError(
+                    f"out-dir {self.out_dir} already holds another run's records ({', '.join(taken)}); "
+                    "choose a new directory"
+                )
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / METRICS_FILE).write_text("")
 
@@ -109,8 +120,7 @@ class RunRecorder:
         record = _jsonable(record)
         self.rounds.append(record)
         if self.out_dir is not None:
-            with (self.out_dir / METRICS_FILE).open("a") as handle:
-                handle.write(json.dumps(record, sort_keys=False) + "\n")
+            append_line(self.out_dir / METRICS_FILE, json.dumps(record, sort_keys=False))
         logger.info("round %s: accuracy=%.4f loss=%.4f", server_round, accuracy, loss)
         return record
 
@@ -134,9 +144,34 @@ class RunRecorder:
         summary.update(extra)
         summary = _jsonable(summary)
         if self.out_dir is not None:
-            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            write_atomically(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
             plot_metric(self.rounds, self.out_dir / ACCURACY_PLOT, title=self.scenario)
         return summary
+
+
+class RecordsError(FedsecError):
+    """A run's records cannot be written where asked (another run's records there, a file in the way)."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to ``path`` with a single write, flushed to disk (a reader never sees half a line)."""
+    data = (line.rstrip("\n") + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, data)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -64,3 +64,68 @@ def screen_updates(
         else:
             rejected[index] = reason
     return kept, rejected
+
+
+def update_norm(arrays: Sequence[np.ndarray], reference: Sequence[np.ndarray] | None = None) -> float:
+    """L2 norm of the float arrays of ``arrays − reference`` (of ``arrays`` alone without a reference).
+
+    Integer arrays (e.g. BatchNorm's step counters) are left out; sums run in float64.
+    """
+    total = 0.0
+    for index, array in enumerate(arrays):
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
+        values = array if reference is None else array - reference[index]
+        total += float(np.dot(values.ravel().astype(np.float64), values.ravel().astype(np.float64)))
+    return float(np.sqrt(total))
+
+
+def norm_outliers(norms: Sequence[float], *, bound: float, model_norm: float) -> dict[int, str]:
+    """``{index: reason}`` of the updates whose norm no genuine update can have.
+
+    An update is out of bounds when its norm exceeds ``bound`` × the global
+    model's norm (+ 1), or, in a round of at least three updates, ``bound`` ×
+    the round's median update norm.  Pure function; ``bound`` must be > 0.
+    """
+    if not bound > 0:
+        raise ValueError(f"bound must be > 0, got {bound!r}")
+    values = np.asarray(norms, dtype=np.float64)
+    limits = {"the global model's norm + 1": bound * (model_norm + 1.0)}
+    if len(values) >= 3:
+        limits["the round's median update norm"] = bound * float(np.median(values))
+    out: dict[int, str] = {}
+    for index, norm in enumerate(values):
+        for what, limit in limits.items():
+            if norm > limit:
+                out[index] = f"update norm {norm:.4g} exceeds {bound:g}× {what} (limit {limit:.4g})"
+                break
+    return out
+
+
+def bounded_counts(
+    counts: Sequence[int], *, bound: float | None, cap: int | None
+) -> tuple[list[int], dict[int, str], dict[int, tuple[int, int]]]:
+    """Sample counts no client can use to dominate: ``(counts to use, rejected, clamped)``.
+
+    A count above ``cap`` (the most examples any client can hold) is rejected
+    (``{index: reason}``); with ``bound`` and at least three counts, a count
+    above ``bound`` × the round's median count is clamped to it (``{index:
+    (reported, used)}``).  Rejected indices keep their count in the returned list.
+    """
+    used = [int(c) for c in counts]
+    rejected: dict[int, str] = {}
+    if cap is not None:
+        for index, count in enumerate(used):
+            if count > cap:
+                rejected[index] = (
+                    f"num-examples {count} exceeds the {cap} training examples of the whole federation"
+                )
+    clamped: dict[int, tuple[int, int]] = {}
+    honest = [c for i, c in enumerate(used) if i not in rejected]
+    if bound is not None and len(honest) >= 3:
+        limit = max(1, int(bound * float(np.median(honest))))
+        for index, count in enumerate(used):
+            if index not in rejected and count > limit:
+                clamped[index] = (count, limit)
+                used[index] = limit
+    return used, rejected, clamped

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -46,9 +47,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, ConfigValue]:
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
-    if args.out:
-        return Path(args.out).expanduser().resolve()
-    return (Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    """The run's own, fresh output directory (``--out`` or ``runs/<scenario>-<time>``).
+
+    An existing non-empty ``--out`` is refused (records of two runs must never mix)
+    unless ``--force`` replaces it; a file there is refused.
+    """
+    if not args.out:
+        return (Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise FedsecError(f"--out {out} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not getattr(args, "force", False):
+            raise FedsecError(
+                f"--out {out} is not empty; choose a new directory, or add --force to replace it"
+            )
+        shutil.rmtree(out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -255,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("scenario", help="scenario name (fedsec scenarios) or path to a .toml file")
         command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key")
         command.add_argument("--rounds", type=int, help="shorthand for --set num-server-rounds=N")
-        command.add_argument("--out", help="output directory (default: runs/<scenario>-<time>)")
+        command.add_argument("--out", help="output directory, new or empty (default: runs/<scenario>-<time>)")
+        command.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
         command.add_argument(
             "--timeout",
             type=float,

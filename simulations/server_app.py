@@ -244,6 +244,7 @@ def main(grid: Grid, context: Context) -> None:
         recorder=recorder,
         truth=truth,
         accuracy_fn=validation_accuracy_fn(config, model, splits["validation"], bundle.num_classes),
+        max_examples=len(bundle.train) - sum(len(split) for name, split in splits.items() if name != "test"),
     )
     strategy.start(
         grid=grid,

@@ -34,6 +34,7 @@ def validate(config: RunConfig) -> None:
         parse_attack_params(config.attack_params)
     if config.malicious_per_round:
         check_malicious_per_round(config)
+    check_data(config)
     flower = logging.getLogger("flwr")
     level = flower.level
     flower.setLevel(logging.ERROR)  # Flower's strategies log their settings; this build is only a check
@@ -58,4 +59,30 @@ def check_malicious_per_round(config: RunConfig) -> None:
         raise ConfigError(
             f"malicious-per-round={k} cannot be met in a sample of {sampled} clients "
             f"({bad} malicious, {config.num_clients - bad} benign)"
+        )
+
+
+def check_data(config: RunConfig) -> None:
+    """Load the dataset and raise (naming the keys) if the server's splits and the clients cannot share it.
+
+    Raises
+    ------
+    fedsec.errors.DataUnavailableError
+        If the dataset is not installed or not under ``data-root`` (the message says what to do).
+    ConfigError
+        If the server-held splits take the whole training set, or there are more clients than examples.
+    """
+    from fedsec.experiment import load_bundle, server_split_sizes
+
+    train = len(load_bundle(config).train)
+    held = sum(server_split_sizes(config).values())
+    if held >= train:
+        raise ConfigError(
+            f"validation-size + auxiliary-size + clean-size = {held} leave nothing of the {train} training "
+            f"examples of {config.dataset!r} for the clients"
+        )
+    if train - held < config.num_clients:
+        raise ConfigError(
+            f"num-clients={config.num_clients} is more than the {train - held} training examples of "
+            f"{config.dataset!r} left for clients"
         )

@@ -44,6 +44,9 @@ class FDA3(FedAvg):
         Flower ``FedAvg`` arguments.
     """
 
+    #: Replies carry gradients, not weights (the update guard bounds their own norm).
+    REPLIES = "gradients"
+
     def __init__(
         self,
         *,

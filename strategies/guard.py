@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -39,7 +39,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.results import RunRecorder
-from fedsec.validation import ArraySpec, layout_of, screen_update
+from fedsec.validation import ArraySpec, bounded_counts, layout_of, norm_outliers, screen_update, update_norm
 from strategies.messages import (
     NUM_EXAMPLES_KEY,
     arrays_of,
@@ -55,7 +55,12 @@ from strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GuardedStrategy"]
+__all__ = ["DEFAULT_EXAMPLES_BOUND", "DEFAULT_NORM_BOUND", "GuardedStrategy", "replies_are_gradients"]
+
+#: An update may be at most this many times the round's median update norm (and the model's norm + 1).
+DEFAULT_NORM_BOUND = 100.0
+#: A reported ``num-examples`` above this many times the round's median is clamped to it.
+DEFAULT_EXAMPLES_BOUND = 10.0
 
 
 class GuardedStrategy(StrategyWrapper):
@@ -77,12 +82,28 @@ class GuardedStrategy(StrategyWrapper):
         inner: Strategy,
         recorder: RunRecorder | None = None,
         sampler: SeededSampler | None = None,
+        norm_bound: float | None = DEFAULT_NORM_BOUND,
+        examples_bound: float | None = DEFAULT_EXAMPLES_BOUND,
+        max_examples: int | None = None,
     ) -> None:
         super().__init__(inner=inner)
         if sampler is not None and not isinstance(sampler, SeededSampler):
             raise ValueError(f"sampler must be a SeededSampler or None, got {type(sampler).__name__}")
+        for name, value in (("norm_bound", norm_bound), ("examples_bound", examples_bound)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 1
+            ):
+                raise ValueError(f"{name} must be None or a number > 1, got {value!r}")
+        if max_examples is not None and (
+            isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+        ):
+            raise ValueError(f"max_examples must be None or an integer >= 1, got {max_examples!r}")
         self.recorder = recorder
         self.sampler = sampler
+        self.norm_bound = None if norm_bound is None else float(norm_bound)
+        self.examples_bound = None if examples_bound is None else float(examples_bound)
+        self.max_examples = max_examples
+        self.gradients = replies_are_gradients(inner)
         self._layout: tuple[ArraySpec, ...] | None = None
         #: Rounds whose aggregation produced a new global model.
         self.aggregated_rounds = 0
@@ -129,7 +150,7 @@ class GuardedStrategy(StrategyWrapper):
         if self._layout is None or self.global_keys is None:
             raise RuntimeError("configure_train must run before aggregate_train (no model layout yet)")
         replies = list(replies)
-        kept: list[Message] = []
+        candidates: list[tuple[Message, list[np.ndarray]]] = []
         rejected: dict[str, str] = {}
         failed: dict[str, str] = {}
         for msg in replies:
@@ -138,12 +159,15 @@ class GuardedStrategy(StrategyWrapper):
                 failed[label] = describe_error(msg)
                 logger.warning("round %s: client %s failed: %s", server_round, label, failed[label])
                 continue
-            reason = self._problem(msg)
+            reason, arrays = self._problem(msg)
             if reason is None:
-                kept.append(msg)
+                candidates.append((msg, arrays))
             else:
                 rejected[label] = reason
-                logger.warning("round %s: rejected update from client %s: %s", server_round, label, reason)
+        kept, out_of_bounds, clamped = self._bounded(candidates)
+        rejected.update(out_of_bounds)
+        for label, reason in rejected.items():
+            logger.warning("round %s: rejected update from client %s: %s", server_round, label, reason)
         for reason in (*failed.values(), *rejected.values()):
             self.first_problem = self.first_problem or reason
         kept.sort(key=lambda msg: partition_order(reply_partition(msg), msg.metadata.src_node_id))
@@ -155,39 +179,65 @@ class GuardedStrategy(StrategyWrapper):
                 failures=len(failed),
                 rejected=rejected,
                 **({"failed": failed} if failed else {}),
+                **({"clamped_examples": clamped} if clamped else {}),
             )
         return _common_metrics(kept)
 
-    def _problem(self, msg: Message) -> str | None:
-        """Why reply ``msg`` cannot be aggregated, or ``None``."""
+    def _bounded(
+        self, candidates: list[tuple[Message, list[np.ndarray]]]
+    ) -> tuple[list[Message], dict[str, str], dict[str, list[int]]]:
+        """Well-formed replies within the norm and sample-count bounds; the rejected; the clamped counts."""
+        assert self.global_arrays is not None
+        rejected: dict[str, str] = {}
+        if self.norm_bound is not None and candidates:
+            reference = None if self.gradients else self.global_arrays
+            norms = [update_norm(arrays, reference) for _, arrays in candidates]
+            outliers = norm_outliers(norms, bound=self.norm_bound, model_norm=update_norm(self.global_arrays))
+            rejected.update({client_label(candidates[i][0]): reason for i, reason in outliers.items()})
+            candidates = [c for i, c in enumerate(candidates) if i not in outliers]
+        counts = [int(cast(float, _count(msg))) for msg, _ in candidates]  # screened: positive integers
+        used, too_many, clamps = bounded_counts(counts, bound=self.examples_bound, cap=self.max_examples)
+        rejected.update({client_label(candidates[i][0]): reason for i, reason in too_many.items()})
+        kept: list[Message] = []
+        for index, (msg, _) in enumerate(candidates):
+            if index in too_many:
+                continue
+            if index in clamps:
+                record = MetricRecord(dict(metrics_of(msg).items()))
+                record[NUM_EXAMPLES_KEY] = used[index]
+                msg = with_content(msg, metrics=record)
+            kept.append(msg)
+        clamped = {client_label(candidates[i][0]): list(pair) for i, pair in clamps.items()}
+        return kept, rejected, clamped
+
+    def _problem(self, msg: Message) -> tuple[str | None, list[np.ndarray]]:
+        """Why reply ``msg`` cannot be aggregated (``None``: it can), and its decoded arrays."""
         assert self._layout is not None and self.global_keys is not None
         record = arrays_of(msg)
         if record is None or len(msg.content.array_records) != 1:
-            return "the reply must carry exactly one ArrayRecord"
+            return "the reply must carry exactly one ArrayRecord", []
         if list(record.keys()) != self.global_keys:
-            return (
-                f"array keys {_short(list(record.keys()))} differ from the model's {_short(self.global_keys)}"
-            )
+            keys = _short(list(record.keys()))
+            return f"array keys {keys} differ from the model's {_short(self.global_keys)}", []
         try:
             arrays = record.to_numpy_ndarrays()
         except Exception as error:  # noqa: BLE001 - any undecodable payload is a rejection
-            return f"arrays could not be decoded ({type(error).__name__}: {error})"
+            return f"arrays could not be decoded ({type(error).__name__}: {error})", []
         problem = screen_update(arrays, self._layout)
         if problem is not None:
-            return problem
-        metrics = metrics_of(msg)
-        count = metrics.get(NUM_EXAMPLES_KEY)
+            return problem, []
+        count = _count(msg)
         if isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count):
-            return f"{NUM_EXAMPLES_KEY} must be a finite number, got {count!r}"
+            return f"{NUM_EXAMPLES_KEY} must be a finite number, got {count!r}", []
         if count <= 0 or float(count) != int(count):
-            return f"{NUM_EXAMPLES_KEY} must be a positive integer, got {count!r}"
+            return f"{NUM_EXAMPLES_KEY} must be a positive integer, got {count!r}", []
         if self.sampler is not None and msg.metadata.src_node_id in self.sampler.partitions:
             known = self.sampler.partitions[msg.metadata.src_node_id]
             reported = reply_partition(msg)
             if known is not None and reported != known:
                 node = msg.metadata.src_node_id
-                return f"reports partition-id {reported!r} but node {node} is partition {known}"
-        return None
+                return f"reports partition-id {reported!r} but node {node} is partition {known}", []
+        return None, arrays
 
     # ----------------------------------------------------------- aggregation
     def aggregate_train(
@@ -274,6 +324,17 @@ class GuardedStrategy(StrategyWrapper):
                 error,
             )
             return None
+
+
+def replies_are_gradients(strategy: Strategy) -> bool:
+    """Whether the innermost strategy under ``strategy`` aggregates gradients (FDA³), not weights."""
+    while isinstance(getattr(strategy, "inner", None), Strategy):
+        strategy = strategy.inner  # type: ignore[attr-defined]
+    return getattr(strategy, "REPLIES", "weights") == "gradients"
+
+
+def _count(msg: Message) -> object:
+    return metrics_of(msg).get(NUM_EXAMPLES_KEY)
 
 
 def _common_metrics(replies: list[Message]) -> list[Message]:

@@ -287,6 +287,7 @@ def build_strategy(
     recorder: RunRecorder | None = None,
     truth: GroundTruth | None = None,
     accuracy_fn: Callable[[NDArrays], float] | None = None,
+    max_examples: int | None = None,
 ) -> GuardedStrategy:
     """Build ``config.strategy`` from :data:`STRATEGIES`, wrapped as the config asks and in the update guard.
 
@@ -295,7 +296,8 @@ def build_strategy(
     wrapped in :class:`~strategies.detection.DetectionStrategy` (which drops
     flagged updates, or only measures when no detector is on); with ``audit`` in
     the PDGAN audit.  ``accuracy_fn`` (validation accuracy of full model weights)
-    feeds the accuracy detector; ``initial_arrays`` is the initial global model.
+    feeds the accuracy detector; ``initial_arrays`` is the initial global model; ``max_examples``
+    (the federation's training examples) is the most ``num-examples`` the guard accepts from a client.
     """
     factory = STRATEGIES[config.strategy]
     env = ServerEnv(
@@ -311,4 +313,11 @@ def build_strategy(
         strategy = detection(config, strategy, env)
     if config.audit:
         strategy = audit(config, strategy, env)
-    return GuardedStrategy(inner=strategy, recorder=recorder, sampler=sampler_for(config, env.truth))
+    return GuardedStrategy(
+        inner=strategy,
+        recorder=recorder,
+        sampler=sampler_for(config, env.truth),
+        norm_bound=config.update_norm_bound or None,
+        examples_bound=config.num_examples_bound or None,
+        max_examples=max_examples,
+    )

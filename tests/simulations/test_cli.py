@@ -95,17 +95,19 @@ def test_report_of_a_sweep_lists_its_runs_and_then_its_merged_tables(tmp_path, c
 
 
 def test_deploy_with_incomplete_certificates_names_the_missing_files(tmp_path, capsys):
-    (tmp_path / "ca.crt").write_text("x")
+    certificates = tmp_path / "certs"
+    certificates.mkdir()
+    (certificates / "ca.crt").write_text("x")
     argv = [
         "deploy",
         "quickstart",
         "--nodes",
         "2",
         "--certificates",
-        str(tmp_path),
+        str(certificates),
         "--auth",
         "--out",
-        str(tmp_path),
+        str(tmp_path / "run"),
     ]
     assert main(argv) == 1
     err = capsys.readouterr().err
@@ -135,3 +137,55 @@ def test_deploy_refuses_the_perfect_knowledge_hook(capsys):
     code = main(["deploy", "quickstart", "--nodes", "2", "--set", "perfect-knowledge-hook=true"])
 
     assert code == 2 and "simulation-only hook" in capsys.readouterr().err
+
+
+def test_out_must_be_a_new_or_empty_directory_unless_forced(tmp_path, capsys, monkeypatch):
+    from simulations import cli
+
+    started = []
+    monkeypatch.setattr(
+        cli, "_follow", lambda console, config, run, **kwargs: started.append(config.out_dir) or 0
+    )
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "summary.json").write_text("{}")
+    assert main(["run", "quickstart", "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["run", "quickstart", "--out", str(used)]) == 2
+    assert "is not empty" in capsys.readouterr().err and (used / "summary.json").exists()
+    assert main(["run", "quickstart", "--out", str(used), "--force"]) == 0
+    assert started == [str(used)] and not used.exists()  # replaced: the run starts from an empty directory
+
+
+def test_records_never_mix_two_runs(tmp_path):
+    first = RunRecorder(out_dir=tmp_path, scenario="a", config={})
+    first.end_round(0, accuracy=0.1, loss=2.0)
+    first.finish()
+    with pytest.raises(FedsecError, match="already holds another run's records"):
+        RunRecorder(out_dir=tmp_path, scenario="b", config={})
+    with pytest.raises(FedsecError, match="is a file"):
+        RunRecorder(out_dir=tmp_path / "summary.json", scenario="c", config={})
+    assert not list(tmp_path.glob(".*partial"))  # the summary was written through a temporary file
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["validation-size=4000"], "leave nothing of the"),
+        (["dataset=digits", "validation-size=0"], None),
+        (["dataset=synthetic", "validation-size=0", "num-clients=700"], "num-clients=700 is more than"),
+        (["dataset=mnist", "data-root=/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_data_problems_stop_the_run_before_flower_starts(settings, message, capsys, monkeypatch):
+    from simulations import cli
+
+    monkeypatch.setattr(cli, "_follow", lambda console, config, run, **kwargs: 0)
+    code = main(["run", "quickstart", *[arg for s in settings for arg in ("--set", s)]])
+    err = capsys.readouterr().err
+    if message is None:
+        assert code == 0 and err == ""
+    else:
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -87,11 +87,16 @@ def test_a_foreign_flower_app_wraps_flowers_fedavg_in_fedsecs_guard_and_layered_
         wait_for_run(session, run_id, out, timeout=600)
     rounds = read_metrics(out)[1:]
     assert len(rounds) == 3
-    assert all(
-        r["rejected"] == {"3": r["rejected"]["3"]} and "non-finite" in r["rejected"]["3"] for r in rounds
-    )
-    assert all("2" in r["dropped"] and r["kept"]["layered"] == ["0", "1"] for r in rounds)
-    assert all(r["detection"]["layered"]["tp"] == 1 and r["detection"]["layered"]["fp"] == 0 for r in rounds)
+    assert all("non-finite" in r["rejected"]["3"] for r in rounds)  # the guard rejects the NaN update
+    # the booster never gets in: the layered defense drops it, or (once honest updates have become small)
+    # the guard already rejects it as 100× their median norm
+    for r in rounds:
+        if "2" in r["rejected"]:
+            assert "update norm" in r["rejected"]["2"] and r["kept"]["layered"] == ["0", "1"]
+        else:
+            assert "2" in r["dropped"] and r["kept"]["layered"] == ["0", "1"]
+            assert r["detection"]["layered"] == {"tp": 1, "fp": 0, "fn": 0, "tn": 2}
+    assert any("2" in r.get("dropped", {}) for r in rounds)  # the layered defense itself acted
     final = np.array(json.loads((out / "done.json").read_text())["final"])
     assert np.isfinite(final).all()
     assert np.linalg.norm(final - [1.0, -2.0, 0.5, 3.0]) < 0.5 * np.linalg.norm([1.0, -2.0, 0.5, 3.0])

@@ -64,4 +64,3 @@ def test_every_flower_process_gets_the_app_and_the_working_directory_on_its_path
     paths = env["PYTHONPATH"].split(":")
     assert paths[:2] == [str(launcher.APP_DIR), str(Path.cwd())]
     assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1" and env[launcher.TAG_VARIABLE] == "tag"
-

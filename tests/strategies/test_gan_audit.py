@@ -27,6 +27,7 @@ BASE = {
     "gan-learning-rate": 0.002,
     "inversion-steps": 5,
     "num-clients": 5,
+    "update-norm-bound": 0,  # the audit, not the guard, must catch the poisoned model here
 }
 POISON_CLASS = 7
 HONEST_EXAMPLES = [10, 20, 30, 40]

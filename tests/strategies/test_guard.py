@@ -191,10 +191,39 @@ def test_metric_records_are_reduced_to_the_shared_keys_so_flower_can_aggregate_t
 def test_robust_aggregators_resist_one_huge_outlier_that_fedavg_follows(name):
     values = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1000.0]
     replies = [train_reply(i, honest(v)) for i, v in enumerate(values)]
-    fedavg = aggregate(make("fedavg"), replies)
-    robust = aggregate(make(name, **{"num-malicious-clients": 1}), replies)
+    unbounded = {"update-norm-bound": 0}  # what each aggregator does with everything the attacker sends
+    fedavg = aggregate(make("fedavg", **unbounded), replies)
+    robust = aggregate(make(name, **{"num-malicious-clients": 1}, **unbounded), replies)
     assert fedavg[0][0, 0] > 100  # the outlier drags the mean
     assert 0.85 < robust[0][0, 0] < 1.15
+
+
+def test_the_guard_rejects_an_update_no_genuine_client_can_send_and_records_why():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    values = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1e38]
+    merged = aggregate(make("fedavg", recorder), [train_reply(i, honest(v)) for i, v in enumerate(values)])
+    assert 0.9 < merged[0][0, 0] < 1.1  # FedAvg of the six honest updates
+    reason = recorder.end_round(1, accuracy=0, loss=0)["rejected"]["6"]
+    assert "update norm" in reason and "exceeds 100×" in reason
+
+
+def test_a_lying_sample_count_is_clamped_or_rejected_and_cannot_carry_the_round():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = build_strategy(
+        RunConfig.from_run_config({"num-clients": 7}),
+        initial_arrays=GLOBAL,
+        recorder=recorder,
+        max_examples=500,
+    )
+    configured(guarded)
+    honest_replies = [train_reply(i, honest(1.0), num_examples=10) for i in range(4)]
+    inflated = train_reply(4, honest(5.0), num_examples=300)  # 30× the median: clamped to 100
+    impossible = train_reply(5, honest(9.0), num_examples=10**12)  # more than the federation holds
+    merged = aggregate(guarded, [*honest_replies, inflated, impossible])
+    np.testing.assert_allclose(merged[0], np.full((2, 2), (4 * 10 * 1.0 + 100 * 5.0) / 140), rtol=1e-6)
+    record = recorder.end_round(1, accuracy=0, loss=0)
+    assert record["clamped_examples"] == {"4": [300, 100]}
+    assert "exceeds the 500 training examples" in record["rejected"]["5"]
 
 
 def test_flowers_krum_through_the_guard_keeps_a_single_honest_model():
@@ -207,6 +236,6 @@ def test_the_aggregate_does_not_depend_on_the_order_the_engine_delivers_results_
     # float32 sums are not associative: (1e8 - 1e8) + 1 is 1, but (1 - 1e8) + 1e8 is 0.
     replies = [train_reply(0, honest(1e8)), train_reply(1, honest(-1e8)), train_reply(2, honest(1.0))]
     for order in (replies, replies[::-1], replies[1:] + replies[:1]):
-        merged = aggregate(make("fedavg"), order)
+        merged = aggregate(make("fedavg", **{"update-norm-bound": 0}), order)
         # Always summed in partition order 0, 1, 2: the two large values cancel first.
         np.testing.assert_allclose(merged[1], np.full(3, 1.0 / 3.0), rtol=1e-6)
