@@ -105,6 +105,7 @@ class GuardedStrategy(StrategyWrapper):
         self.max_examples = max_examples
         self.gradients = replies_are_gradients(inner)
         self._layout: tuple[ArraySpec, ...] | None = None
+        self._sent_to: list[int] = []
         #: Rounds whose aggregation produced a new global model.
         self.aggregated_rounds = 0
         #: The first reason a client failed or an update was rejected ("" while none).
@@ -122,7 +123,9 @@ class GuardedStrategy(StrategyWrapper):
         self.global_arrays = arrays.to_numpy_ndarrays()
         self._layout = layout_of(self.global_arrays)
         view = self._view(grid, evaluate=False)
-        return self.inner.configure_train(server_round, arrays, config, view)
+        messages = list(self.inner.configure_train(server_round, arrays, config, view))
+        self._sent_to = [msg.metadata.dst_node_id for msg in messages]
+        return messages
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -153,6 +156,14 @@ class GuardedStrategy(StrategyWrapper):
         candidates: list[tuple[Message, list[np.ndarray]]] = []
         rejected: dict[str, str] = {}
         failed: dict[str, str] = {}
+        answered = {msg.metadata.src_node_id for msg in replies}
+        for node in self._sent_to:
+            if node not in answered:
+                label = self.sampler.label(node) if self.sampler is not None else f"node-{node}"
+                failed[label] = "no reply within the round timeout"
+                logger.warning(
+                    "round %s: client %s did not reply within the round timeout", server_round, label
+                )
         for msg in replies:
             label = self.label(msg)
             if msg.has_error():

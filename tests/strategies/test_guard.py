@@ -22,14 +22,14 @@ def grid(n: int = 7) -> FakeGrid:
     return FakeGrid({1000 + i: partition_handler(i) for i in range(n)})
 
 
-def configured(guarded: GuardedStrategy, global_arrays=GLOBAL) -> GuardedStrategy:
-    list(guarded.configure_train(1, ArrayRecord(global_arrays), ConfigRecord(), grid()))
+def configured(guarded: GuardedStrategy, global_arrays=GLOBAL, nodes: int = 7) -> GuardedStrategy:
+    list(guarded.configure_train(1, ArrayRecord(global_arrays), ConfigRecord(), grid(nodes)))
     return guarded
 
 
-def make(strategy: str, recorder=None, **overrides) -> GuardedStrategy:
-    config = RunConfig.from_run_config({"strategy": strategy, "num-clients": 7, **overrides})
-    return configured(build_strategy(config, initial_arrays=GLOBAL, recorder=recorder))
+def make(strategy: str, recorder=None, nodes: int = 7, **overrides) -> GuardedStrategy:
+    config = RunConfig.from_run_config({"strategy": strategy, "num-clients": nodes, **overrides})
+    return configured(build_strategy(config, initial_arrays=GLOBAL, recorder=recorder), nodes=nodes)
 
 
 def aggregate(guarded, replies):
@@ -120,18 +120,18 @@ def test_a_reply_claiming_another_nodes_partition_is_rejected():
 
 def test_failures_are_counted_with_their_reasons_and_the_round_keeps_going(caplog):
     recorder = RunRecorder(out_dir=None, scenario="t", config={})
-    guarded = make("fedavg", recorder, **{"fraction-fit": 0.5})
-    merged = aggregate(guarded, [train_reply(0, honest(4.0)), error_reply(1005, "TimeoutError: timed out")])
+    guarded = make("fedavg", recorder, nodes=2)
+    merged = aggregate(guarded, [train_reply(0, honest(4.0)), error_reply(1001, "TimeoutError: timed out")])
     np.testing.assert_allclose(merged[0], np.full((2, 2), 4.0))
-    assert "client 5 failed" in caplog.text and "TimeoutError: timed out" in caplog.text
+    assert "client 1 failed" in caplog.text and "TimeoutError: timed out" in caplog.text
     record = recorder.end_round(1, accuracy=0, loss=0)
-    assert record["failures"] == 1 and "TimeoutError: timed out" in record["failed"]["5"]
+    assert record["failures"] == 1 and "TimeoutError: timed out" in record["failed"]["1"]
 
 
 def test_round_with_only_bad_updates_keeps_the_previous_model_and_says_why():
     bad = honest(1.0)
     bad[0][:] = np.inf
-    guarded = make("fedavg")
+    guarded = make("fedavg", nodes=1)
     assert aggregate(guarded, [train_reply(0, bad)]) is None
     assert guarded.aggregated_rounds == 0 and "non-finite" in guarded.first_problem
 
@@ -166,7 +166,9 @@ def test_a_non_finite_aggregate_is_refused_and_integer_buffers_stay_integers():
         def aggregate_train(self, server_round, replies):
             return ArrayRecord([np.full(3, np.inf, np.float32), np.array(4.0)]), MetricRecord()
 
-    guarded = configured(GuardedStrategy(inner=Overflowing()), with_buffer)
+    guarded = configured(
+        GuardedStrategy(inner=Overflowing(min_train_nodes=1, min_available_nodes=1)), with_buffer, 1
+    )
     assert aggregate(guarded, [train_reply(0, [np.ones(3, np.float32), np.array(5, np.int64)])]) is None
     assert "not finite" in guarded.first_problem
 
@@ -239,3 +241,12 @@ def test_the_aggregate_does_not_depend_on_the_order_the_engine_delivers_results_
         merged = aggregate(make("fedavg", **{"update-norm-bound": 0}), order)
         # Always summed in partition order 0, 1, 2: the two large values cancel first.
         np.testing.assert_allclose(merged[1], np.full(3, 1.0 / 3.0), rtol=1e-6)
+
+
+def test_a_node_that_never_replies_is_a_failure_with_its_reason():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make("fedavg", recorder)  # configure_train sent the round to all 7 nodes
+    merged = aggregate(guarded, [train_reply(i, honest(1.0)) for i in range(6)])  # node 1006 is silent
+    np.testing.assert_allclose(merged[0], np.full((2, 2), 1.0))
+    record = recorder.end_round(1, accuracy=0, loss=0)
+    assert record["failures"] == 1 and record["failed"] == {"6": "no reply within the round timeout"}
