@@ -104,7 +104,10 @@ class RunConfig:
     )
     torch_threads: int = _option(1, "intra-op threads per process (per simulated client)", _at_least(1))
     round_timeout: float = _option(
-        0.0, "seconds to wait for clients each round; 0 waits forever", _at_least(0)
+        900.0,
+        "seconds the server waits for clients' replies each round (a client still busy then counts as "
+        "failed); 0 waits forever",
+        _at_least(0),
     )
     node_wait: float = _option(
         5.0,
@@ -124,6 +127,9 @@ class RunConfig:
     )
     plugins: str = _option(
         "", "comma-separated modules to import first; they register models, datasets, roles, strategies"
+    )
+    resume: bool = _option(
+        False, "continue the run in out-dir from its checkpoint (set by `fedsec run --resume OUT`)"
     )
     sweep: str = _option("", "a scenario's sweep 'KEY=V1,V2,...' (such scenarios run through `fedsec run`)")
     sweep_table: str = _option("", "title of a sweep's or variants' comparison table")

@@ -73,12 +73,16 @@ class RunRecorder:
     scenario: str
     config: Mapping[str, Any]
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: Continue the records of an interrupted run in ``out_dir`` after this round (``None``: a new run).
+    resume_after: int | None = None
     _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
     _started: float = field(default_factory=time.perf_counter)
     _last_mark: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.resume_after is not None:
+            self._resume(Path(self.out_dir), self.resume_after)
+        elif self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
             if not self.out_dir.is_absolute():
                 raise ValueError(f"out_dir must be an absolute path, got {self.out_dir}")
@@ -92,6 +96,30 @@ class RunRecorder:
                 )
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / METRICS_FILE).write_text("")
+
+    def _resume(self, out_dir: Path, after: int) -> None:
+        """Keep the rounds <= ``after`` of the interrupted run in ``out_dir``; drop later, unfinished ones."""
+        if not out_dir.is_absolute():
+            raise ValueError(f"out_dir must be an absolute path, got {out_dir}")
+        if (out_dir / SUMMARY_FILE).exists():
+            raise RecordsError(
+                f"the run in {out_dir} already finished (it has a {SUMMARY_FILE}); nothing to resume"
+            )
+        metrics = out_dir / METRICS_FILE
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut off by the crash
+                break
+            if record.get("round", after + 1) <= after:
+                kept.append(record)
+        if [r["round"] for r in kept] != list(range(after + 1)):
+            raise RecordsError(f"{metrics} does not hold rounds 0..{after} of the interrupted run")
+        write_atomically(metrics, "".join(json.dumps(r, sort_keys=False) + "\n" for r in kept))
+        self.out_dir = out_dir
+        self.rounds = kept
 
     def note(self, server_round: int, **fields: Any) -> None:
         """Add ``fields`` to round ``server_round``'s record; lists and dicts merge."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import logging
 import shutil
 import signal
@@ -27,7 +28,14 @@ from rich.table import Table
 
 from fedsec.config import ConfigValue, RunConfig, parse_assignment
 from fedsec.errors import FedsecError
-from fedsec.results import read_metrics, read_summary
+from fedsec.results import (
+    ACCURACY_PLOT,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    read_metrics,
+    read_summary,
+    write_atomically,
+)
 from simulations import launcher
 from simulations.report import render_report
 from simulations.scenarios import Scenario, available, load_scenario
@@ -153,13 +161,41 @@ def _follow(
                 description=f"round {record['round']}: accuracy {_number(record.get('accuracy'), '.4f')}",
             )
 
-        outcome = run(config, on_round=on_round, timeout=timeout, **kwargs)
-    print_final(console, Path(config.out_dir))
+        def on_lost(name: str) -> None:
+            console.print(f"[yellow]{name} exited; the run continues with the other nodes[/yellow]")
+
+        out = Path(config.out_dir)
+        try:
+            outcome = run(config, on_round=on_round, on_lost=on_lost, timeout=timeout, **kwargs)
+        except KeyboardInterrupt:
+            close_unfinished(out, config, status="interrupted", reason="interrupted (SIGINT or SIGTERM)")
+            raise
+        except launcher.LaunchError as error:
+            close_unfinished(out, config, status="failed", reason=str(error))
+            raise
+    print_final(console, out)
     console.print(
         f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s "
         f"(startup {outcome.startup_seconds:.1f}s); records in {outcome.out_dir}"
     )
+    console.print(f"plot: {out / ACCURACY_PLOT}; report: fedsec report {out}")
     return 0
+
+
+def close_unfinished(out: Path, config: RunConfig, *, status: str, reason: str) -> None:
+    """Give a run that ended early a ``summary.json`` saying how it ended (when the ServerApp wrote none)."""
+    if (out / SUMMARY_FILE).exists() or not out.is_dir():
+        return
+    rounds = read_metrics(out) if (out / METRICS_FILE).exists() else []
+    summary = {
+        "scenario": config.scenario,
+        "config": config.to_run_config(),
+        "rounds": max((r["round"] for r in rounds), default=0),
+        "final": dict(rounds[-1]) if rounds else {"accuracy": None, "loss": None},
+        "status": status,
+        "reason": reason,
+    }
+    write_atomically(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
 def _number(value: Any, fmt: str) -> str:
@@ -190,7 +226,34 @@ def print_final(console: Console, out_dir: Path) -> None:
     )
 
 
+def resumed_config(args: argparse.Namespace) -> RunConfig:
+    """The config of the interrupted run in ``--resume OUT`` (what it submitted), set to resume."""
+    import tomllib
+
+    if args.scenario or args.set or getattr(args, "only", None):
+        raise FedsecError("--resume continues a run as it was configured: give no scenario, --set or --only")
+    out = Path(args.resume).expanduser().resolve()
+    submitted = out / "run_config.toml"
+    if not submitted.is_file():
+        raise FedsecError(f"{out} holds no run to resume (no run_config.toml)")
+    if (out / SUMMARY_FILE).exists() and read_summary(out).get("status") == "completed":
+        raise FedsecError(f"the run in {out} already completed; nothing to resume")
+    if (out / SUMMARY_FILE).exists():
+        (
+            out / SUMMARY_FILE
+        ).unlink()  # the summary of the interrupted attempt; the resumed run writes its own
+    config = RunConfig.from_run_config(tomllib.loads(submitted.read_text()))
+    from simulations.validate import validate
+
+    validate(config)
+    return config.replace(resume=True, out_dir=str(out))
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if args.resume:
+        return _follow(console, resumed_config(args), launcher.run_simulation, timeout=args.timeout)
+    if not args.scenario:
+        raise FedsecError("give a scenario (fedsec scenarios lists them), or --resume OUT")
     plan = prepare_runs(args)
     for config in plan.configs:
         _follow(console, config, launcher.run_simulation, timeout=args.timeout)
@@ -206,7 +269,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
     if args.nodes < 1:
         raise FedsecError(f"--nodes must be >= 1, got {args.nodes}")
-    config = prepare(args, nodes=args.nodes)
+    if args.resume:
+        config = resumed_config(args)
+    elif not args.scenario:
+        raise FedsecError("give a scenario (fedsec scenarios lists them), or --resume OUT")
+    else:
+        config = prepare(args, nodes=args.nodes)
     if config.perfect_knowledge_hook:
         raise FedsecError(
             "perfect-knowledge-hook is a simulation-only hook (colluders recompute other partitions' "
@@ -267,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def scenario_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
-        command.add_argument("scenario", help="scenario name (fedsec scenarios) or path to a .toml file")
+        command.add_argument(
+            "scenario", nargs="?", help="scenario name (fedsec scenarios) or path to a .toml file"
+        )
+        command.add_argument(
+            "--resume", metavar="OUT", help="continue the interrupted run in OUT from its last complete round"
+        )
         command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key")
         command.add_argument("--rounds", type=int, help="shorthand for --set num-server-rounds=N")
         command.add_argument("--out", help="output directory, new or empty (default: runs/<scenario>-<time>)")

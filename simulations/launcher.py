@@ -47,6 +47,8 @@ TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
 #: Seconds between run-status queries while a run is going (progress comes from metrics.jsonl).
 STATUS_INTERVAL = 10.0
+#: Name of the SuperLink process in a session (its log is ``superlink.log``).
+SUPERLINK = "superlink"
 #: Default limit on one run's wall time, start-up included (``fedsec run --timeout``).
 RUN_TIMEOUT = 6 * 3600.0
 
@@ -155,28 +157,45 @@ class FlowerSession:
     log_dir: Path
     certificates: Path | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex)
-    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedsec-flwr-home-")))
+    #: The private ``FLWR_HOME``; made in ``__enter__`` (and removed in :meth:`stop`) unless given.
+    home: Path | None = None
     port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: Name of each started process (``superlink``, ``supernode-0``, …), by PID.
+    names: dict[int, str] = field(default_factory=dict)
+    _own_home: bool = False
+    _stopped: bool = False
 
     @property
     def env(self) -> dict[str, str]:
-        return flower_environment(self.home, self.tag)
+        return flower_environment(self.private_home, self.tag)
+
+    @property
+    def private_home(self) -> Path:
+        if self.home is None:
+            raise LaunchError("the Flower session has not started (use it as a context manager)")
+        return self.home
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> FlowerSession:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        (self.log_dir / TAG_FILE).write_text(self.tag + "\n")
-        if self.certificates is None:
-            security = "insecure = true\n"
-        else:
-            security = f'root-certificates = "{self.certificates / "ca.crt"}"\n'
-        (self.home / "config.toml").write_text(
-            f'[superlink]\ndefault = "fedsec"\n\n[superlink.fedsec]\naddress = "{self.address}"\n{security}'
-        )
+        try:
+            if self.home is None:
+                self.home = Path(tempfile.mkdtemp(prefix="fedsec-flwr-home-"))
+                self._own_home = True
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / TAG_FILE).write_text(self.tag + "\n")
+            if self.certificates is None:
+                security = "insecure = true\n"
+            else:
+                security = f'root-certificates = "{self.certificates / "ca.crt"}"\n'
+            federation = f'[superlink.fedsec]\naddress = "{self.address}"\n{security}'
+            (self.home / "config.toml").write_text(f'[superlink]\ndefault = "fedsec"\n\n{federation}')
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,13 +203,18 @@ class FlowerSession:
 
     def spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a Flower process whose output goes to ``log_dir/name.log``."""
-        log = (self.log_dir / f"{name}.log").open("wb")
+        log = (self.log_dir / f"{name}.log").open("ab")  # a resumed run adds to the interrupted run's logs
         process = subprocess.Popen(
             list(args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         self.processes.append(process)
+        self.names[process.pid] = name
         return process
+
+    def exited(self) -> list[str]:
+        """Names of the started processes that have exited."""
+        return [self.names.get(p.pid, str(p.args)) for p in self.processes if p.poll() is not None]
 
     def start_superlink(self, extra: Sequence[str] = ()) -> None:
         """Start the SuperLink and wait until its HTTP API answers."""
@@ -206,7 +230,7 @@ class FlowerSession:
         ]
         if self.simulation:
             args += ["--simulation", "--isolation", "subprocess"]
-        process = self.spawn("superlink", args)
+        process = self.spawn(SUPERLINK, args)
         deadline = time.monotonic() + SUPERLINK_START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -243,7 +267,7 @@ class FlowerSession:
         completed = subprocess.run(
             [_bin("flwr"), *args],
             env=self.env,
-            cwd=self.home,
+            cwd=self.private_home,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -267,7 +291,22 @@ class FlowerSession:
         return reply
 
     def stop(self) -> None:
-        """Stop every process this session started (and their descendants)."""
+        """Stop every process this session started (and their descendants); remove the private home.
+
+        Idempotent, and not interruptible: SIGINT and SIGTERM are held back while it runs (a second
+        Ctrl-C during cleanup would otherwise leave processes behind) and delivered when it is done.
+        """
+        if self._stopped:
+            return
+        held = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self._stop()
+            self._stopped = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
                 with suppress(ProcessLookupError, PermissionError):
@@ -281,7 +320,8 @@ class FlowerSession:
         left = kill_tagged(self.tag)
         if left:
             logger.info("stopped %s leftover Flower/Ray processes", left)
-        shutil.rmtree(self.home, ignore_errors=True)
+        if self._own_home and self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _healthy(port: int, certificates: Path | None = None) -> bool:
@@ -333,10 +373,14 @@ def wait_for_run(
     out_dir: Path,
     *,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_lost: Callable[[str], None] | None = None,
     poll: float = 1.0,
     timeout: float = RUN_TIMEOUT,
 ) -> RunOutcome:
     """Follow ``out_dir/metrics.jsonl`` until run ``run_id`` is ``finished:*``; fetch its log.
+
+    A SuperNode that exits is reported (``on_lost``) and the run goes on: its clients
+    count as failures in the records. Only the SuperLink exiting ends the wait.
 
     Raises
     ------
@@ -348,6 +392,7 @@ def wait_for_run(
     started = time.monotonic()
     seen = 0
     status = ""
+    lost: set[str] = set()
     first_round_at: float | None = None
     last_check = float("-inf")
     while True:
@@ -366,9 +411,14 @@ def wait_for_run(
         seen += len(records)
         if status.startswith("finished"):
             break
-        if any(p.poll() is not None for p in session.processes):
-            dead = [p.args[0] for p in session.processes if p.poll() is not None]  # type: ignore[index]
-            raise LaunchError(f"a Flower process exited during the run: {dead}; see {session.log_dir}")
+        dead = session.exited()
+        if SUPERLINK in dead:
+            raise LaunchError(f"the SuperLink exited during the run; see {session.log_dir / 'superlink.log'}")
+        for name in sorted(set(dead) - lost):
+            lost.add(name)  # a SuperNode that dies is a client failure; the run goes on with the others
+            logger.warning("%s exited during run %s; the run continues with the other nodes", name, run_id)
+            if on_lost is not None:
+                on_lost(name)
         if time.monotonic() - started > timeout:
             raise LaunchError(
                 f"run {run_id} did not finish within {timeout:.0f}s (last status {status or 'unknown'!r}); "
@@ -398,6 +448,7 @@ def submit_and_wait(
     *,
     federation_config: str | None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_lost: Callable[[str], None] | None = None,
     poll: float = 1.0,
     timeout: float = RUN_TIMEOUT,
     app_dir: Path = APP_DIR,
@@ -406,7 +457,9 @@ def submit_and_wait(
     out_dir = Path(config.out_dir)
     run_config = write_run_config(config, out_dir / "run_config.toml")
     run_id = submit(session, app_dir, run_config, federation_config=federation_config)
-    return wait_for_run(session, run_id, out_dir, on_round=on_round, poll=poll, timeout=timeout)
+    return wait_for_run(
+        session, run_id, out_dir, on_round=on_round, on_lost=on_lost, poll=poll, timeout=timeout
+    )
 
 
 def last_exception(log: str) -> str:
@@ -443,6 +496,7 @@ def run_simulation(
     config: RunConfig,
     *,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_lost: Callable[[str], None] | None = None,
     timeout: float = RUN_TIMEOUT,
     app_dir: Path = APP_DIR,
 ) -> RunOutcome:
@@ -452,7 +506,13 @@ def run_simulation(
         session.start_superlink()
         federation = simulation_federation(config.num_clients)
         return submit_and_wait(
-            session, config, federation_config=federation, on_round=on_round, timeout=timeout, app_dir=app_dir
+            session,
+            config,
+            federation_config=federation,
+            on_round=on_round,
+            on_lost=on_lost,
+            timeout=timeout,
+            app_dir=app_dir,
         )
 
 
@@ -476,6 +536,7 @@ def run_deployment(
     certificates: Path | None = None,
     authenticate: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_lost: Callable[[str], None] | None = None,
     timeout: float = RUN_TIMEOUT,
 ) -> RunOutcome:
     """Run ``config`` on Flower's deployment engine: a SuperLink and ``nodes`` SuperNodes on loopback.
@@ -516,4 +577,6 @@ def run_deployment(
                     f"partition-id={index} num-partitions={nodes}",
                 ],
             )
-        return submit_and_wait(session, config, federation_config=None, on_round=on_round, timeout=timeout)
+        return submit_and_wait(
+            session, config, federation_config=None, on_round=on_round, on_lost=on_lost, timeout=timeout
+        )

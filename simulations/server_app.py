@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from fedsec.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit
 from fedsec.errors import ConfigError
@@ -38,9 +39,9 @@ from fedsec.roles import parse_roles
 from fedsec.training import evaluate, get_weights, set_weights
 from simulations.tables import final_tables
 from simulations.validate import validate
-from strategies import build_strategy
+from strategies import GuardedStrategy, build_strategy
 from strategies.sampling import wait_for_nodes
-from strategies.wrapper import GroundTruth
+from strategies.wrapper import GroundTruth, restore_strategy_state, strategy_state
 
 logger = logging.getLogger(__name__)
 
@@ -199,9 +200,44 @@ def round_table(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def checkpointing(
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord],
+    *,
+    strategy: GuardedStrategy,
+    directory: Path,
+    config: RunConfig,
+    after: int = 0,
+) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+    """``evaluate_fn`` for a run resumed after round ``after``, writing a checkpoint after every round.
+
+    Flower's ``start`` numbers the rounds it runs from 1; a resumed run's round
+    ``r`` is round ``after + r``, and its round 0 (the model it resumed with)
+    was already evaluated and recorded.
+    """
+
+    def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if after and server_round == 0:
+            return None
+        metrics = evaluate_fn(after + server_round, arrays)
+        save_checkpoint(
+            directory,
+            round=after + server_round,
+            arrays=arrays.to_numpy_ndarrays(),
+            state=strategy_state(strategy),
+            meta={"config": config.to_run_config()},
+        )
+        return metrics
+
+    return evaluate_and_checkpoint
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run ``num-server-rounds`` rounds of the configured strategy and write the records."""
+    """Run ``num-server-rounds`` rounds of the configured strategy and write the records.
+
+    With ``resume = true`` the run continues from the checkpoint in ``out-dir``
+    after its last complete round, and ends where the uninterrupted run ends.
+    """
     route_logs()
     config = resolve(RunConfig.from_run_config(context.run_config), grid)
     log(
@@ -213,60 +249,97 @@ def main(grid: Grid, context: Context) -> None:
     )
     validate(config)
     torch.set_num_threads(max(1, config.torch_threads))
+    out = Path(config.out_dir)
+    checkpoint = load_checkpoint(out / CHECKPOINT_DIR) if config.resume else None
+    after = checkpoint.round if checkpoint is not None else 0
     bundle = load_bundle(config)
     splits = server_data(config, bundle)
     model = new_model(config, bundle)
-    robust_sets: dict[str, TensorSplit] = {}
-    if config.pretrain_epochs or config.eval_attacks:
-        from fedsec.attacks.params import parse_attack_names, parse_attack_params
-        from fedsec.evaluation import adversarial_test_sets, pretrain
-
-        pretrain(config, bundle, model)
-        attacks = parse_attack_names(config.eval_attacks)
-        if attacks:
-            robust_sets = adversarial_test_sets(
-                config,
-                model,
-                splits["test"],
-                attacks,
-                num_classes=bundle.num_classes,
-                params=parse_attack_params(config.attack_params),
-            )
+    robust_sets = initial_model_and_sets(config, bundle, model, splits["test"])
     initial = copy.deepcopy(model)
     recorder = RunRecorder(
-        out_dir=Path(config.out_dir), scenario=config.scenario, config=config.to_run_config()
+        out_dir=out,
+        scenario=config.scenario,
+        config=config.to_run_config(),
+        resume_after=after if checkpoint is not None else None,
     )
     truth = ground_truth(config)
-    weights = get_weights(model)
+    weights = checkpoint.arrays if checkpoint is not None else get_weights(model)
     strategy = build_strategy(
         config,
-        initial_arrays=weights,
+        initial_arrays=get_weights(initial),
         recorder=recorder,
         truth=truth,
         accuracy_fn=validation_accuracy_fn(config, model, splits["validation"], bundle.num_classes),
         max_examples=len(bundle.train) - sum(len(split) for name, split in splits.items() if name != "test"),
     )
+    if checkpoint is not None:
+        restore_strategy_state(strategy, checkpoint.state)
+        strategy.resume_after(after)
+        set_weights(model, weights)
+        log(INFO, "fedsec: resuming after round %s of %s", after, config.num_server_rounds)
+    evaluate_fn = make_evaluate_fn(
+        config,
+        model,
+        splits["test"],
+        bundle.num_classes,
+        recorder,
+        robust_sets,
+        attack_test_sets(config, bundle, splits["test"]),
+    )
     strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(weights),
-        num_rounds=config.num_server_rounds,
+        num_rounds=config.num_server_rounds - after,
         timeout=config.round_timeout or None,  # type: ignore[arg-type]  # None: no limit
         train_config=ConfigRecord(),
         evaluate_config=ConfigRecord(),
-        evaluate_fn=make_evaluate_fn(
-            config,
-            model,
-            splits["test"],
-            bundle.num_classes,
-            recorder,
-            robust_sets,
-            attack_test_sets(config, bundle, splits["test"]),
+        evaluate_fn=checkpointing(
+            evaluate_fn, strategy=strategy, directory=out / CHECKPOINT_DIR, config=config, after=after
         ),
     )
+    finish(config, bundle, splits["test"], model, initial, robust_sets, recorder, strategy, truth)
+
+
+def initial_model_and_sets(
+    config: RunConfig, bundle: DatasetBundle, model: torch.nn.Module, test: TensorSplit
+) -> dict[str, TensorSplit]:
+    """Pre-train ``model`` in place (``pretrain-epochs``; cached) and make the ``eval-attacks`` test sets."""
+    if not (config.pretrain_epochs or config.eval_attacks):
+        return {}
+    from fedsec.attacks.params import parse_attack_names, parse_attack_params
+    from fedsec.evaluation import adversarial_test_sets, pretrain
+
+    pretrain(config, bundle, model)
+    attacks = parse_attack_names(config.eval_attacks)
+    if not attacks:
+        return {}
+    return adversarial_test_sets(
+        config,
+        model,
+        test,
+        attacks,
+        num_classes=bundle.num_classes,
+        params=parse_attack_params(config.attack_params),
+    )
+
+
+def finish(
+    config: RunConfig,
+    bundle: DatasetBundle,
+    test: TensorSplit,
+    model: torch.nn.Module,
+    initial: torch.nn.Module,
+    robust_sets: Mapping[str, TensorSplit],
+    recorder: RunRecorder,
+    strategy: GuardedStrategy,
+    truth: GroundTruth,
+) -> None:
+    """The end-of-run tables, ``summary.json`` and the logged table; fail the run if nothing aggregated."""
     tables = final_tables(
         config,
         bundle,
-        test=splits["test"],
+        test=test,
         model=model,
         initial=initial,
         robust_sets=robust_sets,

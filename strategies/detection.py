@@ -102,6 +102,28 @@ class DetectionStrategy(FilteringStrategy):
         self.accuracy_fn = accuracy_fn
         self._history: list[RoundStatistics] = []
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The thresholds in force and the calibration rounds' statistics."""
+        return {
+            "thresholds": self.thresholds.as_dict(),
+            "history": [
+                {"cosine": h.cosine, "l2_ratio": h.l2_ratio, "accuracy_drop": h.accuracy_drop}
+                for h in self._history
+            ],
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        values = state["thresholds"]
+        self.thresholds = Thresholds(
+            accuracy_gamma=values["accuracy"], l2_ratio=values["l2"], cosine_gap=values["cosine"]
+        )
+        self._history = [
+            RoundStatistics(cosine=h["cosine"], l2_ratio=h["l2_ratio"], accuracy_drop=h["accuracy_drop"])
+            for h in state["history"]
+        ]
+
     def statistics(self, updates: list[NDArrays]) -> tuple[np.ndarray, RoundStatistics]:
         """The round's flattened updates ``δ_i`` and their statistics."""
         assert self.global_arrays is not None

@@ -74,6 +74,22 @@ class FDA3(FedAvg):
     def __repr__(self) -> str:
         return f"FDA3(lr={self.server_learning_rate}, betas={self.betas})"
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The server Adam's step count and moments."""
+        return {
+            "step": self.adam.step,
+            "exp_avg": list(self.adam.exp_avg),
+            "exp_avg_sq": list(self.adam.exp_avg_sq),
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.adam = AdamState(
+                step=int(state["step"]),
+                exp_avg=tuple(np.asarray(m) for m in state["exp_avg"]),
+                exp_avg_sq=tuple(np.asarray(v) for v in state["exp_avg_sq"]),
+            )
+
     def schemes(self, server_round: int) -> dict[int, tuple[str, ...]]:
         """Every device's schemes in ``server_round``."""
         return {pid: self.monitor.schemes_for(pid, server_round) for pid in self.monitor.partitions}

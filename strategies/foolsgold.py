@@ -68,6 +68,13 @@ class FoolsGold(UpdateAggregator):
     def __repr__(self) -> str:
         return f"FoolsGold(kappa={self.kappa})"
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Every client's accumulated update (FoolsGold's memory across rounds)."""
+        return {"history": self.history.history}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.history = FoolsGoldHistory.from_history(dict(state.get("history", {})))
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -272,6 +272,27 @@ class AuditStrategy(FilteringStrategy):
                 seed=derive_seed(self.seed, AUDIT_STREAM),
             )
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The generator's and the discriminator's weights (the GAN trains on across rounds)."""
+        return {
+            name: [t.detach().cpu().numpy().copy() for t in network.state_dict().values()]
+            for name, network in (("generator", self.generator), ("discriminator", self.discriminator))
+            if network is not None
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        if "discriminator" in state and self.discriminator is None:
+            self.discriminator = discriminator_from(
+                self._global,
+                model_name=self.model_name,
+                input_shape=self.input_shape,
+                num_classes=self.num_classes,
+                seed=derive_seed(self.seed, AUDIT_STREAM),
+            )
+        for name, network in (("generator", self.generator), ("discriminator", self.discriminator)):
+            if network is not None and name in state:
+                set_weights(network, list(state[name]))
+
     def train_generator(self, server_round: int) -> dict[str, float]:
         """Refresh the discriminator from the global model and train the GAN one round; return its losses."""
         assert self.generator is not None and self.auxiliary is not None

@@ -106,6 +106,8 @@ class GuardedStrategy(StrategyWrapper):
         self.gradients = replies_are_gradients(inner)
         self._layout: tuple[ArraySpec, ...] | None = None
         self._sent_to: list[int] = []
+        #: Added to the round numbers Flower's ``start`` passes in (see :meth:`resume_after`).
+        self.round_offset = 0
         #: Rounds whose aggregation produced a new global model.
         self.aggregated_rounds = 0
         #: The first reason a client failed or an update was rejected ("" while none).
@@ -114,10 +116,32 @@ class GuardedStrategy(StrategyWrapper):
     def __repr__(self) -> str:
         return f"GuardedStrategy({self.inner!r})"
 
+    # ------------------------------------------------------------ resuming
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The sampler's draw count and the run's aggregation tally."""
+        return {
+            "draws": self.sampler.draws if self.sampler is not None else 0,
+            "aggregated_rounds": self.aggregated_rounds,
+            "first_problem": self.first_problem,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        if self.sampler is not None:
+            self.sampler.draws = int(state.get("draws", 0))
+        self.aggregated_rounds = int(state.get("aggregated_rounds", 0))
+        self.first_problem = str(state.get("first_problem", ""))
+
+    def resume_after(self, server_round: int) -> None:
+        """Number the rounds Flower's ``start`` runs from ``server_round + 1`` on (a resumed run)."""
+        if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 0:
+            raise ValueError(f"server_round must be an integer >= 0, got {server_round!r}")
+        self.round_offset = server_round
+
     # ------------------------------------------------------------ configure
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         config["server-round"] = server_round
         self.global_keys = list(arrays.keys())
         self.global_arrays = arrays.to_numpy_ndarrays()
@@ -130,6 +154,7 @@ class GuardedStrategy(StrategyWrapper):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         config["server-round"] = server_round
         view = self._view(grid, evaluate=True)
         return self.inner.configure_evaluate(server_round, arrays, config, view)
@@ -254,6 +279,7 @@ class GuardedStrategy(StrategyWrapper):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         kept = self.screen(server_round, replies)
         if not kept:
             logger.warning("round %s: no well-formed update; keeping the previous model", server_round)
@@ -313,6 +339,7 @@ class GuardedStrategy(StrategyWrapper):
             self.recorder.note(server_round, **fields)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.round_offset
         replies = list(replies)
         good = _common_metrics([msg for msg in replies if not msg.has_error()])
         for msg in replies:

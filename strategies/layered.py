@@ -133,6 +133,14 @@ class LayeredDefense(FilteringStrategy):
         self._last_sent = current
         return instructions
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The reference direction and the last global model seen (what round ``r + 1`` compares with)."""
+        return {"previous_global_update": self.previous_global_update, "last_sent": self._last_sent}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.previous_global_update = state.get("previous_global_update")
+        self._last_sent = state.get("last_sent")
+
     def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
         assert self.global_arrays is not None
         reference = self.global_arrays

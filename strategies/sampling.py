@@ -235,7 +235,8 @@ class SeededSampler:
         self.timeout = timeout
         #: ``{node id: partition id or None}`` of every node asked so far.
         self.partitions: dict[int, int | None] = {}
-        self._draws = 0
+        #: Samples drawn so far (the next one is drawn from the stream of this index).
+        self.draws = 0
 
     def __repr__(self) -> str:
         return (
@@ -271,8 +272,8 @@ class SeededSampler:
         ordered = self.ordered(grid, available)  # also labels every node's replies and failures
         if wanted >= len(available):
             return available
-        rng = random.Random(derive_seed(self.seed, SAMPLING_STREAM, self._draws))
-        self._draws += 1
+        rng = random.Random(derive_seed(self.seed, SAMPLING_STREAM, self.draws))
+        self.draws += 1
         if self.malicious_per_round is None:
             return rng.sample(ordered, wanted)
         return self._stratified(ordered, wanted, rng)

@@ -37,6 +37,26 @@ logger = logging.getLogger(__name__)
 NDArrays = list[np.ndarray]
 
 
+def strategy_state(strategy: Strategy) -> dict[str, Any]:
+    """The checkpoint state of ``strategy`` and of every strategy it wraps (``{"own": …, "inner": …}``).
+
+    A strategy keeps state across rounds by defining ``checkpoint_state()`` and
+    ``restore_state(state)``; Flower's own strategies keep none.
+    """
+    own = strategy.checkpoint_state() if hasattr(strategy, "checkpoint_state") else {}
+    inner = getattr(strategy, "inner", None)
+    return {"own": own, "inner": strategy_state(inner)} if isinstance(inner, Strategy) else {"own": own}
+
+
+def restore_strategy_state(strategy: Strategy, state: dict[str, Any]) -> None:
+    """Give ``strategy`` (and the strategies it wraps) back the state :func:`strategy_state` returned."""
+    if hasattr(strategy, "restore_state"):
+        strategy.restore_state(state.get("own", {}))
+    inner = getattr(strategy, "inner", None)
+    if isinstance(inner, Strategy) and "inner" in state:
+        restore_strategy_state(inner, state["inner"])
+
+
 def check_strategy(inner: object) -> Strategy:
     """``inner`` if it is a Message-API strategy; a ``ValueError`` that says what to use otherwise."""
     if isinstance(inner, Strategy):

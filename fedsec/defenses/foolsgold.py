@@ -171,6 +171,15 @@ class FoolsGoldHistory:
         """A copy of ``{client id: accumulated update}``."""
         return {cid: h.copy() for cid, h in self._history.items()}
 
+    @classmethod
+    def from_history(cls, history: dict[str, np.ndarray]) -> FoolsGoldHistory:
+        """A history holding copies of ``{client id: accumulated update}`` (e.g. from a checkpoint)."""
+        restored = cls()
+        for cid, row in history.items():
+            restored._history[str(cid)] = np.array(row, dtype=np.float64)
+            restored._dim = int(np.asarray(row).size)
+        return restored
+
     def update(self, ids: Sequence[str], updates: np.ndarray) -> np.ndarray:
         """Add this round's updates to the clients' histories and return their history rows.
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from flwr.app import Message
 
-from fedsec.errors import ConfigError
+from fedsec.errors import ConfigError, FedsecError
 from fedsec.results import read_metrics, read_summary
 from simulations import server_app
 from simulations.server_app import RunFailed, default_out_dir, round_table
@@ -88,3 +88,49 @@ def test_same_seed_same_run_bitwise_whatever_node_ids_and_delivery_order(tmp_pat
     assert [r["loss"] for r in first] == [r["loss"] for r in second]
     assert [r.get("accepted") for r in first] == [r.get("accepted") for r in second]
     assert all(len(r["accepted"]) == 2 for r in first[1:])  # half of the 4 nodes trained each round
+
+
+def test_a_run_killed_after_round_two_resumes_from_its_checkpoint_and_ends_bitwise_like_the_whole_run(
+    tmp_path,
+):
+    config = {**SMALL, "num-clients": 3, "num-server-rounds": 3, "fraction-fit": 0.6}
+    whole = tmp_path / "whole"
+    server_app.app(FakeGrid(app_nodes(config, 3)), server_context({**config, "out-dir": str(whole)}))
+
+    killed = tmp_path / "killed"
+    nodes = app_nodes(config, 3)
+
+    def dies_in_round_three(handler):
+        def handle(msg: Message) -> Message:
+            if msg.metadata.message_type == "train" and msg.content["config"]["server-round"] == 3:
+                raise SystemExit("the server process is killed")
+            return handler(msg)
+
+        return handle
+
+    grid = FakeGrid({node: dies_in_round_three(handler) for node, handler in nodes.items()})
+    with pytest.raises(SystemExit):
+        server_app.app(grid, server_context({**config, "out-dir": str(killed)}))
+    assert [r["round"] for r in read_metrics(killed)] == [0, 1, 2] and not (killed / "summary.json").exists()
+
+    resumed_grid = FakeGrid(app_nodes(config, 3, first_node=90_000))  # new node ids, as after a restart
+    server_app.app(resumed_grid, server_context({**config, "out-dir": str(killed), "resume": True}))
+
+    expected, got = read_metrics(whole), read_metrics(killed)
+    assert [r["round"] for r in got] == [0, 1, 2, 3]
+    assert [r["loss"] for r in got] == [r["loss"] for r in expected]  # bitwise, round by round
+    assert [r.get("accepted") for r in got] == [r.get("accepted") for r in expected]
+    assert read_summary(killed)["status"] == "completed"
+    assert resumed_grid.count("train") == 2  # only round 3 ran again, on the same 2 of 3 nodes
+
+
+def test_resuming_needs_a_checkpoint_and_an_unfinished_run(tmp_path):
+    from fedsec.checkpoint import CheckpointError
+
+    config = {**SMALL, "num-clients": 2, "num-server-rounds": 1, "out-dir": str(tmp_path / "none")}
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        server_app.app(FakeGrid(app_nodes(config, 2)), server_context({**config, "resume": True}))
+    done = {**config, "out-dir": str(tmp_path / "done")}
+    server_app.app(FakeGrid(app_nodes(done, 2)), server_context(done))
+    with pytest.raises(FedsecError, match="already finished"):
+        server_app.app(FakeGrid(app_nodes(done, 2)), server_context({**done, "resume": True}))

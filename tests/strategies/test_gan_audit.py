@@ -245,3 +245,20 @@ def test_constructor_validates_parameters(global_weights):
             AuditStrategy(**{**common, name: value})
     with pytest.raises(ValueError, match="auxiliary"):
         AuditStrategy(**{**common, "generator": "gan"})
+
+
+def test_the_gan_survives_a_checkpoint(global_weights):
+    from strategies.wrapper import restore_strategy_state, strategy_state
+
+    trained = make(global_weights, **{"audit-start-round": 3, "gan-steps": 2})
+    aggregate(trained, 1, round_results(global_weights)[1])
+    state = strategy_state(trained)
+    fresh = make(global_weights, **{"audit-start-round": 3, "gan-steps": 2})
+    before = [a.copy() for a in state["inner"]["own"]["generator"]]
+    restore_strategy_state(fresh, state)
+    restored = strategy_state(fresh)["inner"]["own"]
+    assert set(restored) == {"generator", "discriminator"}
+    for got, want in zip(restored["generator"], before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    untouched = make(global_weights, **{"audit-start-round": 3, "gan-steps": 2})
+    assert "discriminator" not in strategy_state(untouched)["inner"]["own"]  # made in the first round
