@@ -387,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """The first SIGINT/SIGTERM stops the run; the ones after it are ignored while cleanup finishes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -397,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
     console = Console(stderr=False, highlight=False)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the Flower processes too, like Ctrl-C
+    handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # `kill` stops the Flower processes too, like Ctrl-C; the handlers are restored on return
     try:
         return int(args.handler(args, console))
     except launcher.LaunchError as error:
@@ -409,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fedsec: interrupted; Flower processes stopped", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

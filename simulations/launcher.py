@@ -114,18 +114,35 @@ def tagged_pids(tag: str) -> list[int]:
     return pids
 
 
-def kill_tagged(tag: str, *, grace: float = 8.0) -> int:
-    """SIGTERM every tagged process, then SIGKILL what is left after ``grace`` s; return the count."""
+def freeze_tagged(tag: str) -> int:
+    """SIGSTOP every tagged process (they never run again: they are killed next); return the count."""
     pids = tagged_pids(tag)
     for pid in pids:
         with suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and tagged_pids(tag):
-        time.sleep(0.2)
+            os.kill(pid, signal.SIGSTOP)
+    return len(pids)
+
+
+def kill_tagged(tag: str, *, grace: float = 8.0) -> int:
+    """SIGTERM every tagged process, then SIGKILL what is left after ``grace`` s; return the count.
+
+    With ``grace`` 0 every tagged process is killed at once (frozen ones stay frozen until they die).
+    """
+    pids = tagged_pids(tag)
+    if grace > 0:
+        for pid in pids:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a frozen process handles SIGTERM only once it runs again
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and tagged_pids(tag):
+            time.sleep(0.2)
     for pid in tagged_pids(tag):
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and tagged_pids(tag):
+        time.sleep(0.1)
     return len(pids)
 
 
@@ -198,8 +215,8 @@ class FlowerSession:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.stop(graceful=exc_type is None)
 
     def spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a Flower process whose output goes to ``log_dir/name.log``."""
@@ -290,34 +307,44 @@ class FlowerSession:
             raise LaunchError(f"`flwr {args[0]}` failed: {detail or reply}")
         return reply
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = True) -> None:
         """Stop every process this session started (and their descendants); remove the private home.
 
         Idempotent, and not interruptible: SIGINT and SIGTERM are held back while it runs (a second
         Ctrl-C during cleanup would otherwise leave processes behind) and delivered when it is done.
+        After a finished run the processes get SIGTERM and time to exit; otherwise (an interrupt, an
+        error) every process of the session is frozen at once, so that an interrupted run writes
+        nothing more, and then killed.
         """
         if self._stopped:
             return
         held = {signal.SIGINT, signal.SIGTERM}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        interrupted = False
         try:
-            self._stop()
+            if not graceful:
+                freeze_tagged(self.tag)
+            self._stop(graceful=graceful)
             self._stopped = True
         finally:
+            while signal.sigtimedwait(held, 0) is not None:  # signals that came during cleanup
+                interrupted = True
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if interrupted and graceful:
+            raise KeyboardInterrupt  # the run had finished; the user still asked to stop
 
-    def _stop(self) -> None:
+    def _stop(self, *, graceful: bool) -> None:
         for process in self.processes:
             if process.poll() is None:
                 with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
         for process in self.processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 with suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
-        left = kill_tagged(self.tag)
+        left = kill_tagged(self.tag, grace=8.0 if graceful else 0.0)
         if left:
             logger.info("stopped %s leftover Flower/Ray processes", left)
         if self._own_home and self.home is not None:

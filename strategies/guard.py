@@ -105,7 +105,7 @@ class GuardedStrategy(StrategyWrapper):
         self.max_examples = max_examples
         self.gradients = replies_are_gradients(inner)
         self._layout: tuple[ArraySpec, ...] | None = None
-        self._sent_to: list[int] = []
+        self._sent: list[Message] = []
         #: Added to the round numbers Flower's ``start`` passes in (see :meth:`resume_after`).
         self.round_offset = 0
         #: Rounds whose aggregation produced a new global model.
@@ -148,7 +148,7 @@ class GuardedStrategy(StrategyWrapper):
         self._layout = layout_of(self.global_arrays)
         view = self._view(grid, evaluate=False)
         messages = list(self.inner.configure_train(server_round, arrays, config, view))
-        self._sent_to = [msg.metadata.dst_node_id for msg in messages]
+        self._sent = messages
         return messages
 
     def configure_evaluate(
@@ -165,13 +165,21 @@ class GuardedStrategy(StrategyWrapper):
         return GridView(grid, self.sampler.sample(grid, evaluate=evaluate))
 
     # ------------------------------------------------------------- screening
+    def node_of(self, reply: Message) -> int:
+        """The node a reply answers for: the destination of the message it replies to.
+
+        (An error the SuperLink raises for an unreachable node comes from the SuperLink itself.)
+        """
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent if m.metadata.message_id}
+        return sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
     def label(self, msg: Message) -> str:
         """The client's label: its partition id (from the sampler's map for error replies), else its node."""
         if not msg.has_error():
             return client_label(msg)
         if self.sampler is not None:
-            return self.sampler.label(msg.metadata.src_node_id)
-        return f"node-{msg.metadata.src_node_id}"
+            return self.sampler.label(self.node_of(msg))
+        return f"node-{self.node_of(msg)}"
 
     def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         """Return the well-formed replies, in partition order; log and record the rest and the failures."""
@@ -181,8 +189,8 @@ class GuardedStrategy(StrategyWrapper):
         candidates: list[tuple[Message, list[np.ndarray]]] = []
         rejected: dict[str, str] = {}
         failed: dict[str, str] = {}
-        answered = {msg.metadata.src_node_id for msg in replies}
-        for node in self._sent_to:
+        answered = {self.node_of(msg) for msg in replies}
+        for node in (m.metadata.dst_node_id for m in self._sent):
             if node not in answered:
                 label = self.sampler.label(node) if self.sampler is not None else f"node-{node}"
                 failed[label] = "no reply within the round timeout"

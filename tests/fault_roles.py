@@ -30,6 +30,22 @@ class NaNClient(BenignClient):
         return [np.full_like(w, np.nan) if w.dtype.kind == "f" else w for w in weights], count, metrics
 
 
+class HugeClient(BenignClient):
+    """Sends 1e38 in every float array: finite, so only a bound on influence catches it."""
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        weights, count, metrics = super().fit(parameters, config)
+        return [np.full_like(w, 1e38) if w.dtype.kind == "f" else w for w in weights], count, metrics
+
+
+class LyingClient(BenignClient):
+    """Trains honestly but claims 10¹² examples, to carry the weighted average."""
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        weights, _, metrics = super().fit(parameters, config)
+        return weights, 10**12, metrics
+
+
 def _factory(cls: type[BenignClient]) -> Any:
     def build(
         config: RunConfig, *, partition_id: int, num_partitions: int, state: Any = None
@@ -41,3 +57,5 @@ def _factory(cls: type[BenignClient]) -> Any:
 
 register_role("crash", _factory(CrashingClient), objective="untargeted")
 register_role("nan", _factory(NaNClient), objective="untargeted")
+register_role("huge", _factory(HugeClient), objective="untargeted")
+register_role("liar", _factory(LyingClient), objective="untargeted")

@@ -79,15 +79,6 @@ def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_rou
     assert all(len(set(s) & {4, 5}) == 1 for s in sampled)
 
 
-def test_fedsec_deploy_with_two_supernodes_on_loopback(tmp_path):
-    out = tmp_path / "deploy"
-    completed = fedsec(
-        "deploy", "quickstart", "--nodes", "2", "--set", "num-server-rounds=2", "--out", str(out)
-    )
-    check_run(out, completed, rounds=2, clients=2)
-    assert (out / "logs" / "supernode-1.log").exists()
-
-
 def test_fedsec_deploy_over_tls_with_node_authentication(tmp_path):
     certs = tmp_path / "certs"
     subprocess.run(

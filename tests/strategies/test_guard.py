@@ -250,3 +250,19 @@ def test_a_node_that_never_replies_is_a_failure_with_its_reason():
     np.testing.assert_allclose(merged[0], np.full((2, 2), 1.0))
     record = recorder.end_round(1, accuracy=0, loss=0)
     assert record["failures"] == 1 and record["failed"] == {"6": "no reply within the round timeout"}
+
+
+def test_an_error_the_superlink_sends_for_an_unreachable_node_is_booked_to_that_node():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make("fedavg", recorder, nodes=2)
+    for index, msg in enumerate(guarded._sent):  # as Flower's grid numbers them when it pushes them
+        msg.metadata.__dict__["_message_id"] = f"m{index}"
+    unreachable = next(m for m in guarded._sent if m.metadata.dst_node_id == 1001)
+    error = error_reply(1001, "Node Unavailable")
+    error.metadata.__dict__["_reply_to_message_id"] = unreachable.metadata.message_id
+    error.metadata.__dict__["_src_node_id"] = 1  # the SuperLink answers in the node's stead
+    honest_reply = train_reply(0, honest(1.0))
+    honest_reply.metadata.__dict__["_reply_to_message_id"] = "m0" if unreachable is guarded._sent[1] else "m1"
+    aggregate(guarded, [honest_reply, error])
+    record = recorder.end_round(1, accuracy=0, loss=0)
+    assert record["failed"] == {"1": "error code 2: Node Unavailable"} and record["failures"] == 1
