@@ -411,11 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedsec: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        # SIGINT/SIGTERM stay ignored: a second Ctrl-C while the process exits must not kill it mid-way
         print("fedsec: interrupted; Flower processes stopped", file=sys.stderr)
         return 130
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        if signal.getsignal(signal.SIGINT) is _interrupt:  # not interrupted: give callers their handlers back
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

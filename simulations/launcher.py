@@ -587,7 +587,7 @@ def run_deployment(
             if authenticate and certificates is not None:
                 key = certificates / f"supernode-{index}"
                 session.flwr("supernode", "register", f"{key}.pub", "fedsec")
-                auth = ["--auth-supernode-private-key", str(key), "--auth-supernode-public-key", f"{key}.pub"]
+                auth = ["--auth-supernode-private-key", str(key)]  # Flower derives the public key from it
             session.spawn(
                 f"supernode-{index}",
                 [
