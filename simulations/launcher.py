@@ -47,6 +47,9 @@ TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
 #: Seconds between run-status queries while a run is going (progress comes from metrics.jsonl).
 STATUS_INTERVAL = 10.0
+#: Seconds the launcher waits for Flower to end a run after the ServerApp wrote its summary (Flower's
+#: simulation engine otherwise waits for every client still running, however long it hangs).
+FINISH_GRACE = 10.0
 #: Name of the SuperLink process in a session (its log is ``superlink.log``).
 SUPERLINK = "superlink"
 #: Default limit on one run's wall time, start-up included (``fedsec run --timeout``).
@@ -420,6 +423,7 @@ def wait_for_run(
     seen = 0
     status = ""
     lost: set[str] = set()
+    summary_seen: float | None = None
     first_round_at: float | None = None
     last_check = float("-inf")
     while True:
@@ -438,6 +442,14 @@ def wait_for_run(
         seen += len(records)
         if status.startswith("finished"):
             break
+        if summary_written:
+            summary_seen = summary_seen or time.monotonic()
+            if time.monotonic() - summary_seen > FINISH_GRACE:
+                # The ServerApp is done; Flower's engine still waits for clients that missed their round
+                # (a hung client). The records are final: end the run with the ServerApp's own status.
+                status = _summary_status(out_dir)
+                logger.warning("run %s: ServerApp done, engine still busy; stopping it (%s)", run_id, status)
+                break
         dead = session.exited()
         if SUPERLINK in dead:
             raise LaunchError(f"the SuperLink exited during the run; see {session.log_dir / 'superlink.log'}")
@@ -493,6 +505,15 @@ def last_exception(log: str) -> str:
     """``" (ValueError: ...)"`` for the last exception line in a run log, or ``""``."""
     matches = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", log, flags=re.MULTILINE)
     return f" ({matches[-1][0]}: {matches[-1][1].strip()})" if matches else ""
+
+
+def _summary_status(out_dir: Path) -> str:
+    """``finished:<status>`` from the ServerApp's ``summary.json``."""
+    try:
+        status = json.loads((out_dir / "summary.json").read_text()).get("status", "completed")
+    except (OSError, json.JSONDecodeError):
+        status = "failed"
+    return f"finished:{status}"
 
 
 def _run_status(session: FlowerSession, run_id: str) -> str:

@@ -6,6 +6,7 @@ scenario should offer. Each is an honest client whose ``fit`` then breaks one ru
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,18 @@ class LyingClient(BenignClient):
         return weights, 10**12, metrics
 
 
+class HangingClient(BenignClient):
+    """Trains, then sleeps ``HANG_SECONDS`` before it replies (longer than any test's round timeout)."""
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        result = super().fit(parameters, config)
+        time.sleep(HANG_SECONDS)
+        return result
+
+
+HANG_SECONDS = 120.0
+
+
 def _factory(cls: type[BenignClient]) -> Any:
     def build(
         config: RunConfig, *, partition_id: int, num_partitions: int, state: Any = None
@@ -59,3 +72,4 @@ register_role("crash", _factory(CrashingClient), objective="untargeted")
 register_role("nan", _factory(NaNClient), objective="untargeted")
 register_role("huge", _factory(HugeClient), objective="untargeted")
 register_role("liar", _factory(LyingClient), objective="untargeted")
+register_role("hang", _factory(HangingClient), objective="untargeted")

@@ -1,8 +1,9 @@
 """End-to-end runs through Flower's engines (slow: tens of seconds each).
 
-``fedsec run`` on the Ray simulation engine and ``fedsec deploy`` over TLS with
-node authentication on loopback, each checked for completed status, learning,
-the record files, and no Flower or Ray process left behind.
+``fedsec run`` on the Ray simulation engine: seeded sampling, FDA³ and the colluders'
+perfect-knowledge hook, each checked for completed status, learning, the record files, and no
+Flower or Ray process left behind. Deployments (TLS, node authentication, a real network
+interface) are in ``test_network_deployment.py`` and ``test_faults.py``.
 """
 
 import json
@@ -70,30 +71,6 @@ def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_rou
     sampler = SeededSampler(seed=seed, fraction_train=0.5, malicious={"4", "5"}, malicious_per_round=1)
     assert sampled == sampled_partitions(grid_with({1000 + p: p for p in range(6)}), sampler, rounds=3)
     assert all(len(set(s) & {4, 5}) == 1 for s in sampled)
-
-
-def test_fedsec_deploy_over_tls_with_node_authentication(tmp_path):
-    certs = tmp_path / "certs"
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "make_certificates.sh"), str(certs), "2"], check=True, timeout=120
-    )
-    out = tmp_path / "tls"
-    completed = fedsec(
-        "deploy",
-        "quickstart",
-        "--nodes",
-        "2",
-        "--rounds",
-        "1",
-        "--certificates",
-        str(certs),
-        "--auth",
-        "--out",
-        str(out),
-    )
-    check_run(out, completed, rounds=1, clients=2)
-    superlink_log = (out / "logs" / "superlink.log").read_text()
-    assert "running on https://127.0.0.1" in superlink_log
 
 
 def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_path):

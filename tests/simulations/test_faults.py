@@ -6,7 +6,8 @@
 * the same run killed (SIGTERM) after round 2 and resumed with ``fedsec run --resume`` ends with
   bitwise the same final loss;
 * two SIGINTs one second apart leave no Flower or Ray process and no temporary directory behind;
-* a deployment keeps going when one of its SuperNodes is killed.
+* a deployment keeps going when one of its SuperNodes is killed;
+* a client that hangs fails its round at the round timeout, and the run ends with its last round.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def test_two_sigints_a_second_apart_leave_nothing_behind(tmp_path):
 def test_a_deployment_keeps_going_when_a_supernode_is_killed(tmp_path):
     out = tmp_path / "deploy"
     process = start(
-        "deploy", "quickstart", "--nodes", "3", "--rounds", "3", "--set", "round-timeout=20",
+        "deploy", "quickstart", "--nodes", "3", "--rounds", "2", "--set", "round-timeout=20",
         "--set", "local-epochs=1", "--out", str(out),
     )  # fmt: skip
     wait_for_round(out, 1, process)
@@ -140,6 +141,24 @@ def test_a_deployment_keeps_going_when_a_supernode_is_killed(tmp_path):
     assert process.returncode == 0, stdout[-2000:] + stderr[-2000:]
     assert "supernode-2 exited; the run continues" in stdout
     rounds = read_metrics(out)
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[1]["accepted"] == ["0", "1", "2"]
     assert rounds[-1]["accepted"] == ["0", "1"] and rounds[-1]["aggregated"] is True
+    assert set(rounds[-1]["failed"]) == {"2"}  # the dead node, booked once
+    assert read_summary(out)["status"] == "completed" and leftovers(out) == []
+
+
+def test_a_hung_client_fails_its_round_and_the_run_does_not_wait_for_it(tmp_path):
+    from tests.fault_roles import HANG_SECONDS
+
+    out = tmp_path / "run"
+    started = time.monotonic()
+    completed = fedsec(
+        "run", "quickstart", "--clients", "2", "--rounds", "1", "--set", "plugins=tests.fault_roles",
+        "--set", "roles=hang:1", "--set", "round-timeout=10", "--set", "local-epochs=1", "--out", str(out),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert time.monotonic() - started < HANG_SECONDS  # it ended with its last round, not with the sleeper
+    (record,) = read_metrics(out)[1:]
+    assert record["failed"] == {"1": "no reply within the round timeout"} and record["accepted"] == ["0"]
     assert read_summary(out)["status"] == "completed" and leftovers(out) == []
