@@ -300,6 +300,19 @@ def synthetic_replies(weights: Sequence[np.ndarray], n: int, *, seed: int) -> li
     return replies
 
 
+def fresh_replies(replies: Sequence[Message]) -> list[Message]:
+    """Copies of ``replies`` whose records can be consumed (Flower's FedMedian, FedTrimmedAvg and
+    Bulyan pop the arrays out of the replies they aggregate); the arrays' bytes are shared, not copied."""
+    copies = []
+    for msg in replies:
+        records = {
+            key: ArrayRecord(dict(record.items())) for key, record in msg.content.array_records.items()
+        }
+        content = RecordDict({**records, **dict(msg.content.metric_records.items())})
+        copies.append(Message(content=content, metadata=msg.metadata))  # type: ignore[call-overload]
+    return copies
+
+
 def bench_grid(n: int) -> Any:
     """``n`` in-process nodes ``1000 + i`` that answer the partition query with ``i``."""
     from simulations.local_grid import LocalGrid, partition_handler
@@ -403,7 +416,7 @@ def _aggregation_at(
         aggregated: list[bool] = []
 
         def call(strategy: Strategy = strategy, aggregated: list[bool] = aggregated) -> None:
-            aggregated.append(strategy.aggregate_train(1, replies)[0] is not None)
+            aggregated.append(strategy.aggregate_train(1, fresh_replies(replies))[0] is not None)
 
         seconds, count = _time_cell(call, repeat=ctx.plan.agg_repeat, cell_seconds=ctx.plan.agg_cell_seconds)
         last[label] = (n, seconds)
