@@ -33,57 +33,65 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedsec.updates import UpdateMatrix, as_update_matrix
+
 logger = logging.getLogger(__name__)
 
 DETECTORS = ("accuracy", "l2", "cosine")
 
 
-def as_matrix(updates: Sequence[np.ndarray] | np.ndarray, *, name: str = "updates") -> np.ndarray:
-    """``(n, d)`` float64 copy of ``updates``; ValueError unless 2-D, non-empty and finite."""
-    matrix = np.array(updates, dtype=np.float64, copy=True)
-    if matrix.ndim != 2 or matrix.shape[0] < 1:
-        raise ValueError(f"{name} must be a non-empty (n_clients, d) array, got shape {matrix.shape}")
-    if not np.all(np.isfinite(matrix)):
+def as_matrix(
+    updates: Sequence[np.ndarray] | np.ndarray | UpdateMatrix, *, name: str = "updates"
+) -> UpdateMatrix:
+    """``updates`` as an :class:`~fedsec.updates.UpdateMatrix`; ValueError unless 2-D, non-empty, finite."""
+    if isinstance(updates, UpdateMatrix):
+        return updates
+    array = np.asarray(updates, dtype=None if isinstance(updates, np.ndarray) else np.float64)
+    if array.ndim != 2 or array.shape[0] < 1:
+        raise ValueError(f"{name} must be a non-empty (n_clients, d) array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite")
-    return matrix
+    return as_update_matrix(array, name=name)
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.einsum("ij,ij->i", a, b)
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+def cosine_to_others(updates: Sequence[np.ndarray] | np.ndarray | UpdateMatrix) -> np.ndarray:
+    """``cos(δ_i, Σ_{j≠i} δ_j)`` for every client (0 when either vector is zero or ``n == 1``).
+
+    From the Gram matrix alone: ``δ_i · Σ_{j≠i} δ_j = Σ_j G_ij − G_ii`` and
+    ``‖Σ_{j≠i} δ_j‖² = Σ_jk G_jk − 2 Σ_j G_ij + G_ii``.
+    """
+    gram = as_matrix(updates).gram()
+    row_sums = gram.sum(axis=1)
+    diagonal = np.diag(gram)
+    dots = row_sums - diagonal
+    others = np.sqrt(np.maximum(gram.sum() - 2.0 * row_sums + diagonal, 0.0))
+    norms = np.sqrt(np.maximum(diagonal, 0.0)) * others
+    cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return np.clip(cosines, -1.0, 1.0)
 
 
-def cosine_to_others(updates: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """``cos(δ_i, Σ_{j≠i} δ_j)`` for every client (0 when either vector is zero or ``n == 1``)."""
-    matrix = as_matrix(updates)
-    others = matrix.sum(axis=0, keepdims=True) - matrix
-    return _cosine_rows(matrix, others)
-
-
-def norm_ratios(updates: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+def norm_ratios(updates: Sequence[np.ndarray] | np.ndarray | UpdateMatrix) -> np.ndarray:
     """``‖δ_i‖ / median_j ‖δ_j‖`` (all ones when the median norm is zero)."""
-    norms = np.linalg.norm(as_matrix(updates), axis=1)
+    norms = as_matrix(updates).norms()
     median = float(np.median(norms))
     if median == 0.0:
         return np.ones_like(norms)
     return norms / median
 
 
-def max_l2_to(updates: Sequence[np.ndarray] | np.ndarray, reference: Collection[int]) -> np.ndarray:
+def max_l2_to(
+    updates: Sequence[np.ndarray] | np.ndarray | UpdateMatrix, reference: Collection[int]
+) -> np.ndarray:
     """For every row, its largest L2 distance to the rows in ``reference`` other than itself (0 if none)."""
     matrix = as_matrix(updates)
     ref = sorted(set(reference))
-    if any(not 0 <= i < len(matrix) for i in ref):
-        raise ValueError(f"reference indices must be in [0, {len(matrix)}), got {ref}")
-    out = np.zeros(len(matrix))
+    if any(not 0 <= i < matrix.n for i in ref):
+        raise ValueError(f"reference indices must be in [0, {matrix.n}), got {ref}")
+    out = np.zeros(matrix.n)
     if not ref:
         return out
-    # ‖a − b‖² = ‖a‖² + ‖b‖² − 2·a·b from one matrix product (BLAS) instead of n·|ref| row
-    # differences: O(n·|ref|·d) flops without the (n, d) temporaries, ~100x faster at 200 clients.
-    squared = np.einsum("ij,ij->i", matrix, matrix)
-    distances = squared[:, None] + squared[None, ref] - 2.0 * (matrix @ matrix[ref].T)
-    np.maximum(distances, 0.0, out=distances)
+    # ‖a − b‖² from the Gram matrix: no (n, d) temporaries
+    distances = matrix.squared_distances()[:, ref]
     distances[ref, np.arange(len(ref))] = -np.inf  # a row is not compared with itself
     best = distances.max(axis=1)
     np.sqrt(best, out=out, where=np.isfinite(best))

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsec.defenses.selection import _check_updates, hdbscan_majority, median_norm_clip
+from fedsec.defenses.selection import hdbscan_majority, median_norm_clip
+from fedsec.updates import UpdateMatrix, as_update_matrix
 
 __all__ = ["FlameResult", "flame"]
 
@@ -61,7 +62,7 @@ class FlameResult:
 
 
 def flame(
-    updates: np.ndarray,
+    updates: np.ndarray | UpdateMatrix,
     *,
     noise_lambda: float = 0.001,
     rng: np.random.Generator,
@@ -106,7 +107,7 @@ def flame(
         finite, ``rng`` is not a ``numpy.random.Generator``, or
         ``min_cluster_size`` is out of range (naming it).
     """
-    rows = _check_updates("updates", updates)
+    rows = as_update_matrix(updates)
     if not (
         isinstance(noise_lambda, int | float)
         and not isinstance(noise_lambda, bool)
@@ -116,7 +117,7 @@ def flame(
         raise ValueError(f"noise_lambda must be a finite number >= 0, got {noise_lambda!r}")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    n, d = rows.shape
+    n, d = rows.n, rows.d
 
     kept = hdbscan_majority(rows, min_cluster_size=min_cluster_size, min_samples=1)
     kept_set = set(kept.tolist())
@@ -126,7 +127,9 @@ def flame(
 
     clip_norm, all_factors = median_norm_clip(rows)
     factors = all_factors[kept]
-    aggregate = (rows[kept] * factors[:, np.newaxis]).mean(axis=0)
+    weights = np.zeros(n, dtype=np.float64)
+    weights[kept] = factors / kept.size  # the mean of the clipped admitted updates, as one product
+    aggregate = rows.combine(weights).astype(np.float64)
 
     noise_std = float(noise_lambda) * clip_norm
     if noise_std > 0:

@@ -35,14 +35,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedsec.defenses.selection import _check_updates, _unit_rows
+from fedsec.updates import UpdateMatrix, as_update_matrix
 
 __all__ = ["FoolsGoldHistory", "foolsgold_aggregate", "foolsgold_weights"]
 
 logger = logging.getLogger(__name__)
 
 
-def foolsgold_weights(history: np.ndarray, *, kappa: float = 1.0, eps: float = 1e-5) -> np.ndarray:
+def foolsgold_weights(
+    history: np.ndarray | UpdateMatrix, *, kappa: float = 1.0, eps: float = 1e-5
+) -> np.ndarray:
     """FoolsGold weight of every client from its accumulated historical update.
 
     Parameters
@@ -70,19 +72,18 @@ def foolsgold_weights(history: np.ndarray, *, kappa: float = 1.0, eps: float = 1
         If ``history`` is not a finite 2-D array with at least one row, or
         ``kappa`` / ``eps`` is out of range (naming it).
     """
-    rows = _check_updates("history", history)
+    rows = as_update_matrix(history, name="history")
     if not (isinstance(kappa, int | float) and not isinstance(kappa, bool) and math.isfinite(kappa)):
         raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
     if kappa <= 0:
         raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
     if not (isinstance(eps, int | float) and not isinstance(eps, bool) and 0 < eps < 0.5):
         raise ValueError(f"eps must be a number in (0, 0.5), got {eps!r}")
-    n = rows.shape[0]
+    n = rows.n
     if n == 1:
         return np.ones(1, dtype=np.float64)
 
-    unit = _unit_rows(rows)
-    cs = np.clip(unit @ unit.T, -1.0, 1.0)
+    cs = rows.cosines()
     np.fill_diagonal(cs, 0.0)  # cosine similarity minus the identity
     v = cs.max(axis=1)  # >= 0: the diagonal's 0 takes part
 
@@ -108,7 +109,7 @@ def foolsgold_weights(history: np.ndarray, *, kappa: float = 1.0, eps: float = 1
     return weights
 
 
-def foolsgold_aggregate(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def foolsgold_aggregate(updates: np.ndarray | UpdateMatrix, weights: np.ndarray) -> np.ndarray:
     """Weighted mean ``Σ_i w_i u_i / Σ_i w_i`` of the round's updates.
 
     Parameters
@@ -131,20 +132,20 @@ def foolsgold_aggregate(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
         If ``updates`` is malformed or ``weights`` does not hold one finite,
         non-negative weight per update (naming it).
     """
-    rows = _check_updates("updates", updates)
+    rows = as_update_matrix(updates)
     try:
         w = np.array(weights, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as error:
         raise ValueError(f"weights must be a 1-D float array, got {error}") from error
-    if w.shape != (rows.shape[0],):
-        raise ValueError(f"weights must hold one weight per update ({rows.shape[0]}), got shape {w.shape}")
+    if w.shape != (rows.n,):
+        raise ValueError(f"weights must hold one weight per update ({rows.n}), got shape {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"weights must be finite and >= 0, got {w.tolist()}")
     total = float(w.sum())
     if total <= 0:
-        logger.warning("FoolsGold weights of all %s updates are zero; returning a zero update", rows.shape[0])
-        return np.zeros(rows.shape[1], dtype=np.float64)
-    return np.asarray((w @ rows) / total, dtype=np.float64)
+        logger.warning("FoolsGold weights of all %s updates are zero; returning a zero update", rows.n)
+        return np.zeros(rows.d, dtype=np.float64)
+    return np.asarray(rows.combine(w / total), dtype=np.float64)
 
 
 class FoolsGoldHistory:
@@ -180,7 +181,7 @@ class FoolsGoldHistory:
             restored._dim = int(np.asarray(row).size)
         return restored
 
-    def update(self, ids: Sequence[str], updates: np.ndarray) -> np.ndarray:
+    def update(self, ids: Sequence[str], updates: np.ndarray | UpdateMatrix) -> np.ndarray:
         """Add this round's updates to the clients' histories and return their history rows.
 
         Parameters
@@ -194,8 +195,8 @@ class FoolsGoldHistory:
         Returns
         -------
         numpy.ndarray
-            Float64 array ``(n, d)``: the accumulated history of ``ids[i]`` (this
-            round included) in row ``i``; a new array.
+            Array ``(n, d)`` in the updates' precision: the accumulated history of
+            ``ids[i]`` (this round included) in row ``i``; a new array.
 
         Raises
         ------
@@ -205,7 +206,8 @@ class FoolsGoldHistory:
             dimension differs from earlier rounds (naming the parameter).
             Nothing is recorded when an error is raised.
         """
-        rows = _check_updates("updates", updates)
+        matrix = as_update_matrix(updates)
+        rows = matrix.array()
         if isinstance(ids, str):
             raise ValueError(f"ids must be a sequence of client id strings, got the string {ids!r}")
         id_list = list(ids)

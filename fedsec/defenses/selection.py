@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.cluster import HDBSCAN
 
+from fedsec.updates import UpdateMatrix, as_update_matrix
+
 __all__ = [
     "Selection",
     "cosine_to_reference",
@@ -93,7 +95,7 @@ def _unit_rows(array: np.ndarray) -> np.ndarray:
     return unit
 
 
-def cosine_to_reference(updates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def cosine_to_reference(updates: np.ndarray | UpdateMatrix, reference: np.ndarray) -> np.ndarray:
     """Cosine similarity of every update with a reference vector.
 
     Parameters
@@ -115,14 +117,20 @@ def cosine_to_reference(updates: np.ndarray, reference: np.ndarray) -> np.ndarra
         If ``updates`` is not a finite 2-D array with at least one row, or
         ``reference`` is not a finite vector of length ``d`` (naming it).
     """
-    rows = _check_updates("updates", updates)
-    ref = _check_vector("reference", reference, rows.shape[1])
-    unit = _unit_rows(rows)
-    unit_ref = _unit_rows(ref[np.newaxis, :])[0]
-    return np.clip(unit @ unit_ref, -1.0, 1.0)
+    matrix = as_update_matrix(updates)
+    ref = _check_vector("reference", reference, matrix.d)
+    scale = float(np.max(np.abs(ref)))
+    unit_ref = ref / scale if scale > 0 else ref
+    ref_norm = float(np.linalg.norm(unit_ref))
+    if ref_norm == 0:
+        return np.zeros(matrix.n, dtype=np.float64)
+    norms = matrix.norms()
+    dots = matrix.dot(unit_ref / ref_norm)
+    cosines = np.divide(dots, norms, out=np.zeros(matrix.n, dtype=np.float64), where=norms > 0)
+    return np.clip(cosines, -1.0, 1.0)
 
 
-def pairwise_cosine_distances(updates: np.ndarray) -> np.ndarray:
+def pairwise_cosine_distances(updates: np.ndarray | UpdateMatrix) -> np.ndarray:
     """Cosine distances ``1 - cos(u_i, u_j)`` between all pairs of updates.
 
     Parameters
@@ -143,15 +151,11 @@ def pairwise_cosine_distances(updates: np.ndarray) -> np.ndarray:
     ValueError
         If ``updates`` is not a finite 2-D array with at least one row.
     """
-    unit = _unit_rows(_check_updates("updates", updates))
-    distances = 1.0 - unit @ unit.T
-    distances = 0.5 * (distances + distances.T)
-    np.clip(distances, 0.0, 2.0, out=distances)
-    np.fill_diagonal(distances, 0.0)
-    return distances
+    distances = as_update_matrix(updates).cosine_distances()
+    return 0.5 * (distances + distances.T)
 
 
-def median_norm_clip(updates: np.ndarray) -> tuple[float, np.ndarray]:
+def median_norm_clip(updates: np.ndarray | UpdateMatrix) -> tuple[float, np.ndarray]:
     """FLAME's adaptive clipping bound and the factor that clips each update to it.
 
     Parameters
@@ -171,8 +175,7 @@ def median_norm_clip(updates: np.ndarray) -> tuple[float, np.ndarray]:
     ValueError
         If ``updates`` is not a finite 2-D array with at least one row.
     """
-    rows = _check_updates("updates", updates)
-    norms = np.linalg.norm(rows, axis=1)
+    norms = as_update_matrix(updates).norms()
     bound = float(np.median(norms))
     factors = np.ones_like(norms)
     np.divide(bound, norms, out=factors, where=norms > bound)
@@ -187,7 +190,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def hdbscan_majority(
-    updates: np.ndarray, *, min_cluster_size: int | None = None, min_samples: int | None = 1
+    updates: np.ndarray | UpdateMatrix, *, min_cluster_size: int | None = None, min_samples: int | None = 1
 ) -> np.ndarray:
     """Indices of the updates in the largest HDBSCAN cluster on cosine distances.
 
@@ -240,8 +243,8 @@ def hdbscan_majority(
         If ``updates`` is not a finite 2-D array with at least one row, or
         ``min_cluster_size`` / ``min_samples`` is out of range (naming it).
     """
-    rows = _check_updates("updates", updates)
-    n = rows.shape[0]
+    rows = as_update_matrix(updates)
+    n = rows.n
     if min_cluster_size is not None:
         _check_int("min_cluster_size", min_cluster_size, 2)
     if min_samples is not None:
@@ -316,7 +319,7 @@ class Selection:
 
 
 def layered_selection(
-    updates: np.ndarray,
+    updates: np.ndarray | UpdateMatrix,
     *,
     previous_global_update: np.ndarray | None,
     drop_negative: bool = True,
@@ -368,8 +371,8 @@ def layered_selection(
         If ``updates`` or ``previous_global_update`` is malformed, a flag is
         not a bool, or ``min_cluster_size`` is not an integer >= 2 (naming it).
     """
-    rows = _check_updates("updates", updates)
-    n, d = rows.shape
+    rows = as_update_matrix(updates)
+    n, d = rows.n, rows.d
     for name, flag in (("drop_negative", drop_negative), ("cluster", cluster)):
         if not isinstance(flag, bool | np.bool_):
             raise ValueError(f"{name} must be a bool, got {flag!r}")
@@ -427,7 +430,7 @@ def layered_selection(
             )
             size = int(remaining.size)
         k = min_samples if min_samples is None else min(int(min_samples), int(remaining.size))
-        local = hdbscan_majority(rows[remaining], min_cluster_size=size, min_samples=k)
+        local = hdbscan_majority(rows.take(remaining), min_cluster_size=size, min_samples=k)
         majority = set(remaining[local].tolist())
         for position in remaining.tolist():
             if position not in majority:
