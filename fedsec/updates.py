@@ -20,35 +20,74 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["UpdateMatrix", "as_update_matrix", "flatten_updates"]
+__all__ = [
+    "UpdateMatrix",
+    "add_to",
+    "as_update_matrix",
+    "flatten_arrays",
+    "flatten_into",
+    "flatten_updates",
+    "float_positions",
+]
+
+
+def float_positions(arrays: Sequence[np.ndarray]) -> list[int]:
+    """Indices of the floating-point arrays: what an update vector is made of (integer counters are not)."""
+    return [i for i, a in enumerate(arrays) if np.issubdtype(np.asarray(a).dtype, np.floating)]
+
+
+def flatten_arrays(arrays: Sequence[np.ndarray], reference: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """One update vector: the float arrays of ``arrays − reference``, flattened, in their own precision."""
+    return flatten_updates([arrays], reference)[0]
+
+
+def add_to(reference: Sequence[np.ndarray], vector: np.ndarray) -> list[np.ndarray]:
+    """``reference + vector`` as new arrays: ``vector`` spread over the float arrays, the others copied."""
+    out = [np.array(a, copy=True) for a in reference]
+    flat = np.asarray(vector)
+    start = 0
+    for i in float_positions(reference):
+        size = out[i].size
+        out[i] = (out[i] + flat[start : start + size].reshape(out[i].shape)).astype(out[i].dtype)
+        start += size
+    if start != flat.size:
+        raise ValueError(f"vector has {flat.size} entries, the float arrays {start}")
+    return out
 
 
 def flatten_updates(
     updates: Sequence[Sequence[np.ndarray]], reference: Sequence[np.ndarray] | None = None
 ) -> np.ndarray:
-    """``(n, d)`` float32 rows: each client's float arrays minus ``reference``, flattened and concatenated.
+    """``(n, d)`` rows: each client's float arrays minus ``reference``, flattened and concatenated.
 
     Integer arrays (BatchNorm step counters) are left out, as in every update
-    vector fedsec compares.  One ``(n, d)`` allocation; no float64 copy.
+    vector fedsec compares.  One ``(n, d)`` allocation in the arrays' own
+    precision (float32 for fedsec's models); no float64 copy.
     """
-    float_index = (
-        [i for i, a in enumerate(updates[0]) if np.issubdtype(np.asarray(a).dtype, np.floating)]
-        if updates
-        else []
-    )
+    float_index = float_positions(updates[0]) if updates else []
     sizes = [int(np.asarray(updates[0][i]).size) for i in float_index]
-    rows = np.empty((len(updates), sum(sizes)), dtype=np.float32)
+    dtypes = [np.asarray(updates[0][i]).dtype for i in float_index]
+    rows = np.empty((len(updates), sum(sizes)), dtype=np.result_type(*dtypes) if dtypes else np.float32)
     for row, arrays in zip(rows, updates, strict=True):
-        start = 0
-        for i, size in zip(float_index, sizes, strict=True):
-            target = row[start : start + size]
-            values = np.asarray(arrays[i]).ravel()
-            if reference is None:
-                target[...] = values
-            else:
-                np.subtract(values, np.asarray(reference[i]).ravel(), out=target, casting="unsafe")
-            start += size
+        flatten_into(row, arrays, reference)
     return rows
+
+
+def flatten_into(
+    target: np.ndarray, arrays: Sequence[np.ndarray], reference: Sequence[np.ndarray] | None = None
+) -> None:
+    """Write the float arrays of ``arrays − reference``, flattened, into the 1-D ``target`` (no temporary)."""
+    start = 0
+    for i in float_positions(arrays):
+        values = np.asarray(arrays[i]).ravel()
+        part = target[start : start + values.size]
+        if reference is None:
+            part[...] = values
+        else:
+            np.subtract(values, np.asarray(reference[i]).ravel(), out=part, casting="unsafe")
+        start += values.size
+    if start != target.size:
+        raise ValueError(f"the float arrays hold {start} values, the target {target.size}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,12 +127,25 @@ class UpdateMatrix:
 
     Parameters
     ----------
+    checked
+        The caller guarantees a finite 2-D float array (the guard checked every update); skips the check.
     rows
         ``(N, d)`` float array, kept in its precision (float32 in a round, from the clients' float32
         models; other dtypes become float64). Not copied when it is already a float array.
     """
 
-    def __init__(self, rows: np.ndarray, *, _shared: _Shared | None = None, _index: np.ndarray | None = None):
+    def __init__(
+        self,
+        rows: np.ndarray,
+        *,
+        checked: bool = False,
+        _shared: _Shared | None = None,
+        _index: np.ndarray | None = None,
+    ):
+        if _shared is None and checked:  # the caller already checked shape and finiteness (the guard)
+            matrix = np.asarray(rows)
+            _shared = _Shared(matrix.view() if matrix.flags.writeable else matrix)
+            _shared.rows.setflags(write=False)
         if _shared is None:
             array = np.asarray(rows)
             if array.ndim != 2:

@@ -33,7 +33,8 @@ from fedsec.defenses.detection import (
 )
 from fedsec.errors import ConfigError
 from fedsec.results import RunRecorder
-from fedsec.training import flatten
+from fedsec.updates import add_to
+from strategies.batch import RoundBatch
 from strategies.wrapper import FilteringStrategy, GroundTruth, NDArrays, Verdict
 
 logger = logging.getLogger(__name__)
@@ -124,32 +125,33 @@ class DetectionStrategy(FilteringStrategy):
             for h in state["history"]
         ]
 
-    def statistics(self, updates: list[NDArrays]) -> tuple[np.ndarray, RoundStatistics]:
-        """The round's flattened updates ``δ_i`` and their statistics."""
-        assert self.global_arrays is not None
-        reference = self.global_arrays
-        deltas = np.stack([flatten([w - g for w, g in zip(u, reference, strict=True)]) for u in updates])
+    def statistics(self, batch: RoundBatch) -> RoundStatistics:
+        """The round's update statistics (all from the batch's Gram matrix, except the accuracy check)."""
+        deltas = batch.updates
         drops = None
         if "accuracy" in self.detectors and self.accuracy_fn is not None:
-            drops = np.array([self._accuracy_drop(updates, i) for i in range(len(updates))])
-        return deltas, RoundStatistics(
+            drops = np.array([self._accuracy_drop(batch, i) for i in range(len(batch))])
+        return RoundStatistics(
             cosine=cosine_to_others(deltas), l2_ratio=norm_ratios(deltas), accuracy_drop=drops
         )
 
-    def _accuracy_drop(self, updates: list[NDArrays], i: int) -> float:
+    def _accuracy_drop(self, batch: RoundBatch, i: int) -> float:
+        """Validation accuracy of ``w + mean(δ_others)`` minus that of ``w + δ_i``."""
         assert self.accuracy_fn is not None
-        own = self.accuracy_fn(updates[i])
-        others = [u for j, u in enumerate(updates) if j != i]
-        if not others:
+        own = self.accuracy_fn(batch.weights(i))
+        n = len(batch)
+        if n == 1:
             return 0.0
-        mean = [
-            np.mean([u[k] for u in others], axis=0).astype(updates[i][k].dtype)
-            for k in range(len(updates[i]))
-        ]
+        others = np.full(n, 1.0 / (n - 1))
+        others[i] = 0.0
+        mean = add_to(batch.reference, batch.updates.combine(others * batch.scales))
         return float(self.accuracy_fn(mean) - own)
 
-    def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
-        deltas, stats = self.statistics(updates)
+    def select_batch(self, server_round: int, batch: RoundBatch) -> Verdict:
+        labels = list(batch.labels)
+        stats = self.statistics(batch)
+        deltas = batch.updates
+        norms = deltas.norms()
         benign = [i for i, label in enumerate(labels) if label not in self.truth.malicious]
         max_l2 = max_l2_to(deltas, benign)
         record: dict[str, Any] = {
@@ -157,7 +159,7 @@ class DetectionStrategy(FilteringStrategy):
                 label: {
                     "cosine": float(stats.cosine[i]),
                     "l2_ratio": float(stats.l2_ratio[i]),
-                    "norm": float(np.linalg.norm(deltas[i])),
+                    "norm": float(norms[i]),
                     "max_l2_benign": float(max_l2[i]),
                     **(
                         {"accuracy_drop": float(stats.accuracy_drop[i])}

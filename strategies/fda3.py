@@ -22,9 +22,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from clients.adversarial import INITIAL_DIGEST_KEY, SCHEMES_KEY, encode_schemes, weights_digest
-from fedsec.aggregation import AdamState, adam_init, adam_step, gradient_mean
+from fedsec.aggregation import AdamState, adam_init, adam_step
 from fedsec.attacks.monitor import AttackMonitor
-from strategies.messages import ndarrays_of, to_arrayrecord
+from fedsec.updates import add_to
+from strategies.batch import RoundBatch, batch_from_replies
+from strategies.messages import to_arrayrecord
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +117,21 @@ class FDA3(FedAvg):
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid or self._sent is None:
             return None, None
-        mean = gradient_mean([ndarrays_of(msg) for msg in valid])
-        current = self._sent.to_numpy_ndarrays()
+        batch = batch_from_replies(
+            valid, reference=self._sent.to_numpy_ndarrays(), keys=list(self._sent.keys()), gradients=True
+        )
+        return self.aggregate_batch(server_round, batch)
+
+    def aggregate_batch(
+        self, server_round: int, batch: RoundBatch
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """``1/N Σ g_i`` of the batch's gradient rows (one matrix–vector product), then one Adam step."""
+        if not batch.gradients:
+            raise ValueError("FDA3 aggregates gradients: the batch must hold gradient replies")
+        current = list(batch.reference)
+        mean = add_to([np.zeros_like(a) for a in current], batch.updates.combine(batch.scales / len(batch)))
         updated, self.adam = adam_step(
             current, mean, self.adam, lr=self.server_learning_rate, betas=self.betas
         )
-        metrics = self.train_metrics_aggr_fn([msg.content for msg in valid], self.weighted_by_key)
-        return to_arrayrecord(updated, list(self._sent.keys())), metrics
+        metrics = self.train_metrics_aggr_fn(batch.contents(), self.weighted_by_key)
+        return to_arrayrecord(updated, list(batch.keys)), metrics

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord
 
 from fedsec.defenses.detection import confusion
 from fedsec.defenses.flame import flame
+from strategies.batch import RoundBatch
 from strategies.update_based import UpdateAggregator
 from strategies.wrapper import ServerEnv, labels_of
 
@@ -70,13 +70,11 @@ class Flame(UpdateAggregator):
     def __repr__(self) -> str:
         return f"Flame(noise_lambda={self.noise_lambda})"
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_batch(
+        self, server_round: int, batch: RoundBatch
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        decoded = self.round_updates(replies)
-        if decoded is None:
-            return None, None
-        reference, valid, labels, deltas = decoded
+        labels = list(batch.labels)
+        deltas = batch.scaled_updates()
         result = flame(
             deltas,
             noise_lambda=self.noise_lambda,
@@ -105,4 +103,4 @@ class Flame(UpdateAggregator):
                 flame={"clip_norm": result.clip_norm, "noise_std": result.noise_std},
             )
 
-        return self.new_global(reference, result.update, valid, result.kept)
+        return self.new_global(batch, result.update, result.kept)

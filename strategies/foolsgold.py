@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord
 
 from fedsec.defenses.detection import confusion
 from fedsec.defenses.foolsgold import FoolsGoldHistory, foolsgold_aggregate, foolsgold_weights
+from strategies.batch import RoundBatch
 from strategies.update_based import UpdateAggregator
 from strategies.wrapper import ServerEnv, labels_of
 
@@ -75,13 +75,11 @@ class FoolsGold(UpdateAggregator):
     def restore_state(self, state: dict[str, Any]) -> None:
         self.history = FoolsGoldHistory.from_history(dict(state.get("history", {})))
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_batch(
+        self, server_round: int, batch: RoundBatch
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        decoded = self.round_updates(replies)
-        if decoded is None:
-            return None, None
-        reference, valid, labels, deltas = decoded
+        labels = list(batch.labels)
+        deltas = batch.scaled_updates()
         histories = self.history.update(labels, deltas)
         weights = foolsgold_weights(histories, kappa=self.kappa)
 
@@ -105,4 +103,4 @@ class FoolsGold(UpdateAggregator):
             logger.warning("round %s: every FoolsGold weight is 0; keeping the previous model", server_round)
             return None, None
 
-        return self.new_global(reference, foolsgold_aggregate(deltas, weights), valid, kept)
+        return self.new_global(batch, foolsgold_aggregate(deltas, weights), kept)

@@ -39,7 +39,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.results import RunRecorder
-from fedsec.validation import ArraySpec, bounded_counts, layout_of, norm_outliers, screen_update, update_norm
+from fedsec.updates import UpdateMatrix, flatten_arrays, flatten_into, float_positions
+from fedsec.validation import ArraySpec, bounded_counts, layout_of, norm_outliers, screen_update
+from strategies.batch import RoundBatch, aggregate
 from strategies.messages import (
     NUM_EXAMPLES_KEY,
     arrays_of,
@@ -181,12 +183,14 @@ class GuardedStrategy(StrategyWrapper):
             return self.sampler.label(self.node_of(msg))
         return f"node-{self.node_of(msg)}"
 
-    def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
-        """Return the well-formed replies, in partition order; log and record the rest and the failures."""
-        if self._layout is None or self.global_keys is None:
+    def screen(self, server_round: int, replies: Iterable[Message]) -> RoundBatch | None:
+        """The round's usable replies, in partition order, decoded into one batch (``None``: none).
+
+        Failures and rejections are logged and recorded with their reasons.
+        """
+        if self._layout is None or self.global_keys is None or self.global_arrays is None:
             raise RuntimeError("configure_train must run before aggregate_train (no model layout yet)")
         replies = list(replies)
-        candidates: list[tuple[Message, list[np.ndarray]]] = []
         rejected: dict[str, str] = {}
         failed: dict[str, str] = {}
         answered = {self.node_of(msg) for msg in replies}
@@ -197,6 +201,11 @@ class GuardedStrategy(StrategyWrapper):
                 logger.warning(
                     "round %s: client %s did not reply within the round timeout", server_round, label
                 )
+        positions = float_positions(self.global_arrays)
+        width = sum(int(self.global_arrays[i].size) for i in positions)
+        dtype = np.result_type(*[self.global_arrays[i].dtype for i in positions]) if positions else np.float32
+        rows = np.empty((len(replies), width), dtype=dtype)  # every update decoded straight into its row
+        candidates: list[Message] = []
         for msg in replies:
             label = self.label(msg)
             if msg.has_error():
@@ -205,54 +214,72 @@ class GuardedStrategy(StrategyWrapper):
                 continue
             reason, arrays = self._problem(msg)
             if reason is None:
-                candidates.append((msg, arrays))
+                flatten_into(rows[len(candidates)], arrays, None if self.gradients else self.global_arrays)
+                candidates.append(msg)
             else:
                 rejected[label] = reason
-        kept, out_of_bounds, clamped = self._bounded(candidates)
+        kept, counts, out_of_bounds, clamped = self._bounded(candidates, rows[: len(candidates)])
         rejected.update(out_of_bounds)
         for label, reason in rejected.items():
             logger.warning("round %s: rejected update from client %s: %s", server_round, label, reason)
         for reason in (*failed.values(), *rejected.values()):
             self.first_problem = self.first_problem or reason
-        kept.sort(key=lambda msg: partition_order(reply_partition(msg), msg.metadata.src_node_id))
+        order = sorted(
+            range(len(kept)),
+            key=lambda i: partition_order(
+                reply_partition(candidates[kept[i]]), candidates[kept[i]].metadata.src_node_id
+            ),
+        )
+        kept = [kept[i] for i in order]
+        labels = [client_label(candidates[i]) for i in kept]
         if self.recorder is not None:
             self.recorder.note(
                 server_round,
                 received=len(replies),
-                accepted=[client_label(msg) for msg in kept],
+                accepted=labels,
                 failures=len(failed),
                 rejected=rejected,
                 **({"failed": failed} if failed else {}),
                 **({"clamped_examples": clamped} if clamped else {}),
             )
-        return _common_metrics(kept)
+        if not kept:
+            return None
+        chosen = rows[kept] if kept != list(range(len(candidates))) else rows[: len(candidates)]
+        return RoundBatch(
+            replies=tuple(_common_metrics([candidates[i] for i in kept])),
+            labels=tuple(labels),
+            counts=np.array([counts[i] for i in kept], dtype=np.float64),
+            updates=UpdateMatrix(chosen, checked=True),
+            reference=tuple(self.global_arrays),
+            keys=tuple(self.global_keys),
+            gradients=self.gradients,
+        )
 
     def _bounded(
-        self, candidates: list[tuple[Message, list[np.ndarray]]]
-    ) -> tuple[list[Message], dict[str, str], dict[str, list[int]]]:
-        """Well-formed replies within the norm and sample-count bounds; the rejected; the clamped counts."""
+        self, candidates: list[Message], rows: np.ndarray
+    ) -> tuple[list[int], list[int], dict[str, str], dict[str, list[int]]]:
+        """Positions of the replies within the norm and sample-count bounds, every reply's count to use,
+        the rejected and the clamped counts."""
         assert self.global_arrays is not None
         rejected: dict[str, str] = {}
+        positions = list(range(len(candidates)))
         if self.norm_bound is not None and candidates:
-            reference = None if self.gradients else self.global_arrays
-            norms = [update_norm(arrays, reference) for _, arrays in candidates]
-            outliers = norm_outliers(norms, bound=self.norm_bound, model_norm=update_norm(self.global_arrays))
-            rejected.update({client_label(candidates[i][0]): reason for i, reason in outliers.items()})
-            candidates = [c for i, c in enumerate(candidates) if i not in outliers]
-        counts = [int(cast(float, _count(msg))) for msg, _ in candidates]  # screened: positive integers
-        used, too_many, clamps = bounded_counts(counts, bound=self.examples_bound, cap=self.max_examples)
-        rejected.update({client_label(candidates[i][0]): reason for i, reason in too_many.items()})
-        kept: list[Message] = []
-        for index, (msg, _) in enumerate(candidates):
-            if index in too_many:
-                continue
-            if index in clamps:
-                record = MetricRecord(dict(metrics_of(msg).items()))
-                record[NUM_EXAMPLES_KEY] = used[index]
-                msg = with_content(msg, metrics=record)
-            kept.append(msg)
-        clamped = {client_label(candidates[i][0]): list(pair) for i, pair in clamps.items()}
-        return kept, rejected, clamped
+            norms = UpdateMatrix(rows, checked=True).norms()
+            model = flatten_arrays(self.global_arrays)
+            model_norm = UpdateMatrix(model[np.newaxis, :], checked=True).norms()[0] if model.size else 0.0
+            outliers = norm_outliers(norms.tolist(), bound=self.norm_bound, model_norm=float(model_norm))
+            rejected.update({client_label(candidates[i]): reason for i, reason in outliers.items()})
+            positions = [i for i in positions if i not in outliers]
+        counts = [int(cast(float, _count(msg))) for msg in candidates]  # screened: positive integers
+        used, too_many, clamps = bounded_counts(
+            [counts[i] for i in positions], bound=self.examples_bound, cap=self.max_examples
+        )
+        rejected.update({client_label(candidates[positions[k]]): r for k, r in too_many.items()})
+        for k, value in enumerate(used):
+            counts[positions[k]] = value
+        clamped = {client_label(candidates[positions[k]]): list(pair) for k, pair in clamps.items()}
+        kept = [i for k, i in enumerate(positions) if k not in too_many]
+        return kept, counts, rejected, clamped
 
     def _problem(self, msg: Message) -> tuple[str | None, list[np.ndarray]]:
         """Why reply ``msg`` cannot be aggregated (``None``: it can), and its decoded arrays."""
@@ -288,13 +315,14 @@ class GuardedStrategy(StrategyWrapper):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
-        kept = self.screen(server_round, replies)
-        if not kept:
+        batch = self.screen(server_round, replies)
+        if batch is None:
             logger.warning("round %s: no well-formed update; keeping the previous model", server_round)
             self._note(server_round, aggregated=False, reason="no well-formed update")
             return None, None
+        kept = batch.replies
         try:
-            arrays, metrics = self.inner.aggregate_train(server_round, kept)
+            arrays, metrics = aggregate(self.inner, server_round, batch)
         except Exception as error:  # noqa: BLE001 - a failed aggregation keeps the previous model
             reason = (
                 f"{type(self.inner).__name__} could not aggregate {len(kept)} updates "

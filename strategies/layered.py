@@ -31,12 +31,13 @@ from fedsec.defenses.attention import distill
 from fedsec.defenses.selection import layered_selection, median_norm_clip
 from fedsec.experiment import torch_generator
 from fedsec.results import RunRecorder
-from fedsec.training import flatten, get_weights, make_optimizer, set_weights
+from fedsec.training import get_weights, make_optimizer, set_weights
+from fedsec.updates import flatten_arrays
+from strategies.batch import RoundBatch
 from strategies.messages import to_arrayrecord
 from strategies.wrapper import (
     FilteringStrategy,
     GroundTruth,
-    NDArrays,
     StrategyWrapper,
     Verdict,
 )
@@ -120,7 +121,7 @@ class LayeredDefense(FilteringStrategy):
     ) -> Iterable[Message]:
         instructions = super().configure_train(server_round, arrays, config, grid)
         assert self.global_arrays is not None
-        current = flatten(self.global_arrays)
+        current = flatten_arrays(self.global_arrays)
         if self._last_sent is not None and self._last_sent.shape == current.shape:
             moved = current - self._last_sent
             if np.any(moved != 0):
@@ -141,10 +142,9 @@ class LayeredDefense(FilteringStrategy):
         self.previous_global_update = state.get("previous_global_update")
         self._last_sent = state.get("last_sent")
 
-    def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
-        assert self.global_arrays is not None
-        reference = self.global_arrays
-        deltas = np.stack([flatten([w - g for w, g in zip(u, reference, strict=True)]) for u in updates])
+    def select_batch(self, server_round: int, batch: RoundBatch) -> Verdict:
+        deltas = batch.updates
+        labels = list(batch.labels)
         selection = layered_selection(
             deltas,
             previous_global_update=self.previous_global_update,

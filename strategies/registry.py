@@ -33,6 +33,7 @@ from fedsec.registry import Registry
 from fedsec.results import RunRecorder
 from strategies.guard import GuardedStrategy
 from strategies.messages import PARTITION_KEY
+from strategies.robust import MatrixBulyan, MatrixFedAvg, MatrixKrum, MatrixMedian, MatrixTrimmedAvg
 from strategies.sampling import SeededSampler
 from strategies.wrapper import GroundTruth, NDArrays, ServerEnv
 
@@ -106,9 +107,12 @@ def _fda3(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
     )
 
 
-def _multikrum(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
-    keep = config.multikrum_keep or max(1, config.num_clients - config.num_malicious_clients)
-    return MultiKrum(**base, num_malicious_nodes=config.num_malicious_clients, num_nodes_to_select=keep)
+def _f(config: RunConfig) -> int:
+    return config.num_malicious_clients
+
+
+def _multikrum_keep(config: RunConfig) -> int:
+    return config.multikrum_keep or max(1, config.num_clients - config.num_malicious_clients)
 
 
 def layered_defense(config: RunConfig, inner: Strategy, env: ServerEnv) -> Strategy:
@@ -138,17 +142,29 @@ def _flame(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
     return Flame(**base, noise_lambda=config.flame_noise, seed=config.seed, env=env)
 
 
+#: fedsec's aggregators on the round's update matrix (:mod:`strategies.robust`); Flower's own under
+#: ``flower-<name>`` compute the same from the replies.
 STRATEGIES: Registry[StrategyFactory] = Registry(
     "strategy",
     {
-        "fedavg": lambda config, base, env: FedAvg(**base),
-        "fedmedian": lambda config, base, env: FedMedian(**base),
-        "fedtrimmedavg": lambda config, base, env: FedTrimmedAvg(**base, beta=config.trim_beta),
-        "krum": lambda config, base, env: Krum(**base, num_malicious_nodes=config.num_malicious_clients),
-        "multikrum": _multikrum,
-        "bulyan": lambda config, base, env: Bulyan(**base, num_malicious_nodes=config.num_malicious_clients),
+        "fedavg": lambda config, base, env: MatrixFedAvg(**base),
+        "fedmedian": lambda config, base, env: MatrixMedian(**base),
+        "fedtrimmedavg": lambda config, base, env: MatrixTrimmedAvg(**base, beta=config.trim_beta),
+        "krum": lambda config, base, env: MatrixKrum(**base, num_malicious_nodes=_f(config)),
+        "multikrum": lambda config, base, env: MatrixKrum(
+            **base, num_malicious_nodes=_f(config), num_nodes_to_select=_multikrum_keep(config)
+        ),
+        "bulyan": lambda config, base, env: MatrixBulyan(**base, num_malicious_nodes=_f(config)),
+        "flower-fedavg": lambda config, base, env: FedAvg(**base),
+        "flower-fedmedian": lambda config, base, env: FedMedian(**base),
+        "flower-fedtrimmedavg": lambda config, base, env: FedTrimmedAvg(**base, beta=config.trim_beta),
+        "flower-krum": lambda config, base, env: Krum(**base, num_malicious_nodes=_f(config)),
+        "flower-multikrum": lambda config, base, env: MultiKrum(
+            **base, num_malicious_nodes=_f(config), num_nodes_to_select=_multikrum_keep(config)
+        ),
+        "flower-bulyan": lambda config, base, env: Bulyan(**base, num_malicious_nodes=_f(config)),
         "fda3": _fda3,
-        "layered": lambda config, base, env: layered_defense(config, FedAvg(**base), env),
+        "layered": lambda config, base, env: layered_defense(config, MatrixFedAvg(**base), env),
         "foolsgold": _foolsgold,
         "flame": _flame,
     },

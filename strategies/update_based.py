@@ -9,6 +9,7 @@ and an ``(n, d)`` update matrix, and turns an aggregated update back into an
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,8 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedsec.attacks.poisoning import apply_update, flat_update
-from strategies.messages import client_label, ndarrays_of, to_arrayrecord
+from strategies.batch import RoundBatch, batch_from_replies
 from strategies.wrapper import ServerEnv
 
 
@@ -48,24 +48,29 @@ class UpdateAggregator(FedAvg):
         self.global_arrays = arrays.to_numpy_ndarrays()
         return super().configure_train(server_round, arrays, config, grid)
 
-    def round_updates(
-        self, replies: Iterable[Message]
-    ) -> tuple[list[np.ndarray], list[Message], list[str], np.ndarray] | None:
-        """``(global weights, valid replies, client labels, (n, d) updates)``; None without valid replies."""
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Decode the replies into a batch (what the guard does once for every strategy) and aggregate it."""
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid:
-            return None
-        if self.global_arrays is None:
+            return None, None
+        if self.global_arrays is None or self.global_keys is None:
             raise RuntimeError("configure_train must run before aggregate_train (no global model yet)")
-        reference = self.global_arrays
-        labels = [client_label(msg) for msg in valid]
-        deltas = np.stack([flat_update(ndarrays_of(msg), reference) for msg in valid])
-        return reference, valid, labels, deltas
+        batch = batch_from_replies(valid, reference=self.global_arrays, keys=self.global_keys)
+        return self.aggregate_batch(server_round, batch)
+
+    @abstractmethod
+    def aggregate_batch(
+        self, server_round: int, batch: RoundBatch
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the round's update matrix ``batch.updates`` (rows ``w_i − w_global``)."""
 
     def new_global(
-        self, reference: list[np.ndarray], update: np.ndarray, valid: list[Message], kept: Sequence[int]
+        self, batch: RoundBatch, update: np.ndarray, kept: Sequence[int]
     ) -> tuple[ArrayRecord, MetricRecord]:
         """``reference + update`` as an ``ArrayRecord``, and the kept clients' aggregated metrics."""
-        arrays = to_arrayrecord(apply_update(reference, update), self.global_keys)
-        metrics = self.train_metrics_aggr_fn([valid[i].content for i in kept], self.weighted_by_key)
-        return arrays, metrics
+        contents = batch.contents()
+        return batch.apply(update), self.train_metrics_aggr_fn(
+            [contents[i] for i in kept], self.weighted_by_key
+        )

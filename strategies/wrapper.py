@@ -18,7 +18,6 @@ instead of one subclass per combination.
 from __future__ import annotations
 
 import logging
-from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,8 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsec.defenses.detection import confusion
 from fedsec.results import RunRecorder
-from strategies.messages import client_label, ndarrays_of, to_arrayrecord, with_content
+from strategies.batch import RoundBatch, aggregate, batch_from_replies
+from strategies.messages import to_arrayrecord
 
 logger = logging.getLogger(__name__)
 
@@ -207,44 +207,44 @@ class FilteringStrategy(StrategyWrapper):
         self.recorder = recorder
         self.truth = truth or GroundTruth()
 
-    @abstractmethod
     def select(self, server_round: int, labels: list[str], updates: list[NDArrays]) -> Verdict:
-        """Decide which of this round's client weights (``updates``, full models) to keep."""
+        """Decide which of this round's client weights (``updates``, full models) to keep.
+
+        A defense overrides this, or :meth:`select_batch` to work on the round's update matrix.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines neither select nor select_batch")
+
+    def select_batch(self, server_round: int, batch: RoundBatch) -> Verdict:
+        """Decide which of the batch's replies to keep; by default :meth:`select` on the full models."""
+        return self.select(server_round, list(batch.labels), [batch.weights(i) for i in range(len(batch))])
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        self.require_global()
+        reference = self.require_global()
         replies = list(replies)
-        good = [msg for msg in replies if not msg.has_error()]
-        errors = [msg for msg in replies if msg.has_error()]
-        if not good:
+        if not any(not msg.has_error() for msg in replies):
             return self.inner.aggregate_train(server_round, replies)
-        labels = [client_label(msg) for msg in good]
-        updates = [ndarrays_of(msg) for msg in good]
-        verdict = self.select(server_round, labels, updates)
+        batch = batch_from_replies(replies, reference=reference, keys=self.global_keys or [], gradients=False)
+        return self.aggregate_batch(server_round, batch)
+
+    def aggregate_batch(
+        self, server_round: int, batch: RoundBatch
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Select on the round's batch, record the verdict, and let ``inner`` aggregate what was kept."""
+        verdict = self.select_batch(server_round, batch)
+        labels = list(batch.labels)
         self._record(server_round, labels, verdict)
-        kept = [
-            self._scaled(good[i], updates[i], verdict.scales[i]) if i in verdict.scales else good[i]
-            for i in verdict.kept
-        ]
-        if not kept:
+        if not verdict.kept:
             logger.warning(
                 "round %s: %s dropped every update; keeping the previous model", server_round, self.name
             )
             return None, None
-        return self.inner.aggregate_train(server_round, [*kept, *errors])
-
-    def _scaled(self, msg: Message, weights: NDArrays, factor: float) -> Message:
-        """``msg`` carrying ``global + factor · (weights − global)`` (float arrays; others as sent)."""
-        reference = self.require_global()
-        arrays = [
-            (g + factor * (w.astype(np.float64) - g)).astype(w.dtype)
-            if np.issubdtype(w.dtype, np.floating)
-            else w
-            for w, g in zip(weights, reference, strict=True)
-        ]
-        return with_content(msg, arrays=self.as_record(arrays))
+        positions = list(verdict.kept)
+        kept = batch.take(positions).scaled(
+            {k: verdict.scales[i] for k, i in enumerate(positions) if i in verdict.scales}
+        )
+        return aggregate(self.inner, server_round, kept)
 
     def _record(self, server_round: int, labels: list[str], verdict: Verdict) -> None:
         dropped = {labels[i]: reason for i, reason in verdict.dropped.items()}

@@ -237,10 +237,16 @@ def test_flowers_krum_through_the_guard_keeps_a_single_honest_model():
 def test_the_aggregate_does_not_depend_on_the_order_the_engine_delivers_results_in():
     # float32 sums are not associative: (1e8 - 1e8) + 1 is 1, but (1 - 1e8) + 1e8 is 0.
     replies = [train_reply(0, honest(1e8)), train_reply(1, honest(-1e8)), train_reply(2, honest(1.0))]
-    for order in (replies, replies[::-1], replies[1:] + replies[:1]):
-        merged = aggregate(make("fedavg", **{"update-norm-bound": 0}), order)
-        # Always summed in partition order 0, 1, 2: the two large values cancel first.
-        np.testing.assert_allclose(merged[1], np.full(3, 1.0 / 3.0), rtol=1e-6)
+    results = []
+    for name in ("fedavg", "flower-fedavg"):
+        for order in (replies, replies[::-1], replies[1:] + replies[:1]):
+            results.append((name, aggregate(make(name, **{"update-norm-bound": 0}), order)[1]))
+    # Always summed in partition order 0, 1, 2, so bitwise the same whatever the delivery order.
+    for name in ("fedavg", "flower-fedavg"):
+        same = [merged for label, merged in results if label == name]
+        assert all(np.array_equal(same[0], other) for other in same[1:])
+    # Flower's FedAvg sums array by array: the two large values cancel first, exactly
+    np.testing.assert_allclose(results[-1][1], np.full(3, 1.0 / 3.0), rtol=1e-6)
 
 
 def test_a_node_that_never_replies_is_a_failure_with_its_reason():

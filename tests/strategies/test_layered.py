@@ -238,7 +238,7 @@ def test_server_distill_wraps_any_strategy(name):
     assert (
         type(guarded.inner.inner).__name__
         == {
-            "krum": "Krum",
+            "krum": "MatrixKrum",
             "layered": "LayeredDefense",
             "foolsgold": "FoolsGold",
             "flame": "Flame",

@@ -1,0 +1,69 @@
+"""fedsec's aggregators on the update matrix compute what Flower's compute, on the same replies."""
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord
+
+from fedsec.config import RunConfig
+from fedsec.robust import bulyan, krum_scores, trimmed_mean
+from fedsec.updates import UpdateMatrix
+from strategies import build_strategy
+from tests.flower_fakes import configure, train_reply
+
+GLOBAL = [np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), np.zeros(5, np.float32)]
+
+
+def replies(seed: int, n: int = 11):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        spread = 5.0 if i >= n - 2 else 0.3  # two outliers
+        arrays = [(g + rng.normal(0, spread, g.shape)).astype(np.float32) for g in GLOBAL]
+        out.append(train_reply(i, arrays, num_examples=int(rng.integers(10, 50))))
+    return out
+
+
+def aggregate(name: str, seed: int) -> list[np.ndarray]:
+    config = RunConfig.from_run_config(
+        {"strategy": name, "num-clients": 11, "num-malicious-clients": 2, "update-norm-bound": 0,
+         "num-examples-bound": 0, "trim-beta": 0.2}
+    )  # fmt: skip
+    strategy = build_strategy(config, initial_arrays=GLOBAL)
+    configure(strategy, 1, GLOBAL, nodes=11)
+    arrays, _ = strategy.aggregate_train(1, replies(seed))
+    assert arrays is not None
+    return arrays.to_numpy_ndarrays()
+
+
+@pytest.mark.parametrize("name", ["fedavg", "krum", "multikrum", "fedmedian", "fedtrimmedavg", "bulyan"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fedsecs_aggregator_equals_flowers_on_the_same_replies(name, seed):
+    ours, flowers = aggregate(name, seed), aggregate(f"flower-{name}", seed)
+    for mine, theirs in zip(ours, flowers, strict=True):
+        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_krum_scores_sum_the_nearest_squared_distances():
+    rows = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [10.0, 10.0]])
+    # n - f - 2 = 1 nearest other: distances² from row 0: 1, 4, 200
+    np.testing.assert_allclose(krum_scores(UpdateMatrix(rows), 1), [1.0, 1.0, 4.0, 164.0])
+
+
+def test_trimmed_mean_and_bulyan_on_hand_made_columns():
+    rows = np.array([[1.0], [2.0], [3.0], [4.0], [100.0]])
+    assert trimmed_mean(UpdateMatrix(rows), 0.2)[0] == pytest.approx(3.0)  # 1 and 100 cut
+    seven = np.array([[1.0], [1.1], [0.9], [1.05], [0.95], [1.0], [50.0]])
+    assert bulyan(UpdateMatrix(seven), 1)[0] == pytest.approx(1.0, abs=0.06)
+    with pytest.raises(ValueError, match="4f \\+ 3"):
+        bulyan(UpdateMatrix(seven[:6]), 1)
+
+
+def test_the_matrix_strategies_work_without_the_guard_too():
+    from strategies.robust import MatrixKrum
+
+    krum = MatrixKrum(num_malicious_nodes=2, min_train_nodes=1, min_available_nodes=1)
+    configure(krum, 1, GLOBAL, nodes=11)
+    arrays, _ = krum.aggregate_train(1, replies(0))
+    assert isinstance(arrays, ArrayRecord)
+    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], aggregate("flower-krum", 0)[0], rtol=1e-6)
