@@ -12,6 +12,8 @@ weights minus ``w``.  Pure numpy; returns update vectors, never mutates inputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from fedsec.updates import UpdateMatrix
@@ -44,9 +46,31 @@ def multikrum_select(updates: UpdateMatrix, num_malicious: int, num_select: int)
     return np.argsort(scores, kind="stable")[: int(num_select)]
 
 
+#: Columns per block in the coordinate-wise rules: a block is transposed so that each coordinate's
+#: ``n`` values lie contiguously, where numpy sorts them with its vectorised sort (~10x faster at
+#: n = 100, d = 1.66M than ``np.median`` along the client axis, which walks strided memory).
+BLOCK = 8192
+
+
+def _blocks(updates: UpdateMatrix) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(columns, block)``: the selected rows' values at ``columns``, transposed to ``(c, n)``."""
+    rows = updates._full_rows()
+    everyone = updates.n == rows.shape[0] and np.array_equal(updates.index, np.arange(updates.n))
+    for start in range(0, updates.d, BLOCK):
+        columns = slice(start, min(start + BLOCK, updates.d))
+        part = rows[:, columns] if everyone else rows[updates.index, columns]
+        yield columns, np.array(part.T, order="C")  # a copy: sorted in place
+
+
 def coordinate_median(updates: UpdateMatrix) -> np.ndarray:
     """The coordinate-wise median of the updates (the mean of the two middle values for even ``n``)."""
-    return np.asarray(np.median(updates.array(), axis=0))
+    n = updates.n
+    out = np.empty(updates.d, dtype=updates._full_rows().dtype)
+    for columns, block in _blocks(updates):
+        block.sort(axis=1)
+        middle = n // 2
+        out[columns] = block[:, middle] if n % 2 else (block[:, middle - 1] + block[:, middle]) / 2
+    return out
 
 
 def trimmed_mean(updates: UpdateMatrix, beta: float) -> np.ndarray:
@@ -58,8 +82,11 @@ def trimmed_mean(updates: UpdateMatrix, beta: float) -> np.ndarray:
     high = n - low
     if high <= low:
         raise ValueError(f"beta={beta} cuts every one of the {n} updates")
-    rows = np.partition(updates.array(), (low, high - 1), axis=0)
-    return np.asarray(rows[low:high].mean(axis=0))
+    out = np.empty(updates.d, dtype=updates._full_rows().dtype)
+    for columns, block in _blocks(updates):
+        block.sort(axis=1)
+        out[columns] = block[:, low:high].mean(axis=1)
+    return out
 
 
 def bulyan(updates: UpdateMatrix, num_malicious: int) -> np.ndarray:
@@ -77,8 +104,12 @@ def bulyan(updates: UpdateMatrix, num_malicious: int) -> np.ndarray:
         raise ValueError(f"Bulyan needs n >= 4f + 3 updates, got n={n}, f={f}")
     theta = n - 2 * f
     beta = theta - 2 * f
-    selected = updates.take(multikrum_select(updates, f, theta)).array()
-    median = np.median(selected, axis=0)
-    distance = np.abs(selected - median)
-    closest = np.argpartition(distance, beta - 1, axis=0)[:beta]
-    return np.asarray(np.take_along_axis(selected, closest, axis=0).mean(axis=0))
+    selected = updates.take(multikrum_select(updates, f, theta))
+    out = np.empty(updates.d, dtype=updates._full_rows().dtype)
+    for columns, block in _blocks(selected):
+        block.sort(axis=1)
+        middle = theta // 2
+        median = block[:, middle] if theta % 2 else (block[:, middle - 1] + block[:, middle]) / 2
+        closest = np.argpartition(np.abs(block - median[:, np.newaxis]), beta - 1, axis=1)[:, :beta]
+        out[columns] = np.take_along_axis(block, closest, axis=1).mean(axis=1)
+    return out

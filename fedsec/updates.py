@@ -185,6 +185,10 @@ class UpdateMatrix:
         chosen = self.index[np.asarray(positions, dtype=np.int64)]
         return UpdateMatrix(np.empty((0, 0)), _shared=self._shared, _index=chosen)
 
+    def _full_rows(self) -> np.ndarray:
+        """The whole shared matrix (all rows, not only the selected ones)."""
+        return self._shared.rows
+
     def row(self, position: int) -> np.ndarray:
         """Row ``position`` (a read-only view)."""
         return self._shared.rows[self.index[position]]

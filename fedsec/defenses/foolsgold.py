@@ -177,7 +177,7 @@ class FoolsGoldHistory:
         """A history holding copies of ``{client id: accumulated update}`` (e.g. from a checkpoint)."""
         restored = cls()
         for cid, row in history.items():
-            restored._history[str(cid)] = np.array(row, dtype=np.float64)
+            restored._history[str(cid)] = np.array(row, copy=True)
             restored._dim = int(np.asarray(row).size)
         return restored
 
@@ -227,5 +227,8 @@ class FoolsGoldHistory:
         self._dim = rows.shape[1]
         for cid, row in zip(id_list, rows, strict=True):
             previous = self._history.get(cid)
-            self._history[cid] = row.copy() if previous is None else previous + row
-        return np.stack([self._history[cid].copy() for cid in id_list])
+            if previous is None:
+                self._history[cid] = row.copy()
+            else:
+                previous += row  # our own copy: accumulated in place, no temporary
+        return np.stack([self._history[cid] for cid in id_list])  # one copy, the caller's
