@@ -110,6 +110,19 @@ def bulyan(updates: UpdateMatrix, num_malicious: int) -> np.ndarray:
         block.sort(axis=1)
         middle = theta // 2
         median = block[:, middle] if theta % 2 else (block[:, middle - 1] + block[:, middle]) / 2
-        closest = np.argpartition(np.abs(block - median[:, np.newaxis]), beta - 1, axis=1)[:, :beta]
-        out[columns] = np.take_along_axis(block, closest, axis=1).mean(axis=1)
+        # In sorted order the β values nearest the median are a window of β neighbours: the window
+        # whose farther end is nearest the median (the first one on ties).
+        reach = np.maximum(
+            median[:, np.newaxis] - block[:, : theta - beta + 1], block[:, beta - 1 :] - median[:, np.newaxis]
+        )
+        start = np.argmin(reach, axis=1)
+        outside = theta - beta  # the 2f values left out of every window: sums of the ends suffice
+        zeros = np.zeros((len(block), 1))
+        left = np.concatenate([zeros, np.cumsum(block[:, :outside], axis=1, dtype=np.float64)], axis=1)
+        right = np.concatenate(
+            [zeros, np.cumsum(block[:, ::-1][:, :outside], axis=1, dtype=np.float64)], axis=1
+        )
+        rows = np.arange(len(block))
+        total = block.sum(axis=1, dtype=np.float64)
+        out[columns] = (total - left[rows, start] - right[rows, outside - start]) / beta
     return out
