@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -73,4 +74,36 @@ def cached_tensors(
     torch.save(value, temporary)
     os.replace(temporary, path)
     logger.info("cached %s", path)
+    return value
+
+
+Arrays = dict[str, np.ndarray]
+
+
+def cached_arrays(
+    kind: str, key: Mapping[str, Any], build: Callable[[], Arrays], cache_dir: Path | None
+) -> Arrays:
+    """Load ``kind`` for ``key`` from ``cache_dir/<kind>-<digest>.npz``, or ``build`` it and store it.
+
+    Numpy arrays only (no pickles: a cache file can never run code). ``cache_dir=None``
+    builds without caching; an unwritable cache directory is logged and skipped.
+    """
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / f"{kind}-{cache_key(key)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, EOFError) as error:
+            logger.warning("cache entry %s unreadable (%s); rebuilding", path, error)
+    value = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{kind}-", suffix=".npz.tmp")
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, **value)  # type: ignore[arg-type]
+        os.replace(temporary, path)
+    except OSError as error:
+        logger.warning("could not cache %s in %s (%s)", kind, cache_dir, error)
     return value

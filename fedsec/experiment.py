@@ -8,11 +8,13 @@ which partition a client owns, without any data ever crossing between them.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedsec.cache import cached_arrays, default_cache_dir
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit, client_partition, load_dataset, server_splits
 from fedsec.models import build_model
@@ -44,14 +46,54 @@ def load_bundle(config: RunConfig) -> DatasetBundle:
         options = (("label_column", config.csv_label_column),)
         if config.csv_feature_columns:
             options += (("feature_columns", config.csv_feature_columns),)
-    return _load_bundle(config.dataset, config.data_root or None, config.seed, options)
+    cache = str(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    return _load_bundle(config.dataset, config.data_root or None, config.seed, options, cache)
 
 
 @functools.lru_cache(maxsize=2)
 def _load_bundle(
-    name: str, root: str | None, seed: int, options: tuple[tuple[str, str], ...]
+    name: str, root: str | None, seed: int, options: tuple[tuple[str, str], ...], cache_dir: str
 ) -> DatasetBundle:
-    return load_dataset(name, root=root, seed=seed, options=dict(options) or None)
+    """The bundle from the on-disk cache (saves a client process the loaders' imports and parsing)."""
+
+    def build() -> dict[str, np.ndarray]:
+        bundle = load_dataset(name, root=root, seed=seed, options=dict(options) or None)
+        return {
+            "train_x": bundle.train.x.numpy(),
+            "train_y": bundle.train.y.numpy(),
+            "test_x": bundle.test.x.numpy(),
+            "test_y": bundle.test.y.numpy(),
+            "class_names": np.array(bundle.class_names, dtype=str),
+        }
+
+    key = {
+        "kind": "bundle",
+        "dataset": name,
+        "root": root,
+        "stamp": _stamp(root),
+        "seed": seed,
+        "options": options,
+    }
+    arrays = cached_arrays("bundle", key, build, Path(cache_dir))
+    return DatasetBundle(
+        name=name,
+        train=TensorSplit(x=torch.from_numpy(arrays["train_x"]), y=torch.from_numpy(arrays["train_y"])),
+        test=TensorSplit(x=torch.from_numpy(arrays["test_x"]), y=torch.from_numpy(arrays["test_y"])),
+        num_classes=len(arrays["class_names"]),
+        input_shape=tuple(int(v) for v in arrays["train_x"].shape[1:]),  # type: ignore[arg-type]
+        class_names=tuple(str(v) for v in arrays["class_names"]),
+    )
+
+
+def _stamp(root: str | None) -> list[int] | None:
+    """Size and modification time of the data root (a changed file or directory is a new cache entry)."""
+    if root is None:
+        return None
+    try:
+        status = Path(root).stat()
+    except OSError:
+        return None
+    return [int(status.st_size), int(status.st_mtime_ns)]
 
 
 def server_split_sizes(config: RunConfig) -> dict[str, int]:
@@ -82,6 +124,7 @@ def client_data(
         alpha=config.dirichlet_alpha,
         classes_per_partition=config.classes_per_partition,
         server_sizes=server_split_sizes(config),
+        cache_dir=Path(config.cache_dir) if config.cache_dir else default_cache_dir(),
     )
 
 

@@ -46,7 +46,7 @@ TAG_VARIABLE = "FEDSEC_RUN_TAG"
 TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
 #: Seconds between run-status queries while a run is going (progress comes from metrics.jsonl).
-STATUS_INTERVAL = 10.0
+STATUS_INTERVAL = 30.0
 #: Seconds the launcher waits for Flower to end a run after the ServerApp wrote its summary (Flower's
 #: simulation engine otherwise waits for every client still running, however long it hangs).
 FINISH_GRACE = 10.0

@@ -33,7 +33,7 @@ from fedsec.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit
 from fedsec.errors import ConfigError
-from fedsec.experiment import load_bundle, new_model, server_data
+from fedsec.experiment import client_data, load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
 from fedsec.roles import parse_roles
 from fedsec.training import evaluate, get_weights, set_weights
@@ -253,6 +253,7 @@ def main(grid: Grid, context: Context) -> None:
     checkpoint = load_checkpoint(out / CHECKPOINT_DIR) if config.resume else None
     after = checkpoint.round if checkpoint is not None else 0
     bundle = load_bundle(config)
+    client_data(config, bundle, partition_id=0, num_partitions=config.num_clients)  # caches every partition
     splits = server_data(config, bundle)
     model = new_model(config, bundle)
     robust_sets = initial_model_and_sets(config, bundle, model, splits["test"])

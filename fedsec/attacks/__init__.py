@@ -6,17 +6,16 @@ attacks on the Adversarial Robustness Toolbox (ART) that FDA³ (Song et al.,
 Applications") assigns to devices for adversarial training and that DiPSeN is
 evaluated against: FGSM, BIM, PGD, JSMA, CW-L2, DeepFool and the black-box SimBA.
 :func:`generate` runs one of them, reproducibly under a seed.
+
+The names below are imported from :mod:`fedsec.attacks.evasion` on first use:
+importing ART costs ~200 MB and seconds, and most client roles never attack
+with it (a benign client imports :mod:`fedsec.attacks.poisoning` only).
 """
 
-from fedsec.attacks.evasion import (
-    ATTACKS,
-    NORMS,
-    AttackRunner,
-    AttackSpec,
-    ExpectationOverTransformation,
-    art_classifier,
-    generate,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "ATTACKS",
@@ -27,3 +26,9 @@ __all__ = [
     "art_classifier",
     "generate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("fedsec.attacks.evasion"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,11 +19,14 @@ The network returns **logits**; the softmax is applied by the loss
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
-from torchvision.models import ResNet
-from torchvision.models import resnet18 as _tv_resnet18
 
 from fedsec.models.shapes import check_model_args
+
+if TYPE_CHECKING:
+    from torchvision.models import ResNet
 
 __all__ = ["resnet18"]
 
@@ -48,8 +51,10 @@ def resnet18(*, input_shape: tuple[int, int, int], num_classes: int) -> ResNet:
     ValueError
         If ``input_shape`` is not three positive integers or ``num_classes < 2``.
     """
+    from torchvision.models import resnet18 as torchvision_resnet18  # ~165 MB: only where a ResNet is built
+
     check_model_args(input_shape, num_classes, model="ResNet-18")
-    model = _tv_resnet18(weights=None, num_classes=num_classes)
+    model = torchvision_resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()

@@ -506,3 +506,91 @@ def test_client_partitions_are_computed_once_per_setting_and_still_follow_the_se
     assert part(3) == first
     assert part(4) != first  # another seed, another partitioning (not a stale cache entry)
     assert part(3, pid=2).isdisjoint(first)
+
+
+def test_array_cache_builds_once_rebuilds_corrupt_entries_and_never_unpickles(tmp_path: Path) -> None:
+    from fedsec.cache import cached_arrays
+
+    calls: list[int] = []
+
+    def build() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"a": np.arange(5, dtype=np.int64), "b": np.ones((2, 3), dtype=np.float32)}
+
+    key = {"setting": 1}
+    first = cached_arrays("thing", key, build, tmp_path)
+    second = cached_arrays("thing", key, build, tmp_path)
+    assert len(calls) == 1
+    assert second.keys() == first.keys()
+    assert all(np.array_equal(first[k], second[k]) and first[k].dtype == second[k].dtype for k in first)
+    cached_arrays("thing", {"setting": 2}, build, tmp_path)  # another key: another entry
+    assert len(calls) == 2
+    entry = _entry(tmp_path, key)
+    assert entry.is_file()
+    entry.write_bytes(b"not an npz")
+    assert np.array_equal(cached_arrays("thing", key, build, tmp_path)["a"], first["a"])
+    assert len(calls) == 3
+    with entry.open("wb") as out:  # an entry holding a pickle is rebuilt, not loaded
+        np.savez(out, a=np.array([{"x": 1}], dtype=object))
+    assert cached_arrays("thing", key, build, tmp_path)["a"].dtype == np.int64
+    assert len(calls) == 4
+    cached_arrays("thing", key, build, None)
+    assert len(calls) == 5  # no cache directory: always built
+
+
+def _entry(root: Path, key: dict[str, int]) -> Path:
+    from fedsec.cache import cache_key
+
+    return root / f"thing-{cache_key(key)}.npz"
+
+
+def test_partitions_from_the_disk_cache_equal_computed_ones(tmp_path: Path) -> None:
+    _, bundle = indexed_bundle()
+    args = {
+        "num_partitions": 4,
+        "scheme": "dirichlet",
+        "seed": 7,
+        "alpha": 0.5,
+        "classes_per_partition": 2,
+        "server_sizes": {"validation": 40},
+    }
+    computed = [ids(client_partition(bundle, partition_id=p, **args)) for p in range(4)]  # type: ignore[arg-type]
+    cached = [
+        ids(client_partition(bundle, partition_id=p, cache_dir=tmp_path, **args))  # type: ignore[arg-type]
+        for p in range(4)
+    ]
+    assert cached == computed
+    assert len(list(tmp_path.glob("partitions-*.npz"))) == 1
+    from fedsec.data import partition as partition_module
+
+    partition_module._memoized_partitions.cache_clear()  # a new process: read back from disk
+    reread = [
+        ids(client_partition(bundle, partition_id=p, cache_dir=tmp_path, **args))  # type: ignore[arg-type]
+        for p in range(4)
+    ]
+    assert reread == computed
+
+
+def test_bundle_cache_follows_the_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedsec import experiment
+    from fedsec.config import RunConfig
+
+    root = tmp_path / "data.csv"
+    rows = ["f0,f1,label"] + [f"{i % 7},{(i * 3) % 5},{i % 2}" for i in range(40)]
+    root.write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "cache"
+    config = RunConfig.from_run_config(
+        {"dataset": "csv", "data-root": str(root), "csv-label-column": "label", "cache-dir": str(cache)}
+    )
+    first = experiment.load_bundle(config)
+    direct = load_dataset("csv", root=str(root), seed=config.seed, options={"label_column": "label"})
+    assert torch.equal(first.train.x, direct.train.x) and torch.equal(first.test.y, direct.test.y)
+    assert first.class_names == direct.class_names and first.input_shape == direct.input_shape
+    experiment._load_bundle.cache_clear()
+    assert torch.equal(experiment.load_bundle(config).train.x, first.train.x)  # read back from disk
+    assert len(list(cache.glob("bundle-*.npz"))) == 1
+    root.write_text("\n".join(rows[:30]) + "\n")  # the data changed: a new entry, the new data
+    experiment._load_bundle.cache_clear()
+    changed = experiment.load_bundle(config)
+    assert len(changed.train) + len(changed.test) == 29
+    assert len(list(cache.glob("bundle-*.npz"))) == 2
