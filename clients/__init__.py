@@ -50,6 +50,7 @@ def fda3_device(
 ) -> NumPyClient:
     """Build the FDA³ adversarial-training device for ``partition_id``."""
     from clients.adversarial import AdversarialClient
+    from fedsec.device import resolve_device
     from fedsec.evaluation import cache_dir_of
 
     bundle = load_bundle(config)
@@ -62,6 +63,7 @@ def fda3_device(
         num_classes=bundle.num_classes,
         cache_dir=cache_dir_of(config),
         data_key=data_key(config, partition_id=partition_id, num_partitions=num_partitions),
+        device=resolve_device(config.device),
     )
 
 

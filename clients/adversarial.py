@@ -80,6 +80,9 @@ class AdversarialClient(NumPyClient):
         Where the initial model and generated pairs are cached.
     data_key
         Identifies ``data`` in cache keys (dataset, split, partition).
+    device
+        Where the model runs: the buffer's forward passes, ART's attacks and the
+        gradient step (the model is moved there; data stays on the CPU).  ``None``: the CPU.
     """
 
     def __init__(
@@ -92,12 +95,14 @@ class AdversarialClient(NumPyClient):
         num_classes: int,
         cache_dir: Path,
         data_key: dict[str, object],
+        device: torch.device | None = None,
     ) -> None:
         if len(data) == 0:
             raise ValueError(f"partition {partition_id} has no data")
         self.config = config
         self.partition_id = partition_id
-        self.model = model
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.model = model.to(self.device)
         self.data = data
         self.num_classes = num_classes
         self.cache_dir = cache_dir
@@ -135,7 +140,11 @@ class AdversarialClient(NumPyClient):
 
         def build_buffer() -> dict[str, torch.Tensor]:
             buffer = confident_buffer(
-                model, self.data, threshold=self.config.fda3_confidence, size=self.config.fda3_buffer_size
+                model,
+                self.data,
+                threshold=self.config.fda3_confidence,
+                size=self.config.fda3_buffer_size,
+                device=self.device,
             )
             return {"x": buffer.x, "y": buffer.y}
 
@@ -157,6 +166,7 @@ class AdversarialClient(NumPyClient):
                     num_classes=self.num_classes,
                     seed=self.config.seed + self.partition_id,
                     params=self.attack_params,
+                    device=self.device,
                 )
                 return {"x": made.x, "y": made.y}
 
@@ -180,6 +190,7 @@ class AdversarialClient(NumPyClient):
             alpha=self.config.fda3_alpha,
             batch_size=self.config.fda3_batch_size,
             generator=torch_generator(self.config.seed, self.partition_id, server_round),
+            device=self.device,
         )
         metrics: dict[str, Scalar] = {
             "partition-id": self.partition_id,

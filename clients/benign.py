@@ -20,6 +20,7 @@ from torch import nn
 
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
+from fedsec.device import resolve_device
 from fedsec.experiment import client_data, derive_seed, load_bundle, new_model, torch_generator
 from fedsec.training import (
     LossFn,
@@ -48,7 +49,11 @@ LOCAL_EVAL_FRACTION = 0.1
 
 
 class LocalDefense(Protocol):
-    """A defense a device runs instead of plain local training (e.g. the layered defense's edge side)."""
+    """A defense a device runs instead of plain local training (e.g. the layered defense's edge side).
+
+    ``model`` is already on the run's device; the loops of :mod:`fedsec.training`
+    move the (CPU) data's batches to wherever the model is.
+    """
 
     def train(
         self,
@@ -84,6 +89,7 @@ def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -
         "train_data": train_data,
         "eval_data": eval_data,
         "num_classes": bundle.num_classes,
+        "device": resolve_device(config.device),
     }
 
 
@@ -104,6 +110,9 @@ class BenignClient(NumPyClient):
         Number of classes, for per-class evaluation counts.
     defense
         A :class:`LocalDefense` that replaces plain training (None: plain training).
+    device
+        Where the model trains and evaluates (it is moved there; the data stays on
+        the CPU and goes there batch by batch).  ``None``: the CPU.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class BenignClient(NumPyClient):
         eval_data: TensorSplit,
         num_classes: int,
         defense: LocalDefense | None = None,
+        device: torch.device | None = None,
     ) -> None:
         if partition_id < 0:
             raise ValueError(f"partition_id must be >= 0, got {partition_id}")
@@ -123,7 +133,8 @@ class BenignClient(NumPyClient):
             raise ValueError(f"partition {partition_id} has no training data")
         self.config = config
         self.partition_id = partition_id
-        self.model = model
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.model = model.to(self.device)
         self.train_data = train_data
         self.eval_data = eval_data
         self.num_classes = num_classes
@@ -176,6 +187,7 @@ class BenignClient(NumPyClient):
             optimizer=optimizer,
             generator=generator,
             loss_fn=loss_fn or cross_entropy_loss,
+            device=self.device,
         )
         return result.loss
 
@@ -196,7 +208,12 @@ class BenignClient(NumPyClient):
         set_weights(self.model, parameters)
         data = self.eval_data if len(self.eval_data) else self.train_data
         result = evaluate(
-            self.model, data.x, data.y, num_classes=self.num_classes, batch_size=self.config.eval_batch_size
+            self.model,
+            data.x,
+            data.y,
+            num_classes=self.num_classes,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
         )
         return (
             result.loss,

@@ -382,7 +382,9 @@ class StealthyClient(MaliciousClient):
     def local_accuracy(self, parameters: NDArrays, update: np.ndarray) -> float:
         """Accuracy of ``w + update`` on all the attacker's clean data (its guess at the server's check)."""
         set_weights(self.model, apply_update(parameters, update))
-        return evaluate(self.model, self.clean.x, self.clean.y, num_classes=self.num_classes).accuracy
+        return evaluate(
+            self.model, self.clean.x, self.clean.y, num_classes=self.num_classes, device=self.device
+        ).accuracy
 
     def targeted_step(self, parameters: NDArrays, center: np.ndarray, server_round: int) -> np.ndarray:
         """The malicious step ``δ_t`` from ``w + center`` (class docstring), as a state-dict vector."""
@@ -396,10 +398,12 @@ class StealthyClient(MaliciousClient):
             benign_update=center if self.stealth.cosine else None,
         )
         set_weights(self.model, apply_update(parameters, center))
+        targeted_x, targeted_y = self.targeted.x.to(self.device), self.targeted.y.to(self.device)
+        clean_x, clean_y = self.clean.x.to(self.device), self.clean.y.to(self.device)
         step = stealth_direction(
             self.model,
-            objective=lambda model: objective(model, self.targeted.x, self.targeted.y),
-            benign_loss=lambda model: nn.functional.cross_entropy(model(self.clean.x), self.clean.y),
+            objective=lambda model: objective(model, targeted_x, targeted_y),
+            benign_loss=lambda model: nn.functional.cross_entropy(model(clean_x), clean_y),
             steps=config.stealth_steps,
             step_norm=config.stealth_step * float(np.linalg.norm(center)),
         )

@@ -29,6 +29,9 @@ ConfigValue = bool | int | float | str
 
 PARTITION_SCHEMES = ("iid", "dirichlet", "pathological")
 
+#: Values of the ``device`` key (resolved by :func:`fedsec.device.resolve_device`).
+DEVICES = ("auto", "cpu", "cuda")
+
 
 def _choice(*allowed: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
@@ -103,6 +106,17 @@ class RunConfig:
         "", "absolute directory for metrics.jsonl, summary.json and plots", _absolute_or_empty
     )
     torch_threads: int = _option(1, "intra-op threads per process (per simulated client)", _at_least(1))
+    device: str = _option(
+        "auto",
+        "where models train and run: 'auto' (CUDA if this process sees a GPU, else the CPU), 'cpu' or "
+        "'cuda' (an error without one)",
+        _choice(*DEVICES),
+    )
+    client_resources_num_gpus: float = _option(
+        0.0,
+        "GPUs (a fraction shares one) Ray gives each simulated client; 0: clients see no GPU",
+        _at_least(0),
+    )
     round_timeout: float = _option(
         900.0,
         "seconds the server waits for clients' replies each round (a client still busy then counts as "

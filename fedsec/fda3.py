@@ -29,19 +29,28 @@ from torch.nn import functional
 
 from fedsec.attacks.evasion import generate
 from fedsec.data import TensorSplit
+from fedsec.device import model_device
 from fedsec.training import predict_logits
 
 logger = logging.getLogger(__name__)
 
 
 def confident_buffer(
-    model: nn.Module, data: TensorSplit, *, threshold: float, size: int, batch_size: int = 500
+    model: nn.Module,
+    data: TensorSplit,
+    *,
+    threshold: float,
+    size: int,
+    batch_size: int = 500,
+    device: torch.device | None = None,
 ) -> TensorSplit:
     """Algorithm 1's buffer: up to ``size`` examples the model gets right with confidence ≥ ``threshold``.
 
     Examples are taken in data order (the data is already a seeded partition).
     If fewer than ``size`` qualify, the most confident correct ones fill the
     buffer and a warning says so; if none is correct, the most confident ones.
+    The model runs on ``device`` (None: where its parameters are); the buffer is
+    a subset of ``data``, where ``data`` is.
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
@@ -49,9 +58,10 @@ def confident_buffer(
         raise ValueError(f"size must be >= 1, got {size}")
     if len(data) == 0:
         raise ValueError("data is empty")
-    probabilities = torch.softmax(predict_logits(model, data.x, batch_size=batch_size), dim=1)
+    logits = predict_logits(model, data.x, batch_size=batch_size, device=device).cpu()
+    probabilities = torch.softmax(logits, dim=1)
     confidence, predicted = probabilities.max(dim=1)
-    correct = predicted == data.y
+    correct = predicted == data.y.cpu()
     chosen = torch.nonzero(correct & (confidence >= threshold)).flatten()
     if len(chosen) < min(size, len(data)):
         logger.warning(
@@ -93,11 +103,13 @@ def make_pairs(
     num_classes: int,
     seed: int,
     params: Mapping[str, Mapping[str, float | int]] | None = None,
+    device: torch.device | None = None,
 ) -> AdversarialPairs:
     """Adversarial examples of ``buffer`` for every attack, against ``model`` (the initial model).
 
     ``|attacks|`` attacks give ``|attacks|·N`` pairs; the natural examples are
-    repeated to match, as in the paper.
+    repeated to match, as in the paper.  ART runs the model on ``device`` (None:
+    where its parameters are); the pairs are where ``buffer`` is.
     """
     if not attacks:
         raise ValueError("attacks must name at least one attack")
@@ -111,6 +123,7 @@ def make_pairs(
             num_classes=num_classes,
             params=(params or {}).get(attack),
             seed=seed + index,
+            device=device,
         )
         natural.append(buffer.x)
         adversarial.append(adv)
@@ -139,21 +152,29 @@ class MixedLoss:
 
 
 def loss_gradients(
-    model: nn.Module, pairs: AdversarialPairs, *, alpha: float, batch_size: int, generator: torch.Generator
+    model: nn.Module,
+    pairs: AdversarialPairs,
+    *,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device | None = None,
 ) -> tuple[list[np.ndarray], float]:
     """Gradients of the mixed loss on one random batch of ``pairs``, in ``state_dict`` order.
 
     Returns one array per ``state_dict`` entry (so the layout matches the
-    model's weights); buffers such as BatchNorm statistics get zeros.  Also
-    returns the batch loss.
+    model's weights), as numpy arrays on the CPU; buffers such as BatchNorm
+    statistics get zeros.  Also returns the batch loss.  The batch (drawn by the
+    CPU ``generator``) goes to ``device`` (None: where the model's parameters are).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    target = model_device(model) if device is None else torch.device(device)
     order = torch.randperm(len(pairs), generator=generator)[:batch_size]
     was_training = model.training
     model.train()
     model.zero_grad(set_to_none=True)
-    loss = MixedLoss(alpha=alpha)(model, pairs.x[order], pairs.y[order])
+    loss = MixedLoss(alpha=alpha)(model, pairs.x[order].to(target), pairs.y[order].to(target))
     if not torch.isfinite(loss):
         raise FloatingPointError(f"mixed loss is not finite: {loss.item()}")
     loss.backward()
@@ -163,8 +184,8 @@ def loss_gradients(
     for name, tensor in model.state_dict().items():
         parameter = gradients.get(name)
         if parameter is not None and parameter.grad is not None:
-            arrays.append(parameter.grad.detach().cpu().numpy().astype(tensor.numpy().dtype, copy=True))
+            arrays.append(parameter.grad.detach().to(tensor.dtype).cpu().numpy().copy())
         else:
-            arrays.append(np.zeros_like(tensor.cpu().numpy()))
+            arrays.append(torch.zeros_like(tensor, device="cpu").numpy())
     model.zero_grad(set_to_none=True)
     return arrays, float(loss.item())

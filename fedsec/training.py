@@ -10,6 +10,9 @@ hook, ``loss_fn(model, x, y) -> scalar``, so adversarial training (FDA³:
 ``α·CE(nat) + (1-α)·CE(adv)``), stealthy model poisoning and anti-backdoor
 learning reuse this loop instead of copying it.  All randomness (the shuffling
 order) comes from an explicit :class:`torch.Generator`.
+
+Data may stay on the CPU: every loop moves each batch to its ``device``
+argument (``None``: where the model's parameters are, see :mod:`fedsec.device`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import ParamsT
 
+from fedsec.device import model_device
 from fedsec.registry import Registry
 
 __all__ = [
@@ -171,6 +175,7 @@ def train(
     generator: torch.Generator,
     loss_fn: LossFn = cross_entropy_loss,
     max_steps: int | None = None,
+    device: torch.device | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``(x, y)`` with mini-batch gradient steps.
 
@@ -199,6 +204,9 @@ def train(
         ``loss_fn(model, xb, yb) -> scalar tensor``; defaults to :func:`cross_entropy_loss`.
     max_steps
         Stop after this many optimizer steps in total (None: no limit), >= 1.
+    device
+        Where each batch goes before ``loss_fn`` sees it (None: the device of
+        ``model``'s parameters); ``x`` and ``y`` may stay on the CPU.
 
     Returns
     -------
@@ -225,6 +233,7 @@ def train(
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
+    target = model_device(model) if device is None else torch.device(device)
     n = len(x)
     steps = 0
     epoch_loss = 0.0
@@ -239,7 +248,7 @@ def train(
                 if max_steps is not None and steps >= max_steps:
                     break
                 idx = order[start : start + batch_size]
-                xb, yb = x[idx], y[idx]
+                xb, yb = x[idx].to(target), y[idx].to(target)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model, xb, yb)
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -298,7 +307,9 @@ class EvalResult:
     predictions: np.ndarray
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: torch.device | None = None
+) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode without gradients.
 
     Parameters
@@ -309,11 +320,13 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) 
         Inputs ``(N, ...)`` with ``N >= 1``.
     batch_size
         Forward-pass batch size, >= 1.
+    device
+        Where each batch goes (None: the device of ``model``'s parameters).
 
     Returns
     -------
     torch.Tensor
-        ``(N, K)`` logits, detached.
+        ``(N, K)`` logits, detached, on ``device``.
 
     Raises
     ------
@@ -324,18 +337,25 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) 
         raise ValueError("x must be a non-empty tensor")
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    target = model_device(model) if device is None else torch.device(device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            outs = [model(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+            outs = [model(x[start : start + batch_size].to(target)) for start in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(outs, dim=0)
 
 
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, batch_size: int = 256
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    batch_size: int = 256,
+    device: torch.device | None = None,
 ) -> EvalResult:
     """Loss, accuracy, per-class counts and predictions of ``model`` on ``(x, y)``.
 
@@ -352,6 +372,9 @@ def evaluate(
         Number of classes ``K >= 2``.
     batch_size
         Forward-pass batch size, >= 1.
+    device
+        Where the forward passes run (None: the device of ``model``'s
+        parameters); the counts and predictions come back on the CPU.
 
     Returns
     -------
@@ -371,7 +394,7 @@ def evaluate(
         raise ValueError(
             f"y holds labels outside [0, {num_classes}): min {int(labels.min())}, max {int(labels.max())}"
         )
-    logits = predict_logits(model, x, batch_size=batch_size).cpu()
+    logits = predict_logits(model, x, batch_size=batch_size, device=device).cpu()
     if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise ValueError(f"model output has shape {tuple(logits.shape)}, expected (N, {num_classes}) logits")
     loss = float(nn.functional.cross_entropy(logits.float(), labels, reduction="mean"))

@@ -10,6 +10,7 @@ cause end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import logging
@@ -17,7 +18,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ from fedsec.results import (
     write_atomically,
 )
 from simulations import launcher
+from simulations.launcher import FlowerSession
 from simulations.report import render_report
-from simulations.scenarios import Scenario, available, load_scenario
+from simulations.scenarios import SWEEP_KEY, Scenario, available, load_scenario, with_sweep
 from simulations.sweep import write_sweep_summary
 
 EXIT_USAGE = 2
@@ -94,6 +96,9 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
 
     scenario = load_scenario(args.scenario)
     overrides = _overrides(args)
+    swept = overrides.pop(SWEEP_KEY, "")
+    if swept:  # --set sweep=KEY=V1,V2: these runs instead of the scenario's own
+        scenario = with_sweep(scenario, str(swept))
     if nodes is not None:
         overrides["num-clients"] = nodes
     out = _out_dir(args, scenario.name)
@@ -251,12 +256,15 @@ def resumed_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume:
-        return _follow(console, resumed_config(args), launcher.run_simulation, timeout=args.timeout)
+        config = resumed_config(args)
+        with _federation(args, config.out_dir, runs=1) as session:
+            return _follow(console, config, launcher.run_simulation, timeout=args.timeout, session=session)
     if not args.scenario:
         raise FedsecError("give a scenario (fedsec scenarios lists them), or --resume OUT")
     plan = prepare_runs(args)
-    for config in plan.configs:
-        _follow(console, config, launcher.run_simulation, timeout=args.timeout)
+    with _federation(args, plan.base, runs=len(plan.configs)) as session:
+        for config in plan.configs:
+            _follow(console, config, launcher.run_simulation, timeout=args.timeout, session=session)
     if plan.scenario.sweep is not None:
         summary = write_sweep_summary(
             plan.scenario, plan.base, [Path(c.out_dir) for c in plan.configs], plan.values
@@ -264,6 +272,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(render_report([plan.base]), markup=False)
         console.print(f"sweep summary: {plan.base / 'summary.json'} ({len(summary['runs'])} runs)")
     return 0
+
+
+@contextlib.contextmanager
+def _federation(args: argparse.Namespace, base: str | Path, *, runs: int) -> Iterator[FlowerSession | None]:
+    """The Flower session the runs share: on ``--ray-address``'s cluster, or on a Ray head of its own
+    when there is more than one run (start-up paid once); ``None`` (each run starts its own) otherwise.
+    """
+    address = getattr(args, "ray_address", None) or ""
+    if not address and runs < 2:
+        yield None
+        return
+    logs = Path(base) / "logs"
+    with launcher.simulation_session(logs, ray_address=address, ray_head=not address) as session:
+        yield session
 
 
 def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
@@ -356,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = scenario_command("run", "run a scenario on Flower's Ray simulation engine")
     run.add_argument("--clients", type=int, help="shorthand for --set num-clients=N")
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run on this existing Ray cluster (what `ray start --head` prints) instead of starting Ray",
+    )
     run.add_argument(
         "--only", metavar="PATTERN,...", help="run only the sweep runs whose label matches (e.g. 'dba/*')"
     )

@@ -29,8 +29,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,10 @@ TAG_VARIABLE = "FEDSEC_RUN_TAG"
 #: File in a run's log directory holding the tag its processes carry.
 TAG_FILE = "run-tag"
 SUPERLINK_START_TIMEOUT = 60.0
+#: Seconds a Ray head node started by ``ray start --head`` may take to answer ``ray status``.
+RAY_START_TIMEOUT = 90.0
+#: Process name of the Ray head node a session starts for a persistent federation.
+RAY_HEAD = "ray-head"
 #: Seconds between run-status queries while a run is going (progress comes from metrics.jsonl).
 STATUS_INTERVAL = 30.0
 #: Seconds the launcher waits for Flower to end a run after the ServerApp wrote its summary (Flower's
@@ -87,7 +91,9 @@ def flower_environment(home: Path, tag: str) -> dict[str, str]:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+            # A client that asks Ray for no GPU (client-resources-num-gpus=0) sees none, so device=auto
+            # puts it on the CPU; it never shares a GPU that Ray did not give it.
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
             "RAY_DEDUP_LOGS": "0",
             "PYTHONUNBUFFERED": "1",
             TAG_VARIABLE: tag,
@@ -180,6 +186,8 @@ class FlowerSession:
     #: The private ``FLWR_HOME``; made in ``__enter__`` (and removed in :meth:`stop`) unless given.
     home: Path | None = None
     port: int = field(default_factory=free_port)
+    #: Address of the Ray cluster the simulation runs on (``RAY_ADDRESS``); empty: Flower starts its own.
+    ray_address: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     #: Name of each started process (``superlink``, ``supernode-0``, …), by PID.
     names: dict[int, str] = field(default_factory=dict)
@@ -188,7 +196,12 @@ class FlowerSession:
 
     @property
     def env(self) -> dict[str, str]:
-        return flower_environment(self.private_home, self.tag)
+        env = flower_environment(self.private_home, self.tag)
+        # Flower's Ray backend calls a bare ray.init(), which attaches to RAY_ADDRESS or else to the
+        # cluster named in /tmp/ray/ray_current_cluster: any `ray start` on this machine, even one long
+        # dead (ray.init then waits forever). "local" makes it start a Ray of its own.
+        env["RAY_ADDRESS"] = self.ray_address or "local"
+        return env
 
     @property
     def private_home(self) -> Path:
@@ -221,11 +234,17 @@ class FlowerSession:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.stop(graceful=exc_type is None)
 
-    def spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
-        """Start a Flower process whose output goes to ``log_dir/name.log``."""
+    def spawn(
+        self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a Flower process (environment :attr:`env` unless given) logging to ``log_dir/name.log``."""
         log = (self.log_dir / f"{name}.log").open("ab")  # a resumed run adds to the interrupted run's logs
         process = subprocess.Popen(
-            list(args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            list(args),
+            env=self.env if env is None else env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         self.processes.append(process)
@@ -235,6 +254,44 @@ class FlowerSession:
     def exited(self) -> list[str]:
         """Names of the started processes that have exited."""
         return [self.names.get(p.pid, str(p.args)) for p in self.processes if p.poll() is not None]
+
+    def start_ray_head(self, *, num_cpus: int | None = None) -> str:
+        """Start a Ray head node (``ray start --head --block``) for this session; return its address.
+
+        Every simulation run of the session then attaches to it (Flower's Ray backend calls
+        ``ray.init()``, which reads ``RAY_ADDRESS``), so a sweep starts Ray once. Call it before
+        :meth:`start_superlink`: the SuperLink passes its environment to the simulations it starts.
+        The head node carries the session's tag and is stopped with the session.
+        """
+        if any(self.names.get(p.pid) == SUPERLINK for p in self.processes):
+            raise LaunchError("start the Ray head node before the SuperLink (it inherits RAY_ADDRESS)")
+        port = free_port()
+        args = [
+            _bin("ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self.private_home / 'ray'}",
+        ]
+        if num_cpus is not None:
+            args.append(f"--num-cpus={num_cpus}")
+        process = self.spawn(RAY_HEAD, args, env={k: v for k, v in self.env.items() if k != "RAY_ADDRESS"})
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + RAY_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log = self.log_dir / f"{RAY_HEAD}.log"
+                raise LaunchError(f"`ray start --head` exited with code {process.returncode}; see {log}")
+            if ray_cluster_answers(address, self.env):
+                self.ray_address = address
+                logger.info("Ray head node at %s", address)
+                return address
+            time.sleep(0.5)
+        raise LaunchError(f"the Ray head node did not answer within {RAY_START_TIMEOUT:.0f}s")
 
     def start_superlink(self, extra: Sequence[str] = ()) -> None:
         """Start the SuperLink and wait until its HTTP API answers."""
@@ -354,6 +411,30 @@ class FlowerSession:
             shutil.rmtree(self.home, ignore_errors=True)
 
 
+def ray_cluster_answers(address: str, env: dict[str, str] | None = None) -> bool:
+    """Whether ``ray status --address ADDRESS`` reaches a running Ray cluster.
+
+    A closed port answers at once (``ray status`` itself retries for about 40 s).
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError):
+        return False
+    try:
+        completed = subprocess.run(
+            [_bin("ray"), "status", f"--address={address}"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return completed.returncode == 0
+
+
 def _healthy(port: int, certificates: Path | None = None) -> bool:
     """Whether the SuperLink this session started answers its health endpoint (loopback only, no download)."""
     scheme, context = "http", None
@@ -449,6 +530,7 @@ def wait_for_run(
                 # (a hung client). The records are final: end the run with the ServerApp's own status.
                 status = _summary_status(out_dir)
                 logger.warning("run %s: ServerApp done, engine still busy; stopping it (%s)", run_id, status)
+                _stop_run(session, run_id)  # a session that runs more (a sweep) must not keep it busy
                 break
         dead = session.exited()
         if SUPERLINK in dead:
@@ -467,7 +549,8 @@ def wait_for_run(
     for record in _read_new_rounds(out_dir, seen):
         if on_round is not None:
             on_round(record)
-    log_file = session.log_dir / "run.log"
+    log_file = out_dir / "logs" / "run.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         log_file.write_text(session.flwr("log", run_id, "fedsec", "--show", timeout=60))
     except (LaunchError, subprocess.TimeoutExpired) as error:
@@ -494,6 +577,7 @@ def submit_and_wait(
 ) -> RunOutcome:
     """Submit ``config`` to the app in ``app_dir`` and wait for it (:func:`submit`, :func:`wait_for_run`)."""
     out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     run_config = write_run_config(config, out_dir / "run_config.toml")
     run_id = submit(session, app_dir, run_config, federation_config=federation_config)
     return wait_for_run(
@@ -516,6 +600,14 @@ def _summary_status(out_dir: Path) -> str:
     return f"finished:{status}"
 
 
+def _stop_run(session: FlowerSession, run_id: str) -> None:
+    """``flwr stop RUN_ID``: Flower ends the run's simulation (best effort; logged when it fails)."""
+    try:
+        session.flwr("stop", run_id, "fedsec", timeout=60)
+    except (LaunchError, subprocess.TimeoutExpired) as error:
+        logger.warning("could not stop run %s: %s", run_id, error)
+
+
 def _run_status(session: FlowerSession, run_id: str) -> str:
     runs = session.flwr_json("ls", "fedsec", "--run-id", run_id).get("runs") or []
     return str(runs[0].get("status", "")) if runs else ""
@@ -535,9 +627,43 @@ def _read_new_rounds(out_dir: Path, seen: int) -> list[dict[str, Any]]:
     return complete
 
 
-def simulation_federation(num_clients: int) -> str:
-    """``--federation-config`` for ``num_clients`` simulated SuperNodes, one CPU each."""
-    return f"num-supernodes={num_clients} client-resources-num-cpus=1 client-resources-num-gpus=0"
+def simulation_federation(num_clients: int, num_gpus: float = 0.0) -> str:
+    """``--federation-config`` for ``num_clients`` simulated SuperNodes, one CPU and ``num_gpus`` GPUs each.
+
+    Flower passes ``client-resources-num-gpus`` to Ray as each client actor's
+    ``num_gpus`` (a fraction shares a GPU); Ray hides the GPUs from an actor that
+    asks for none.  ``num_gpus`` > 0 on a machine without a GPU leaves Ray unable
+    to place any client, so :func:`simulations.validate.validate` refuses it first.
+    """
+    if num_gpus < 0:
+        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    resources = f"client-resources-num-cpus=1 client-resources-num-gpus={num_gpus:g}"
+    return f"num-supernodes={num_clients} {resources}"
+
+
+@contextmanager
+def simulation_session(
+    log_dir: Path, *, ray_address: str = "", ray_head: bool = False
+) -> Iterator[FlowerSession]:
+    """A simulation SuperLink that serves one or more runs (a persistent federation), stopped on exit.
+
+    ``ray_head``: the session starts its own Ray head node first, so that every run attaches to
+    it instead of starting Ray (a sweep pays Ray's start-up once). ``ray_address``: the runs
+    attach to that existing cluster (``ray start --head`` on one machine, ``ray start
+    --address=...`` on the others). Neither: each run's simulation starts Ray itself.
+    """
+    if ray_address and ray_head:
+        raise ValueError("give ray_address or ray_head, not both")
+    if ray_address and not ray_cluster_answers(ray_address):
+        raise LaunchError(
+            f"no Ray cluster answers at {ray_address}; start one with `ray start --head` "
+            "and give the address it prints (docs/deployment.md, 'On a Ray cluster')"
+        )
+    with FlowerSession(simulation=True, log_dir=log_dir, ray_address=ray_address) as session:
+        if ray_head:
+            session.start_ray_head()
+        session.start_superlink()
+        yield session
 
 
 def run_simulation(
@@ -547,21 +673,27 @@ def run_simulation(
     on_lost: Callable[[str], None] | None = None,
     timeout: float = RUN_TIMEOUT,
     app_dir: Path = APP_DIR,
+    session: FlowerSession | None = None,
 ) -> RunOutcome:
-    """Run ``config`` (of the app in ``app_dir``) on Ray simulation, one SuperNode per client."""
-    out_dir = Path(config.out_dir)
-    with FlowerSession(simulation=True, log_dir=out_dir / "logs") as session:
-        session.start_superlink()
-        federation = simulation_federation(config.num_clients)
-        return submit_and_wait(
-            session,
-            config,
-            federation_config=federation,
-            on_round=on_round,
-            on_lost=on_lost,
-            timeout=timeout,
-            app_dir=app_dir,
-        )
+    """Run ``config`` (of the app in ``app_dir``) on Ray simulation, one SuperNode per client.
+
+    In ``session`` (from :func:`simulation_session`) when given, else in a session of its own.
+    """
+    if session is None:
+        with simulation_session(Path(config.out_dir) / "logs") as own:
+            return run_simulation(
+                config, on_round=on_round, on_lost=on_lost, timeout=timeout, app_dir=app_dir, session=own
+            )
+    federation = simulation_federation(config.num_clients, config.client_resources_num_gpus)
+    return submit_and_wait(
+        session,
+        config,
+        federation_config=federation,
+        on_round=on_round,
+        on_lost=on_lost,
+        timeout=timeout,
+        app_dir=app_dir,
+    )
 
 
 def check_certificates(certificates: Path, *, nodes: int, authenticate: bool) -> None:

@@ -32,6 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsec.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit
+from fedsec.device import resolve_device
 from fedsec.errors import ConfigError
 from fedsec.experiment import client_data, load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
@@ -255,7 +256,8 @@ def main(grid: Grid, context: Context) -> None:
     bundle = load_bundle(config)
     client_data(config, bundle, partition_id=0, num_partitions=config.num_clients)  # caches every partition
     splits = server_data(config, bundle)
-    model = new_model(config, bundle)
+    # The server's model (evaluation, pre-training, attacks, detectors' accuracy) runs on `device`.
+    model = new_model(config, bundle).to(resolve_device(config.device))
     robust_sets = initial_model_and_sets(config, bundle, model, splits["test"])
     initial = copy.deepcopy(model)
     recorder = RunRecorder(

@@ -26,6 +26,7 @@ from torch import nn
 
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit
+from fedsec.device import resolve_device
 from fedsec.experiment import new_model
 from fedsec.metrics import classification_scores
 from fedsec.training import evaluate
@@ -92,9 +93,15 @@ def final_tables(
         from fedsec.overhead import step_overhead
 
         other = config.replace(model=COUNTERPART[config.model])
-        models = {column: new_model(config, bundle), model_name(other.model): new_model(other, bundle)}
+        device = resolve_device(config.device)  # timed where the run trains
+        models = {
+            column: new_model(config, bundle).to(device),
+            model_name(other.model): new_model(other, bundle).to(device),
+        }
         batch = test.subset(range(min(config.batch_size, len(test))))
-        timing = step_overhead(models, batch.x, batch.y, reference=model_name("dipsen-basic"))
+        timing = step_overhead(
+            models, batch.x.to(device), batch.y.to(device), reference=model_name("dipsen-basic")
+        )
         tables[OVERHEAD_TABLE] = {
             "ms per step": {name: t["ms_per_step"] for name, t in timing.items()},
             "ratio to Basic CNN": {name: t["ratio"] for name, t in timing.items()},

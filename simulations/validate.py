@@ -4,6 +4,9 @@
 in registries of other packages (strategy, client roles, attacks) and builds
 the strategy once with placeholder weights so that its own parsing (e.g. the
 FDA³ attack monitor's assignment) fails now, with the config key in the message.
+It also checks that the GPUs the run asks for (``device``,
+``client-resources-num-gpus``) are there, since Ray waits forever for a GPU it
+cannot find.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from fedsec.errors import ConfigError
 from fedsec.roles import parse_roles
 from strategies import build_strategy
 
+logger = logging.getLogger(__name__)
+
 
 def validate(config: RunConfig) -> None:
     """Raise a ``FedsecError`` (naming the key) if any name in ``config`` does not resolve.
@@ -25,6 +30,7 @@ def validate(config: RunConfig) -> None:
     """
     if config.num_clients < 1:
         raise ConfigError("num-clients must be >= 1 here (the ServerApp resolves 0 from the federation)")
+    check_gpus(config)
     for role in sorted(set(parse_roles(config.roles, config.num_clients).values())):
         CLIENT_ROLES[role]
     if config.eval_attacks or config.attack_params:
@@ -46,6 +52,37 @@ def validate(config: RunConfig) -> None:
         )
     finally:
         flower.setLevel(level)
+
+
+def check_gpus(config: RunConfig) -> None:
+    """Raise ``ConfigError`` if the run asks for a GPU this machine does not have.
+
+    ``device=cuda`` needs a CUDA device here (the ServerApp and, in a simulation,
+    the clients run on this machine).  ``client-resources-num-gpus`` > 0 makes Ray
+    reserve that much GPU per simulated client; without a GPU Ray can place no
+    client and the run would hang instead of failing.
+    """
+    import torch
+
+    from fedsec.device import resolve_device
+
+    resolve_device(config.device)
+    gpus = config.client_resources_num_gpus
+    if gpus > 0 and not torch.cuda.is_available():
+        raise ConfigError(
+            f"config key 'client-resources-num-gpus' is {gpus:g} but no CUDA device is visible "
+            "(torch.cuda.is_available() is False); Ray could place no client. Set "
+            "client-resources-num-gpus=0 on a machine without a GPU"
+        )
+    if gpus > 0 and config.device == "cpu":
+        logger.warning(
+            "client-resources-num-gpus=%g reserves GPUs for clients that run on the CPU (device=cpu)", gpus
+        )
+    if gpus == 0 and config.device == "cuda":
+        logger.warning(
+            "device=cuda with client-resources-num-gpus=0: in a Ray simulation (`fedsec run`) clients see "
+            "no GPU and fail; give each a share, e.g. client-resources-num-gpus=0.25"
+        )
 
 
 def check_malicious_per_round(config: RunConfig) -> None:

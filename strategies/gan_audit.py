@@ -155,6 +155,9 @@ class AuditStrategy(FilteringStrategy):
         Size of the generator (see :class:`~fedsec.models.gan.Generator`).
     recorder, truth
         As for :class:`~strategies.wrapper.FilteringStrategy`.
+    device
+        Where the GAN trains, the inversion runs and the clients' models are
+        audited (the networks are moved there).  ``None``: the CPU.
 
     Raises
     ------
@@ -191,6 +194,7 @@ class AuditStrategy(FilteringStrategy):
         base_channels: int = 64,
         recorder: RunRecorder | None = None,
         truth: GroundTruth | None = None,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inner=inner, name="audit", recorder=recorder, truth=truth)
         if generator not in GENERATORS:
@@ -259,9 +263,10 @@ class AuditStrategy(FilteringStrategy):
         self.inversion_learning_rate = float(inversion_learning_rate)
         self.seed = int(seed)
         self.out_dir = None if out_dir is None else Path(out_dir)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         # One copy holds the global model, one is the scratch model every client's weights go into.
-        self._global = copy.deepcopy(model)
-        self._scratch = copy.deepcopy(model)
+        self._global = copy.deepcopy(model).to(self.device)
+        self._scratch = copy.deepcopy(model).to(self.device)
         self.generator: Generator | None = None
         self.discriminator: nn.Module | None = None
         if generator == "gan":
@@ -270,7 +275,7 @@ class AuditStrategy(FilteringStrategy):
                 output_shape=self.input_shape,
                 base_channels=base_channels,
                 seed=derive_seed(self.seed, AUDIT_STREAM),
-            )
+            ).to(self.device)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The generator's and the discriminator's weights (the GAN trains on across rounds)."""
@@ -280,15 +285,19 @@ class AuditStrategy(FilteringStrategy):
             if network is not None
         }
 
+    def new_discriminator(self) -> nn.Module:
+        """The ``K + 1``-class discriminator initialised from the global model, on the audit's device."""
+        return discriminator_from(
+            self._global,
+            model_name=self.model_name,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            seed=derive_seed(self.seed, AUDIT_STREAM),
+        ).to(self.device)
+
     def restore_state(self, state: dict[str, Any]) -> None:
         if "discriminator" in state and self.discriminator is None:
-            self.discriminator = discriminator_from(
-                self._global,
-                model_name=self.model_name,
-                input_shape=self.input_shape,
-                num_classes=self.num_classes,
-                seed=derive_seed(self.seed, AUDIT_STREAM),
-            )
+            self.discriminator = self.new_discriminator()
         for name, network in (("generator", self.generator), ("discriminator", self.discriminator)):
             if network is not None and name in state:
                 set_weights(network, list(state[name]))
@@ -297,13 +306,7 @@ class AuditStrategy(FilteringStrategy):
         """Refresh the discriminator from the global model and train the GAN one round; return its losses."""
         assert self.generator is not None and self.auxiliary is not None
         if self.discriminator is None:
-            self.discriminator = discriminator_from(
-                self._global,
-                model_name=self.model_name,
-                input_shape=self.input_shape,
-                num_classes=self.num_classes,
-                seed=derive_seed(self.seed, AUDIT_STREAM),
-            )
+            self.discriminator = self.new_discriminator()
         else:
             refresh_discriminator(self.discriminator, self._global)
         stats = train_gan(
@@ -316,6 +319,7 @@ class AuditStrategy(FilteringStrategy):
             lr=self.gan_learning_rate,
             class_balance=self.gan_class_balance,
             rng=torch_generator(self.seed, AUDIT_STREAM, server_round, _GAN_TRAINING),
+            device=self.device,
         )
         logger.debug(
             "round %s: GAN d_loss %s, g_loss %s, class entropy %s",
@@ -339,6 +343,7 @@ class AuditStrategy(FilteringStrategy):
             steps=self.inversion_steps,
             lr=self.inversion_learning_rate,
             rng=rng,
+            device=self.device,
         ).x
 
     def predictions(self, updates: list[NDArrays], x: torch.Tensor) -> np.ndarray:

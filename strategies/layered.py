@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -190,6 +191,9 @@ class ServerDistillation(StrategyWrapper):
         Run seed; batches are shuffled by ``torch_generator(seed, SERVER_DISTILL_STREAM, round)``.
     recorder
         Where ``server_distill_loss`` goes; ``None`` only logs it.
+    device
+        Where the distillation runs (``model`` is moved there; the clean set stays
+        on the CPU and goes there batch by batch).  ``None``: the CPU.
     """
 
     def __init__(
@@ -204,6 +208,7 @@ class ServerDistillation(StrategyWrapper):
         batch_size: int,
         seed: int,
         recorder: RunRecorder | None = None,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inner=inner)
         if not isinstance(model, nn.Module):
@@ -220,7 +225,8 @@ class ServerDistillation(StrategyWrapper):
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not _is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.model = model
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.model = model.to(self.device)
         self.clean = clean
         self.delta = float(delta)
         self.epochs = int(epochs)
@@ -250,6 +256,7 @@ class ServerDistillation(StrategyWrapper):
             batch_size=self.batch_size,
             optimizer=optimizer,
             generator=torch_generator(self.seed, SERVER_DISTILL_STREAM, server_round),
+            device=self.device,
         )
         logger.info("round %s: server distillation loss %.4f", server_round, loss)
         if self.recorder is not None:

@@ -28,6 +28,7 @@ from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum, Strategy
 
 from fedsec.config import RunConfig
+from fedsec.device import resolve_device
 from fedsec.errors import ConfigError
 from fedsec.registry import Registry
 from fedsec.results import RunRecorder
@@ -195,6 +196,7 @@ def server_distillation(config: RunConfig, inner: Strategy, env: ServerEnv) -> S
         batch_size=config.batch_size,
         seed=config.seed,
         recorder=env.recorder,
+        device=resolve_device(config.device),
     )
 
 
@@ -281,6 +283,7 @@ def audit(config: RunConfig, inner: Strategy, env: ServerEnv) -> Strategy:
         out_dir=Path(config.out_dir) if config.out_dir else None,
         recorder=env.recorder,
         truth=env.truth,
+        device=resolve_device(config.device),
     )
 
 

@@ -51,6 +51,7 @@ from art.estimators.classification import PyTorchClassifier
 from art.utils import random_targets, to_categorical
 from torch import nn
 
+from fedsec.device import art_device_type, model_device, rng_devices
 from fedsec.errors import ConfigError
 from fedsec.registry import Registry
 
@@ -174,7 +175,12 @@ class ExpectationOverTransformation(nn.Module):
 
 
 def art_classifier(
-    model: nn.Module, *, input_shape: tuple[int, int, int], num_classes: int, probabilities: bool = False
+    model: nn.Module,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    probabilities: bool = False,
+    device: torch.device | None = None,
 ) -> PyTorchClassifier:
     """Wrap a logits model as an ART ``PyTorchClassifier`` on inputs in ``[0, 1]``.
 
@@ -190,16 +196,20 @@ def art_classifier(
         If True, the classifier's model is ``softmax(model(x))`` (attacks such as SimBA
         need probability outputs); its loss (cross-entropy on those outputs) is then not
         the model's training loss, so use it only for score-based attacks.
+    device
+        Where ART runs the model (None: where its parameters are): ART's
+        ``device_type`` is ``"gpu"`` for CUDA and ``"cpu"`` for the CPU.  ART moves
+        the model there, so the default keeps a model where it is.
 
     Returns
     -------
     art.estimators.classification.PyTorchClassifier
-        With ``clip_values=(0.0, 1.0)``, ``device_type="cpu"`` and a cross-entropy loss.
+        With ``clip_values=(0.0, 1.0)``, the device's ``device_type`` and a cross-entropy loss.
 
     Raises
     ------
     ValueError
-        If ``input_shape`` or ``num_classes`` is invalid.
+        If ``input_shape`` or ``num_classes`` is invalid, or ``device`` is neither the CPU nor CUDA.
     """
     if (
         not isinstance(input_shape, tuple | list)
@@ -209,6 +219,7 @@ def art_classifier(
         raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
     if not _is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    device_type = art_device_type(model_device(model) if device is None else torch.device(device))
     net: nn.Module = nn.Sequential(model, nn.Softmax(dim=1)) if probabilities else model
     return PyTorchClassifier(
         model=net,
@@ -216,7 +227,7 @@ def art_classifier(
         input_shape=tuple(int(d) for d in input_shape),
         nb_classes=int(num_classes),
         clip_values=(0.0, 1.0),
-        device_type="cpu",
+        device_type=device_type,
     )
 
 
@@ -462,6 +473,7 @@ def generate(
     batch_size: int = 100,
     seed: int = 0,
     eot_samples: int = 1,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """Adversarial examples of ``x`` against ``model`` with the registered attack ``name``.
 
@@ -475,7 +487,7 @@ def generate(
     name
         A key of :data:`ATTACKS`.
     model
-        A network returning ``(B, num_classes)`` logits, on the CPU.
+        A network returning ``(B, num_classes)`` logits, on ``device``.
     x
         Float images ``(N, C, H, W)`` with values in ``[0, 1]``, ``N >= 1``; not modified.
     y
@@ -493,6 +505,8 @@ def generate(
     eot_samples
         If > 1, attack :class:`ExpectationOverTransformation` of the model with this many
         forward passes (for models that are random at inference).
+    device
+        Where ART runs the model (None: where its parameters are; see :func:`art_classifier`).
 
     Returns
     -------
@@ -535,10 +549,15 @@ def generate(
         model if eot_samples == 1 else ExpectationOverTransformation(model, samples=eot_samples)
     )
     c, h, w = (int(d) for d in x_np.shape[1:])
+    run_on = model_device(model) if device is None else torch.device(device)
     start = time.perf_counter()
-    with _attack_mode(model), _seeded(int(seed)):
+    with _attack_mode(model), _seeded(int(seed), run_on):
         classifier = art_classifier(
-            target, input_shape=(c, h, w), num_classes=int(num_classes), probabilities=spec.probabilities
+            target,
+            input_shape=(c, h, w),
+            num_classes=int(num_classes),
+            probabilities=spec.probabilities,
+            device=run_on,
         )
         try:
             adv = spec.run(classifier, x_np, y_np, merged, int(batch_size))
@@ -599,10 +618,10 @@ def _labels(y: torch.Tensor | None, *, n: int, num_classes: int) -> np.ndarray |
 
 
 @contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed numpy's and torch's global (CPU) generators; restore their states on exit."""
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed numpy's and torch's global generators (and ``device``'s); restore their states on exit."""
     np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         np.random.seed(seed)
         torch.manual_seed(seed)
         try:

@@ -608,12 +608,12 @@ def remove_conflict(gradient: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def flat_gradient(model: nn.Module, loss: torch.Tensor) -> np.ndarray:
-    """``∂loss/∂θ`` over ``model.parameters()``, flattened to float64 (grads are cleared again)."""
+    """``∂loss/∂θ`` over ``model.parameters()``, flattened to float64 on the CPU (grads are cleared again)."""
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return np.concatenate(
         [
-            (torch.zeros_like(p) if g is None else g).detach().double().reshape(-1).numpy()
+            (torch.zeros_like(p) if g is None else g).detach().double().cpu().reshape(-1).numpy()
             for p, g in zip(params, grads, strict=True)
         ]
     )
@@ -659,7 +659,7 @@ def stealth_direction(
                 offset = 0
                 for p in params:
                     n = p.numel()
-                    p.add_(torch.from_numpy(step[offset : offset + n]).reshape(p.shape).to(p.dtype))
+                    p.add_(torch.from_numpy(step[offset : offset + n]).reshape(p.shape).to(p.device, p.dtype))
                     offset += n
     finally:
         with torch.no_grad():

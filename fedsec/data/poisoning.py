@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from fedsec.data.datasets import TensorSplit
+from fedsec.device import model_device, rng_devices
 
 __all__ = [
     "TRIGGER_KINDS",
@@ -528,7 +529,7 @@ def _seeded_frozen(model: nn.Module, seed: int) -> Iterator[None]:
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(model_device(model))):
         np.random.seed(seed)
         torch.manual_seed(seed)
         model.eval()
@@ -593,7 +594,7 @@ def clean_label_poison(
         Fraction of the target-class samples poisoned, in ``(0, 1]``.
     model
         Proxy classifier returning ``(B, num_classes)`` logits (e.g. the current global
-        model), on the CPU.
+        model); ART runs it where its parameters are.
     input_shape
         ``(C, H, W)`` of one image; must match ``split``.
     num_classes

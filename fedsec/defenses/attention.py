@@ -334,6 +334,7 @@ def distill(
     batch_size: int,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    device: torch.device | None = None,
 ) -> float:
     """Train ``model`` in place with :class:`AttentionDistillationLoss` and remove the hooks.
 
@@ -345,8 +346,9 @@ def distill(
         Inputs ``(N, C, H, W)`` and integer labels ``(N,)``; not modified.
     delta
         Distillation weight ``δ``, finite and >= 0.
-    epochs, batch_size, optimizer, generator
-        As for :func:`fedsec.training.train`.
+    epochs, batch_size, optimizer, generator, device
+        As for :func:`fedsec.training.train` (``device``: where the batches go;
+        None: where the model's parameters are).
 
     Returns
     -------
@@ -368,6 +370,7 @@ def distill(
             optimizer=optimizer,
             generator=generator,
             loss_fn=loss_fn,
+            device=device,
         )
     logger.debug("attention distillation: loss %.4f after %s epochs (delta %s)", result.loss, epochs, delta)
     return result.loss

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from fedsec.data.datasets import TensorSplit
+from fedsec.device import model_device
 from fedsec.models.gan import Generator
 from fedsec.training import predict_logits
 
@@ -135,6 +136,7 @@ def train_gan(
     lr: float = 2e-4,
     class_balance: float = 0.0,
     rng: torch.Generator,
+    device: torch.device | None = None,
 ) -> GanStats:
     """Train ``generator`` and ``discriminator`` in place as a semi-supervised GAN.
 
@@ -171,7 +173,11 @@ def train_gan(
         Weight of :func:`class_balance_loss` in the generator loss, finite and
         >= 0; 0 is the plain semi-supervised GAN.
     rng
-        Source of batch order and latent vectors; same state, same run.
+        Source of batch order and latent vectors (a CPU generator: the draws are the
+        same on every device); same state, same run.
+    device
+        Where both networks train (None: where the generator's parameters are);
+        the batches and latent vectors are moved there, the networks are not.
 
     Returns
     -------
@@ -209,8 +215,9 @@ def train_gan(
     if int(auxiliary.y.min()) < 0 or int(auxiliary.y.max()) >= num_classes:
         raise ValueError(f"auxiliary labels must lie in [0, num_classes={num_classes})")
 
+    target = model_device(generator) if device is None else torch.device(device)
     b = min(int(batch_size), n)
-    fake_index = torch.full((b,), num_classes, dtype=torch.int64)
+    fake_index = torch.full((b,), num_classes, dtype=torch.int64, device=target)
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=float(lr), betas=(0.5, 0.999))
     g_opt = torch.optim.Adam(generator.parameters(), lr=float(lr), betas=(0.5, 0.999))
     modes = (generator.training, discriminator.training)
@@ -220,9 +227,9 @@ def train_gan(
     try:
         for step in range(1, steps + 1):
             idx = torch.randperm(n, generator=rng)[:b]
-            x_real, y_real = auxiliary.x[idx], auxiliary.y[idx]
-            z = torch.randn(b, generator.latent_dim, generator=rng)
-            z_gen = torch.randn(b, generator.latent_dim, generator=rng)
+            x_real, y_real = auxiliary.x[idx].to(target), auxiliary.y[idx].to(target)
+            z = torch.randn(b, generator.latent_dim, generator=rng).to(target)
+            z_gen = torch.randn(b, generator.latent_dim, generator=rng).to(target)
 
             d_opt.zero_grad(set_to_none=True)
             real_logits = discriminator(x_real)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fedsec.data.datasets import TensorSplit
+from fedsec.device import model_device
 
 __all__ = ["invert_classes"]
 
@@ -38,6 +39,7 @@ def invert_classes(
     steps: int,
     lr: float,
     rng: torch.Generator,
+    device: torch.device | None = None,
 ) -> TensorSplit:
     """Reconstruct ``per_class`` inputs for every class by gradient ascent on ``log softmax``.
 
@@ -63,12 +65,15 @@ def invert_classes(
     lr
         Adam learning rate on the pixels, finite and > 0.
     rng
-        Source of the initial noise; same state, same images.
+        Source of the initial noise (a CPU generator: the same noise on every
+        device); same state, same images.
+    device
+        Where the images are optimised (None: where the model's parameters are).
 
     Returns
     -------
     TensorSplit
-        float32 images ``(per_class * K, C, H, W)`` in ``[0, 1]``, class-major
+        float32 images ``(per_class * K, C, H, W)`` in ``[0, 1]`` on the CPU, class-major
         (``per_class`` images of class 0, then class 1, ...), labelled by the class
         each was inverted for.
 
@@ -97,10 +102,13 @@ def invert_classes(
         raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
 
     shape = tuple(int(d) for d in input_shape)
-    targets = torch.arange(num_classes, dtype=torch.int64).repeat_interleave(per_class)
-    x = torch.rand((len(targets), *shape), generator=rng, dtype=torch.float32).requires_grad_(True)
+    target = model_device(model) if device is None else torch.device(device)
+    labels = torch.arange(num_classes, dtype=torch.int64).repeat_interleave(per_class)
+    targets = labels.to(target)
+    noise = torch.rand((len(targets), *shape), generator=rng, dtype=torch.float32)
+    x = noise.to(target).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=float(lr))
-    rows = torch.arange(len(targets))
+    rows = torch.arange(len(targets), device=target)
     was_training = model.training
     model.eval()
     try:
@@ -126,4 +134,4 @@ def invert_classes(
         )
     finally:
         model.train(was_training)
-    return TensorSplit(x=x.detach().clone(), y=targets)
+    return TensorSplit(x=x.detach().cpu().clone(), y=labels)

@@ -21,7 +21,7 @@ command line is a file name here (without ``.toml``) or a path to any TOML file.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,20 @@ def _parse_variants(variants: object, defenses: object, table: object, path: Pat
         table=str(table or "variants"),
         variants=tuple(rows),
     )
+
+
+def with_sweep(scenario: Scenario, text: str) -> Scenario:
+    """``scenario`` swept as ``sweep = TEXT`` says (``--set sweep=KEY=V1,V2``), instead of its own runs."""
+    sweep = _parse_sweep(text, scenario.values.get(SWEEP_TABLE_KEY), scenario.path)
+    assert sweep is not None
+    values = {k: v for k, v in scenario.values.items() if k not in (SWEEP_KEY, VARIANTS_KEY)}
+    swept = replace(scenario, values=values, sweep=sweep)
+    for value in sweep.values:
+        try:
+            swept.config(sweep.overrides(value))
+        except ConfigError as error:
+            raise ConfigError(f"--set sweep={text}, {sweep.label(value)}: {error}") from None
+    return swept
 
 
 def _parse_sweep(text: object, table: object, path: Path) -> Sweep | None:

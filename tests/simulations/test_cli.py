@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +129,25 @@ def test_only_keeps_the_matching_runs_of_a_grid_and_refuses_a_pattern_matching_n
     assert {c.defense for c in plan.configs if c.variant == "dba"} >= {"layered", "flame", "edge+distill"}
     bad = build_parser().parse_args(["run", "layered-mnist", "--only", "nope/*"])
     with pytest.raises(FedsecError, match="matches none of the runs"):
+        prepare_runs(bad)
+
+
+def test_set_sweep_runs_one_config_per_value_in_place_of_the_scenarios_own_runs(tmp_path):
+    from simulations.cli import build_parser, prepare_runs
+
+    args = build_parser().parse_args(
+        ["run", "quickstart", "--set", "sweep=seed=1,2,3", "--out", str(tmp_path)]
+    )
+    plan = prepare_runs(args)
+    assert [c.seed for c in plan.configs] == [1, 2, 3]
+    assert [Path(c.out_dir).name for c in plan.configs] == ["seed=1", "seed=2", "seed=3"]
+    assert all(c.sweep == "" and c.variants == "" for c in plan.configs)  # each is a single run
+    grid = build_parser().parse_args(
+        ["run", "layered-mnist", "--set", "sweep=seed=4,5", "--out", str(tmp_path)]
+    )
+    assert [(c.seed, c.variant) for c in prepare_runs(grid).configs] == [(4, ""), (5, "")]
+    bad = build_parser().parse_args(["run", "quickstart", "--set", "sweep=local-epochs=1,0"])
+    with pytest.raises(FedsecError, match=r"sweep=local-epochs=1,0, local-epochs=0: .*local-epochs"):
         prepare_runs(bad)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ def leftover_processes(out: Path) -> list[int]:
     return tagged_pids(tag)
 
 
-def fedsec(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "120"}
+def fedsec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "simulations.cli", *args],
         cwd=ROOT,
@@ -61,7 +62,14 @@ def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_rou
     out = tmp_path / "run"
     settings = ["fraction-fit=0.5", "roles=label-flip:4-5", "malicious-per-round=1"]
     sets = [arg for setting in settings for arg in ("--set", setting)]
-    completed = fedsec("run", "quickstart", "--clients", "6", "--rounds", "3", *sets, "--out", str(out))
+    # A Ray cluster recorded by an old `ray start` that is gone: a bare ray.init() would attach to it
+    # and wait forever. (A short private temp dir: Ray's socket paths must fit in 107 bytes.)
+    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp") as ray_tmp:
+        Path(ray_tmp, "ray", "ray_current_cluster").parent.mkdir()
+        Path(ray_tmp, "ray", "ray_current_cluster").write_text("127.0.0.1:9\n")
+        env = {"RAY_TMPDIR": ray_tmp}
+        run = ("run", "quickstart", "--clients", "6", "--rounds", "3", *sets, "--out", str(out))
+        completed = fedsec(*run, env=env)
     check_run(out, completed, rounds=3, clients=3)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     sampled = [sorted(int(pid) for pid in r["update_stats"]) for r in records[1:]]
