@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install run test lint unit deploy bench data certs clean
+.PHONY: install run test lint unit deploy bench docs data certs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ deploy: $(STAMP)  ## the quickstart on Flower's deployment engine: SuperLink + 2
 
 bench: $(STAMP)  ## time rounds, defenses and attacks against their references (ARGS=--quick for < 5 min)
 	$(VENV)/bin/fedsec bench $(ARGS)
+
+docs: $(STAMP)  ## regenerate the generated pages of docs/ (docs/configuration.md)
+	$(VENV)/bin/fedsec docs
 
 data:  ## optional real data: Debian's Fashion-MNIST (needs apt; root or sudo)
 	@if command -v apt-get >/dev/null; then \

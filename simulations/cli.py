@@ -334,6 +334,19 @@ def cmd_keys(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace, console: Console) -> int:
+    from simulations import docgen
+
+    if args.check:
+        stale = docgen.stale_pages()
+        for page in stale:
+            console.print(f"stale: {page} (run `make docs`)")
+        return 1 if stale else 0
+    for page in docgen.write_pages():
+        console.print(f"wrote {page}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out).expanduser().resolve() if args.out else None
     text = render_report([Path(d) for d in args.runs], out)
@@ -400,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.set_defaults(handler=cmd_deploy)
     sub.add_parser("scenarios", help="list the scenario files").set_defaults(handler=cmd_scenarios)
     sub.add_parser("keys", help="list every run-config key with its default").set_defaults(handler=cmd_keys)
+    docs = sub.add_parser("docs", help="regenerate the generated pages of docs/ (configuration.md)")
+    docs.add_argument("--check", action="store_true", help="only say which pages are stale; exit 1 if any")
+    docs.set_defaults(handler=cmd_docs)
     report = sub.add_parser("report", help="render runs into Markdown tables and plots")
     report.add_argument("runs", nargs="+", help="run output directories")
     report.add_argument("--out", help="also write report.md and accuracy.png to this directory")
