@@ -38,6 +38,7 @@ deploy: $(STAMP)  ## the quickstart on Flower's deployment engine: SuperLink + 2
 	$(VENV)/bin/fedsec deploy $(SCENARIO) --nodes 2 $(ARGS)
 
 bench: $(STAMP)  ## time rounds, defenses and attacks against their references (ARGS=--quick for < 5 min)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	$(VENV)/bin/fedsec bench $(ARGS)
 
 docs: $(STAMP)  ## regenerate the generated pages of docs/ (docs/configuration.md)

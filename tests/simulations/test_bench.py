@@ -24,7 +24,11 @@ from fedsec.bench import (
     ratio,
     steady_round_seconds,
 )
-from simulations import bench
+from fedsec.robust import coordinate_median
+from fedsec.updates import UpdateMatrix
+from simulations.bench import aggregation, common, floors, peers, report
+from simulations.bench import main as bench_main
+from simulations.bench.attacks import frozen
 from simulations.cli import main
 
 
@@ -106,22 +110,44 @@ def test_bench_document_layout_keys_and_types():
         bench_document(date="d", machine={}, quick=False, sections={"memory": [{"ms": [1]}]})
 
 
-def test_aggregation_rows_ratio_and_share_of_a_round():
-    reference = bench._agg_row("cnn", 10, 100, "flower-fedavg", ms=200.0, reference_ms=200.0, repeats=3)
-    krum = bench._agg_row("cnn", 10, 100, "krum", ms=700.0, reference_ms=200.0, repeats=3)
-    skipped = bench._agg_row("cnn", 10, 200, "krum", predicted_ms=2800.0, status="skipped (budget)")
-    assert reference["ratio"] == 1.0 and krum["ratio"] == 3.5 and krum["strategy"] == "krum+guard"
-    assert skipped["ms"] is None and skipped["ratio"] is None and skipped["predicted_ms"] == 2800.0
-    assert set(reference) == set(skipped)  # every row of a section has the same keys
-    ctx = bench.Context(
-        plan=bench.BenchPlan.for_mode(quick=True),
+MACHINE = {
+    "cores": 2,
+    "gpu": False,
+    "cpu": "Test CPU",
+    "memory_gb": 8.0,
+    "python": "3.11.9",
+    "torch": "2.14.1",
+    "flwr": "1.42.0",
+    "ray": "2.50.0",
+    "art": "1.20.1",
+    "byzfl": "0.0.11",
+}
+
+
+def _ctx(seconds=60.0):
+    return common.Context(
+        plan=common.BenchPlan.for_mode(quick=True),
         out=None,  # type: ignore[arg-type]
         console=Console(file=io.StringIO()),
-        budget=Budget(10.0),
+        budget=Budget(seconds),
     )
+
+
+def test_aggregation_rows_ratio_floor_ratio_and_share_of_a_round():
+    reference = aggregation._agg_row("cnn", 10, 100, "flower-fedavg", ms=200.0, reference_ms=200.0, repeats=3)
+    krum = aggregation._agg_row(
+        "cnn", 10, 100, "krum", ms=700.0, reference_ms=200.0, floor_ms=350.0, threads=2, repeats=3
+    )
+    skipped = aggregation._agg_row("cnn", 10, 200, "krum", predicted_ms=2800.0, status="skipped (budget)")
+    assert reference["ratio"] == 1.0 and krum["ratio"] == 3.5 and krum["strategy"] == "krum+guard"
+    assert krum["floor_ratio"] == 2.0 and krum["threads"] == 2 and reference["floor_ratio"] is None
+    assert skipped["ms"] is None and skipped["ratio"] is None and skipped["predicted_ms"] == 2800.0
+    assert set(reference) == set(skipped)  # every row of a section has the same keys
+    ctx = _ctx(10.0)
     ctx.round_seconds["cnn"] = 9.8  # a steady simulation round of cnn
-    bench.fill_round_shares([reference, krum, skipped], ctx)
+    aggregation.fill_round_shares([reference, krum, skipped], ctx)
     assert krum["added_pct_of_round"] == pytest.approx(100 * 500 / (9800 + 200))  # 5.0%
+    assert krum["round_s"] == 9.8
     assert reference["added_pct_of_round"] == 0.0 and skipped["added_pct_of_round"] is None
 
 
@@ -135,26 +161,203 @@ class StubStrategy:
         return self.arrays, None
 
 
-def test_a_defense_that_returns_no_model_is_marked_failed_not_timed_as_ok(monkeypatch):
-    monkeypatch.setattr(bench, "flower_fedavg", lambda n, initial: StubStrategy(initial))
+def _stub_strategies(monkeypatch):
+    monkeypatch.setattr(aggregation, "flower_fedavg", lambda n, initial: StubStrategy(initial))
     monkeypatch.setattr(
-        bench,
+        aggregation,
         "ready_strategy",
         lambda name, n, initial, *, model: StubStrategy(None if name == "broken" else initial),
     )
-    ctx = bench.Context(
-        plan=bench.BenchPlan.for_mode(quick=True),
-        out=None,  # type: ignore[arg-type]
-        console=Console(file=io.StringIO()),
-        budget=Budget(60.0),
-    )
+    monkeypatch.setattr(peers, "flower_strategy", lambda name, config, initial, grid: StubStrategy(initial))
+
+
+def test_a_defense_that_returns_no_model_is_marked_failed_not_timed_as_ok(monkeypatch):
+    _stub_strategies(monkeypatch)
     weights = [np.zeros((2, 2), dtype=np.float32)]
 
-    rows = bench._aggregation_at(ctx, "lenet", weights, 3, ["flower-fedavg", "working", "broken"], {})
+    rows = aggregation._aggregation_at(_ctx(), "lenet", weights, 3, ["working", "broken"], {})
 
     status = {row["strategy"]: row["status"] for row in rows}
-    assert status["flower-fedavg"] == "ok" and status["working+guard"] == "ok"
-    assert status["broken+guard"].startswith("failed")
+    assert status == {"flower-fedavg": "ok", "working+guard": "ok", "broken+guard": aggregation.FAILED}
+    assert all(row["ms"] is not None for row in rows)
+
+
+def test_aggregation_cell_has_floor_and_peers_and_says_when_byzfl_is_missing(monkeypatch):
+    _stub_strategies(monkeypatch)
+    monkeypatch.setattr(peers, "byzfl_available", lambda: False)
+    weights = [np.zeros((3, 4), dtype=np.float32), np.zeros(5, dtype=np.float32)]
+
+    rows = aggregation._aggregation_at(_ctx(), "lenet", weights, 7, ["krum", "gan-audit"], {}, threads=(1, 2))
+
+    assert [(r["threads"], r["strategy"]) for r in rows] == [
+        (t, s) for t in (1, 2) for s in ("flower-fedavg", "krum+guard", "gan-audit+guard")
+    ]
+    krum, audit = rows[1], rows[2]
+    assert krum["f"] == 1 and krum["floor_steps"] == "decode+gram+combine" and krum["floor_ms"] > 0
+    assert krum["flower"] == "flower-krum" and krum["flower_ms"] is not None
+    assert krum["byzfl"] == "byzfl.Krum(f=2), torch input"
+    assert krum["byzfl_ms"] is None and krum["byzfl_status"] == peers.NOT_INSTALLED
+    assert audit["floor_ms"] is None and audit["flower"] is None and audit["byzfl"] is None
+    document = bench_document(
+        date="d",
+        machine=MACHINE,
+        quick=True,
+        sections={"aggregation": rows},
+        notes=[],
+        wall_seconds=1.0,
+    )
+    line = next(t for t in report.markdown(document).splitlines() if "| krum+guard |" in t)
+    assert "| ByzFL not installed (make bench installs it) |" in line
+
+
+def _replies(n, *, seed, equal_counts=False):
+    weights = [np.zeros((3, 4), dtype=np.float32), np.zeros(5, dtype=np.float32)]
+    replies = aggregation.synthetic_replies(weights, n, seed=seed)
+    replies[0] = aggregation.synthetic_replies([w + 0.3 for w in weights], 1, seed=99)[0]  # an outlier
+    if equal_counts:
+        for msg in replies:
+            msg.content.metric_records["metrics"]["num-examples"] = 30
+    return weights, replies
+
+
+def test_floor_steps_compute_what_the_defenses_compute():
+    weights, replies = _replies(9, seed=3)
+    reference = [w + 0.25 for w in weights]
+    matrix = floors.decode_matrix(replies, reference)
+    expected = np.stack(
+        [
+            np.concatenate(
+                [
+                    (a - r).ravel()
+                    for a, r in zip(m.content["arrays"].to_numpy_ndarrays(), reference, strict=True)
+                ]
+            )
+            for m in replies
+        ]
+    )
+    assert matrix.dtype == np.float32 and matrix.shape == (9, 17)
+    np.testing.assert_allclose(matrix, expected, rtol=1e-6, atol=1e-6)
+    updates = UpdateMatrix(matrix)
+    np.testing.assert_allclose(floors.gram(matrix), updates.gram(), rtol=1e-5, atol=1e-5)
+    w = np.linspace(0.1, 0.9, 9)
+    np.testing.assert_allclose(floors.weighted_sum(matrix, w), updates.combine(w), rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(0)
+    for n in (9, 10):  # odd and even: the middle value, the mean of the two middle ones
+        x = rng.standard_normal((n, 23)).astype(np.float32)
+        median = floors.column_sort_median(x, block=5)  # blocks of 5 columns, the last one short
+        np.testing.assert_allclose(median, np.median(x, axis=0), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(median, coordinate_median(UpdateMatrix(x)), rtol=1e-6, atol=1e-7)
+    steps = {"decode": 1.0, "gram": 2.0, "combine": 4.0, "sort": 8.0}
+    assert floors.floor_seconds("krum", steps) == 7.0 and floors.floor_seconds("fedmedian", steps) == 9.0
+    assert floors.floor_seconds("bulyan", steps) == 11.0 and floors.floor_seconds("gan-audit", steps) is None
+    timed = floors.time_steps(replies, reference, repeat=1, steps=("decode", "sort"))
+    assert set(timed) == {"decode", "sort"} and all(t > 0 for t in timed.values())
+
+
+@pytest.mark.parametrize("label", ["krum", "multikrum", "fedmedian", "fedtrimmedavg", "fedavg"])
+def test_byzfl_peer_aggregates_what_fedsecs_own_aggregator_does(label):
+    pytest.importorskip("byzfl")
+    n = 11
+    # fedsec's averages weigh by num-examples, ByzFL's do not: equal counts make them the same rule.
+    weights, replies = _replies(n, seed=5, equal_counts=True)
+    config = aggregation.bench_config(label, n, "lenet")
+    f = aggregation.assumed_malicious(n)
+    assert (f, config.num_malicious_clients, config.trim_beta) == (2, 2, 0.2)
+    ours = aggregation.ready_strategy(label, n, list(weights), model="lenet")
+    expected, _ = ours.aggregate_train(1, aggregation.fresh_replies(replies))
+    theirs = peers.byzfl_aggregate(label, replies, f=f, beta=config.trim_beta)
+    assert expected is not None and list(theirs.keys()) == list(expected.keys())
+    for a, b in zip(theirs.to_numpy_ndarrays(), expected.to_numpy_ndarrays(), strict=True):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Not a trivial agreement: the robust rules leave the outlier (reply 0) out, the mean does not.
+    mean = np.mean([m.content["arrays"].to_numpy_ndarrays()[0] for m in replies], axis=0)
+    robust = not np.allclose(theirs.to_numpy_ndarrays()[0], mean, atol=1e-3)
+    assert robust == (label != "fedavg")
+
+
+def test_thread_limit_caps_torch_and_blas_threads_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    with common.thread_limit(1):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
+
+
+def _document():
+    aggregation_rows = [
+        aggregation._agg_row("cnn", 1663370, 100, "flower-fedavg", ms=20.0, reference_ms=20.0, repeats=3),
+        aggregation._agg_row(
+            "cnn",
+            1663370,
+            100,
+            "krum",
+            ms=50.0,
+            reference_ms=20.0,
+            floor_ms=10.0,
+            flower="flower-krum",
+            flower_ms=80.0,
+            flower_status="ok",
+            byzfl="byzfl.Krum(f=21), torch input",
+            byzfl_ms=60.0,
+            byzfl_status="ok",
+            repeats=3,
+        ),
+        aggregation._agg_row(
+            "cnn", 1663370, 200, "bulyan", predicted_ms=9e4, status="skipped (budget; ~90s predicted)"
+        ),
+    ]
+    aggregation_rows[1]["added_pct_of_round"] = 2.5
+    return bench_document(
+        date="2026-01-01 00:00 UTC",
+        machine=MACHINE,
+        quick=True,
+        sections={
+            "aggregation": aggregation_rows,
+            "attacks": [{"attack": "fgsm", "images": 100, "per_100_s": 0.0123, "status": "ok"}],
+        },
+        notes=["a note"],
+        wall_seconds=42.0,
+    )
+
+
+def test_markdown_renders_each_section_and_its_cells():
+    text = report.markdown(_document())
+    lines = text.splitlines()
+    assert lines[0] == (
+        "Benchmark of 2026-01-01 00:00 UTC (quick run, 42.0 s): 2 cores (Test CPU), no GPU, 8.0 GB; "
+        "Python 3.11.9, torch 2.14.1, flwr 1.42.0, ray 2.50.0, ART 1.20.1, ByzFL 0.0.11."
+    )
+    assert all(f"**{report.TITLES[name]}**" in lines for name in report.COLUMNS)
+    header = lines[lines.index(f"**{report.TITLES['aggregation']}**") + 2]
+    assert header == (
+        "| model | clients | threads | strategy | fedsec ms | floor ms | x floor | Flower ms | ByzFL ms "
+        "| Flower FedAvg ms | x FedAvg | +% of round | status |"
+    )
+    assert (
+        "| cnn | 100 | 1 | krum+guard | 50.0 | 10.0 | 5.00 | 80.0 | 60.0 | 20.0 | 2.50 | 2.50 | ok |" in lines
+    )
+    assert "| cnn | 100 | 1 | flower-fedavg | 20.0 | – | – | – | – | 20.0 | 1.00 | – | ok |" in lines
+    assert (
+        "| cnn | 200 | 1 | bulyan+guard | – | – | – | – | – | – | – | – | skipped (budget; ~90s predicted) |"
+        in lines
+    )
+    assert "| fgsm | 100 | 0.012 | – | – | – | ok | – |" in lines
+    assert lines[-3:] == ["Notes:", "", "- a note"]
+
+
+def test_print_tables_prints_every_title_row_and_note():
+    buffer = io.StringIO()
+    report.print_tables(Console(file=buffer, width=300), _document())
+    out = buffer.getvalue()
+    assert all(title in out for title in report.TITLES.values())
+    krum = next(line for line in out.splitlines() if "krum+guard" in line)
+    cells = [cell.strip() for cell in krum.split("│")[1:-1]]
+    expected = ["cnn", "100", "1", "krum+guard", "50.0", "10.0", "5.00", "80.0", "60.0", "20.0", "2.50"]
+    assert cells == [*expected, "2.50", "ok"]
+    assert "- a note" in out and "skipped (budget; ~90s predicted)" in out
 
 
 def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeypatch, capsys):
@@ -174,9 +377,9 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
         "status": "finished:completed",
     }
     memory = {"model": "lenet", "clients": 10, "peak_rss_mb": 3000.0, "status": "finished:completed"}
-    aggregation = [
-        bench._agg_row("lenet", 61706, 10, "flower-fedavg", ms=2.0, reference_ms=2.0, repeats=3),
-        bench._agg_row("lenet", 61706, 10, "fedavg", ms=3.0, reference_ms=2.0, repeats=3),
+    agg_rows = [
+        aggregation._agg_row("lenet", 61706, 10, "flower-fedavg", ms=2.0, reference_ms=2.0, repeats=3),
+        aggregation._agg_row("lenet", 61706, 10, "fedavg", ms=3.0, reference_ms=2.0, repeats=3),
     ]
     attacks = [{"attack": "fgsm", "images": 100, "per_100_s": 0.02, "reference": "plain batched torch"}]
     attacks[0].update(reference_per_100_s=0.01, ratio=ratio(0.02, 0.01), status="ok", note="")
@@ -185,10 +388,10 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
         ctx.round_seconds["lenet"] = 5.0
         return [simulation], [memory]
 
-    monkeypatch.setattr(bench, "bench_aggregation", lambda ctx: aggregation)
-    monkeypatch.setattr(bench, "bench_attacks", lambda ctx: attacks)
-    monkeypatch.setattr(bench, "bench_simulation", stub_simulation)
-    monkeypatch.setattr(bench, "foreign_flower_processes", lambda own_tag=None: [])
+    monkeypatch.setattr(bench_main, "bench_aggregation", lambda ctx: agg_rows)
+    monkeypatch.setattr(bench_main, "bench_attacks", lambda ctx: attacks)
+    monkeypatch.setattr(bench_main, "bench_simulation", stub_simulation)
+    monkeypatch.setattr(bench_main, "foreign_flower_processes", lambda own_tag=None: [])
 
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     document = json.loads((tmp_path / "bench.json").read_text())
@@ -220,7 +423,7 @@ def test_plain_fgsm_matches_fedsecs_fgsm_on_a_linear_model():
     x = torch.rand(8, 1, 4, 4)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     ours = generate("fgsm", model, x, y, num_classes=3, params={"eps": 0.1})
-    with bench.frozen(model):
+    with frozen(model):
         plain = plain_fgsm(model, x, y, eps=0.1)
     np.testing.assert_allclose(plain.numpy(), ours.numpy(), atol=1e-6)
     assert not torch.equal(plain, x)  # it did move the images

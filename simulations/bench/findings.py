@@ -1,0 +1,124 @@
+"""The notes under the bench's tables: what each figure compares, and what the measurements say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulations.bench.common import BenchPlan
+from simulations.bench.floors import STEP_TEXT
+from simulations.bench.peers import NOT_INSTALLED
+
+
+def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list[str]:
+    """The notes under the tables: what each figure compares, the largest overheads and their remedies."""
+    notes = [
+        "simulation: the floor is the same round done in this process (every client's fit(), FedAvg, "
+        "the server's evaluation), the faster of: clients one after the other with torch's default "
+        "threads, or with 1 thread each and ideally two at a time (1-thread sequential time / 2, how the "
+        "simulation's 2 single-threaded Ray actors share the 2 cores; in quick mode timed on 2 clients "
+        "and scaled). ratio = steady simulation round / floor; round 1 (actor warm-up) and startup are "
+        "reported apart. With other load on the machine torch's 2-thread kernels slow down far more "
+        "than 1-thread ones, hence both floors.",
+    ]
+    if plan.local_epochs is not None:
+        notes.append(
+            f"quick mode trains {plan.local_epochs} local epoch(s) per round "
+            "(the full run uses the scenario's 2)."
+        )
+    for row in sections["simulation"]:
+        if row.get("round_s") is None or row.get("floor_s") is None:
+            continue
+        gap = row["round_s"] - row["floor_s"]
+        notes.append(
+            f"overhead, simulation {row['model']}: steady round {row['round_s']:.2f}s vs floor "
+            f"{row['floor_s']:.2f}s ({row.get('floor_kind') or 'in process'}; ratio {row['ratio']:.2f}, "
+            f"{gap:+.2f}s a round)"
+            ". Rebuilding the 10 "
+            f"clients (re-partitioning the dataset and a new model), which client_fn does for every "
+            f"message, costs {row['client_build_s']:.2f} CPU-s a round: caching each partition and model per "
+            "actor process would remove that. The launcher's progress polling ran "
+            f"{row['cli_polls']} `flwr ls` processes using {row['cli_poll_cpu_s']:.0f} CPU-s on the same "
+            "2 cores: polling the SuperLink's API in process (or every few seconds) would remove that."
+        )
+        notes.append(
+            f"overhead, startup {row['model']}: {row['superlink_start_s']:.1f}s to start the SuperLink, "
+            f"{row['startup_s']:.1f}s from `flwr run` to round 0 (Ray start, ServerApp import, data) and "
+            f"round 1 at {row['round1_s']:.1f}s ({row['round1_s'] - row['round_s']:+.1f}s over a steady "
+            "round: the actors start, import torch and flwr, and load the dataset). A SuperLink and Ray "
+            "kept running across runs (sweeps, benchmarks) would pay this once."
+        )
+    notes += aggregation_findings(sections["aggregation"], plan)
+    for row in sections["attacks"]:
+        if row["ratio"] is not None and row["reference"] == "plain batched torch":
+            notes.append(
+                f"attacks {row['attack']}: fedsec (ART) {row['per_100_s']:.3f}s per 100 images vs plain "
+                f"batched torch {row['reference_per_100_s']:.3f}s ({row['ratio']:.2f}x)."
+            )
+    for row in sections["memory"]:
+        if row.get("actor_rss_mb"):
+            notes.append(
+                f"memory {row['model']} x{row['clients']}: peak {row['peak_rss_mb']:.0f} MB RSS summed over "
+                f"{row['processes']} processes ({row['peak_pss_mb']:.0f} MB PSS, shared pages counted once); "
+                f"each of {row['actors']} Ray actors {row['actor_rss_mb']:.0f} MB RSS / "
+                f"{row['actor_pss_mb']:.0f} MB PSS; the ServerApp process "
+                f"{row['server_rss_mb'] or 0:.0f} MB, Ray's own processes "
+                f"{row['ray_other_rss_mb'] or 0:.0f} MB."
+            )
+    if sections["scale"] and sections["scale"][0].get("fraction_fit") is not None:
+        notes.append(
+            "scale: MNIST-5k leaves 3800 training examples, so 1000 clients hold 3-4 examples each; "
+            "the figures measure orchestration cost, not learning."
+        )
+    return notes
+
+
+def aggregation_findings(rows: list[dict[str, Any]], plan: BenchPlan) -> list[str]:
+    """Notes on the aggregation section: what floors and peers contain, and the largest ratios."""
+    if not rows:
+        return []
+    notes = [
+        "aggregation: seconds per aggregate_train on seeded synthetic updates, median of repeats, fresh "
+        "copies of the replies for every call; fedsec's strategies run inside the update guard, Flower's "
+        "unguarded. The floor of a defense is the sum of the steps it cannot avoid: "
+        + "; ".join(f"{step}: {text}" for step, text in STEP_TEXT.items())
+        + ". ByzFL's cell includes decoding the replies into its (n, d) matrix and the result back into "
+        "an ArrayRecord; it gets f + 1 for Krum and Multi-Krum (its Krum scores n - f - 1 neighbours, "
+        "Blanchard et al.'s n - f - 2) and averages unweighted; fedsec's and Flower's Multi-Krum keep "
+        "n - f - 1, so all three compute the same rule. Threads: BLAS, OpenMP and torch limited to the "
+        "row's count (threadpoolctl, torch.set_num_threads).",
+    ]
+    measured = [r for r in rows if r["ms"] is not None and r["floor_ratio"] is not None]
+    for model, n in {(r["model"], r["clients"]) for r in measured if r["threads"] == 1}:
+        cell = [r for r in measured if r["model"] == model and r["clients"] == n and r["threads"] == 1]
+        worst = max(cell, key=lambda r: r["floor_ratio"])
+        within = sum(1 for r in cell if r["floor_ratio"] <= 2.0)
+        notes.append(
+            f"aggregation {model} x{n}, 1 thread: {within} of {len(cell)} defenses within 2x of their "
+            f"floor; the largest ratio is {worst['strategy'].removesuffix('+guard')} at "
+            f"{worst['floor_ratio']:.2f}x ({worst['ms']:.0f} ms vs {worst['floor_ms']:.0f} ms)."
+        )
+    shares = [
+        r
+        for r in rows
+        if (r["model"], r["clients"], r["threads"]) == ("cnn", 100, 1)
+        and r["added_pct_of_round"] is not None
+        and r["strategy"] != "flower-fedavg"
+    ]
+    if shares:
+        notes.append(
+            f"aggregation cnn x100, share of a round ({shares[0]['round_s']:.2f}s, the 10-client cnn round): "
+            + ", ".join(
+                f"{r['strategy'].removesuffix('+guard')} {r['added_pct_of_round']:+.1f}%"
+                for r in sorted(shares, key=lambda r: -r["added_pct_of_round"])
+            )
+            + " over Flower's FedAvg."
+        )
+    if any(r.get("byzfl_status") == NOT_INSTALLED for r in rows):
+        notes.append(f"aggregation: {NOT_INSTALLED}; its cells are empty.")
+    if any(str(r["status"]).startswith("skipped") for r in rows):
+        notes.append(
+            "aggregation: a skipped (budget) cell was predicted from the previous client count "
+            "(n² for the pairwise rules, n³ for Flower's Bulyan, n^1.2 for the coordinate-wise rules, n "
+            f"otherwise) to exceed the per-cell budget of {plan.agg_cell_seconds:.0f}s."
+        )
+    return notes

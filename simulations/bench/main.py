@@ -1,0 +1,86 @@
+"""``run_bench``: every section in turn, then the cross-section figures, the notes, the files and tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedsec.bench import Budget, bench_document
+from simulations.bench.aggregation import bench_aggregation, fill_round_shares
+from simulations.bench.attacks import bench_attacks
+from simulations.bench.common import BENCH_FILE, MARKDOWN_FILE, BenchPlan, Context, machine
+from simulations.bench.findings import findings
+from simulations.bench.memory import bench_memory, foreign_flower_processes
+from simulations.bench.report import COLUMNS, markdown, print_tables
+from simulations.bench.rounds import bench_simulation, round_reference
+from simulations.bench.scale import bench_scale
+
+__all__ = ["run_bench"]
+
+#: Flower's INFO lines and the defenses' per-client "dropped client" warnings (hundreds per
+#: aggregate_train at 200 clients) would flood the console and time the logging, not the math.
+QUIET = {"flwr": logging.WARNING, "strategies": logging.ERROR, "fedsec": logging.ERROR}
+
+
+def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
+    """Run every section, print the tables, write ``bench.json`` and ``bench.md`` to ``out``."""
+    out = out.expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    plan = BenchPlan.for_mode(quick=quick)
+    ctx = Context(plan=plan, out=out, console=console, budget=Budget(plan.deadline_seconds))
+    levels = {name: logging.getLogger(name).level for name in QUIET}
+    for name, quiet_level in QUIET.items():
+        logging.getLogger(name).setLevel(quiet_level)
+    foreign = foreign_flower_processes()
+    if foreign:
+        console.print(
+            f"[yellow]warning:[/yellow] {len(foreign)} Flower/Ray processes of another run are alive; "
+            "timings will be skewed"
+        )
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    sections: dict[str, list[dict[str, Any]]] = {name: [] for name in COLUMNS}
+    try:
+        # Flower runs first: right after the caller checked that no other Flower run is alive.
+        sections["simulation"], sections["memory"] = bench_simulation(ctx)
+        sections["memory"] += bench_memory(ctx)
+        sections["scale"] = bench_scale(ctx)
+        sections["aggregation"] = bench_aggregation(ctx)
+        # A defense's share of a round needs a round of its model: the simulation's, else its floor.
+        models = sorted({row["model"] for row in sections["aggregation"] if row.get("ms") is not None})
+        if ctx.budget.allows(30.0 * len(models)):
+            round_reference(ctx, models)
+        sections["attacks"] = bench_attacks(ctx)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    fill_round_shares(sections["aggregation"], ctx)
+    info["load_avg_end"] = round(os.getloadavg()[0], 2)
+    if info["load_avg_start"] > 0.5 * (os.cpu_count() or 1):  # the end is loaded by the bench itself
+        ctx.notes.append(
+            f"the machine was busy with other work (1-minute load average {info['load_avg_start']} at the "
+            f"start on {os.cpu_count()} cores): absolute times are inflated; the ratios, measured side by "
+            "side, hold better."
+        )
+    if foreign:
+        ctx.notes.append(f"{len(foreign)} Flower/Ray processes of another run were alive at the start.")
+    document = bench_document(
+        date=date,
+        machine=info,
+        quick=quick,
+        sections=sections,
+        notes=[*findings(sections, plan), *ctx.notes],
+        wall_seconds=time.perf_counter() - ctx.started,
+    )
+    (out / BENCH_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    (out / MARKDOWN_FILE).write_text(markdown(document))
+    print_tables(console, document)
+    console.print(f"wrote {out / BENCH_FILE} and {out / MARKDOWN_FILE} in {document['wall_seconds']:.0f}s")
+    return document
