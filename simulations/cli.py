@@ -38,6 +38,7 @@ from fedsec.results import (
     write_atomically,
 )
 from simulations import launcher
+from simulations.html_report import REPORT_FILE, write_html
 from simulations.launcher import FlowerSession
 from simulations.report import render_report
 from simulations.scenarios import SWEEP_KEY, Scenario, available, load_scenario, with_sweep
@@ -183,7 +184,8 @@ def _follow(
         f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s "
         f"(startup {outcome.startup_seconds:.1f}s); records in {outcome.out_dir}"
     )
-    console.print(f"plot: {out / ACCURACY_PLOT}; report: fedsec report {out}")
+    report = write_html([out], out / REPORT_FILE)
+    console.print(f"plot: {out / ACCURACY_PLOT}; report: {report}")
     return 0
 
 
@@ -271,6 +273,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
         console.print(render_report([plan.base]), markup=False)
         console.print(f"sweep summary: {plan.base / 'summary.json'} ({len(summary['runs'])} runs)")
+        console.print(f"report: {write_html([plan.base], plan.base / REPORT_FILE)}")
     return 0
 
 
@@ -349,8 +352,12 @@ def cmd_docs(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out).expanduser().resolve() if args.out else None
-    text = render_report([Path(d) for d in args.runs], out)
-    sys.stdout.write(text)
+    runs = [Path(d) for d in args.runs]
+    text = render_report(runs, out)
+    if args.html:
+        print(f"wrote {write_html(runs, Path(args.html).expanduser())}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     if out is not None:
         print(f"wrote {out / 'report.md'} and {out / 'accuracy.png'}", file=sys.stderr)
     return 0
@@ -419,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render runs into Markdown tables and plots")
     report.add_argument("runs", nargs="+", help="run output directories")
     report.add_argument("--out", help="also write report.md and accuracy.png to this directory")
+    report.add_argument(
+        "--html", metavar="FILE", help="write one self-contained HTML page (tables, curves, heatmaps) instead"
+    )
     report.set_defaults(handler=cmd_report)
     bench = sub.add_parser("bench", help="time rounds, defenses and attacks against their references")
     bench.add_argument("--quick", action="store_true", help="small sizes; finishes in under 5 minutes")

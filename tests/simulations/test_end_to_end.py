@@ -51,6 +51,8 @@ def check_run(out: Path, completed: subprocess.CompletedProcess[str], rounds: in
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == rounds and summary["final"]["accuracy"] == records[-1]["accuracy"]
     assert (out / "accuracy.png").stat().st_size > 1000
+    assert f"report: {out / 'report.html'}" in " ".join(completed.stdout.split())
+    assert "<polyline" in (out / "report.html").read_text()
     assert leftover_processes(out) == []
 
 
