@@ -2,15 +2,27 @@
 
 ``docs/configuration.md`` lists every run-config key of :class:`fedsec.config.RunConfig` with its
 default and meaning, grouped under the ``# --- title`` comments of the schema's source, so the page
-changes exactly when the schema does.  ``tests/test_docs.py`` fails when a committed page differs
-from what this module generates.
+changes exactly when the schema does.
+
+Results tables come from recorded runs committed under ``docs/results/NAME/`` (each run's
+``summary.json`` and ``metrics.jsonl``, and ``command.txt``: the command that recorded them).  A
+page asks for them with a marker block::
+
+    <!-- results: NAME tables="Table A,Table B" -->
+    (generated)
+    <!-- /results -->
+
+and ``fedsec docs`` rewrites what is between the markers: the command, the runs' final metrics
+and the named paper-style tables (all of them without ``tables=``).  ``tests/test_docs.py`` fails
+when a committed page differs from what this module generates.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedsec.config import RunConfig
@@ -77,13 +89,79 @@ def configuration_markdown() -> str:
 PAGES: dict[str, Callable[[], str]] = {"docs/configuration.md": configuration_markdown}
 
 
+_BLOCK = re.compile(
+    r"(?P<open><!-- results: (?P<name>[\w./-]+)(?: tables=\"(?P<tables>[^\"]*)\")? -->\n)"
+    r"(?P<body>.*?)(?P<close><!-- /results -->)",
+    flags=re.DOTALL,
+)
+#: Final metrics shown for recorded runs, when a run has them.
+FINAL_METRICS = {
+    "accuracy": "final accuracy",
+    "asr": "final ASR",
+    "targeted_accuracy": "targeted accuracy",
+    "class_flip_rate": "class flip rate",
+}
+
+
+def results_block(name: str, tables: Sequence[str] | None, root: Path | None = None) -> str:
+    """The Markdown for the recorded runs in ``docs/results/NAME`` (see the module docstring)."""
+    from simulations.report import _runs_of, markdown_table, paper_table
+
+    root = ROOT if root is None else root
+    base = root / "docs" / "results" / name
+    if not (base / "summary.json").is_file():
+        raise FileNotFoundError(f"docs/results/{name} holds no summary.json")
+    summary = json.loads((base / "summary.json").read_text())
+    command = (base / "command.txt").read_text().strip() if (base / "command.txt").is_file() else "?"
+    runs = _runs_of(base, summary)
+    shown = [
+        key for key in FINAL_METRICS if any((s.get("final") or {}).get(key) is not None for _, s, _ in runs)
+    ]
+    rows = [
+        [label, s.get("rounds"), *((s.get("final") or {}).get(key) for key in shown), s.get("seconds")]
+        for label, s, _ in runs
+    ]
+    parts = [
+        f"Recorded with `{command}` (records: `docs/results/{name}/`).",
+        "",
+        markdown_table(["run", "rounds", *(FINAL_METRICS[k] for k in shown), "seconds"], rows),
+    ]
+    stored = summary.get("tables") or {}
+    for table in stored if tables is None else tables:
+        if table not in stored:
+            raise KeyError(f"docs/results/{name} has no table {table!r}; it has: {', '.join(stored)}")
+        parts += ["", f"**{table}**", "", paper_table(stored[table])]
+    return "\n".join(parts) + "\n"
+
+
+def fill_results(text: str, root: Path | None = None) -> str:
+    """``text`` with every results block regenerated."""
+
+    def block(match: re.Match[str]) -> str:
+        wanted = match["tables"]
+        tables = [t.strip() for t in wanted.split(",") if t.strip()] if wanted is not None else None
+        return match["open"] + results_block(match["name"], tables, root) + match["close"]
+
+    return _BLOCK.sub(block, text)
+
+
+def _pages(root: Path) -> dict[str, str]:
+    """Every generated page (relative path → its text as generated)."""
+    pages = {relative: render() for relative, render in PAGES.items()}
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        relative = str(path.relative_to(root))
+        if relative not in pages and path.is_file() and "<!-- results: " in path.read_text():
+            pages[relative] = fill_results(path.read_text(), root)
+    return pages
+
+
 def stale_pages(root: Path | None = None) -> list[str]:
     """The generated pages under ``root`` (default :data:`ROOT`) that differ from what they generate."""
     root = ROOT if root is None else root
     stale = []
-    for relative, render in PAGES.items():
+    for relative, text in _pages(root).items():
         path = root / relative
-        if not path.is_file() or path.read_text() != render():
+        if not path.is_file() or path.read_text() != text:
             stale.append(relative)
     return stale
 
@@ -91,9 +169,11 @@ def stale_pages(root: Path | None = None) -> list[str]:
 def write_pages(root: Path | None = None) -> list[str]:
     """Write every generated page under ``root`` (default :data:`ROOT`); return the ones that changed."""
     root = ROOT if root is None else root
-    changed = stale_pages(root)
-    for relative in changed:
+    changed = []
+    for relative, text in _pages(root).items():
         path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(PAGES[relative]())
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            changed.append(relative)
     return changed

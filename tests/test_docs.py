@@ -1,7 +1,10 @@
 """Generated docs: the committed pages are what `fedsec docs` writes, and they cover the whole schema."""
 
+import json
 import re
 import shutil
+
+import pytest
 
 from fedsec.config import RunConfig
 from simulations import docgen
@@ -36,3 +39,45 @@ def test_docs_check_reports_a_stale_page_and_docs_rewrites_it(tmp_path, monkeypa
     assert main(["docs"]) == 0
     assert page.read_text() == docgen.configuration_markdown()
     assert main(["docs", "--check"]) == 0
+
+
+def recorded(root, name, *, accuracy, tables):
+    base = root / "docs" / "results" / name
+    base.mkdir(parents=True)
+    summary = {
+        "scenario": name,
+        "rounds": 3,
+        "final": {"accuracy": accuracy},
+        "seconds": 9.5,
+        "tables": tables,
+    }
+    (base / "summary.json").write_text(json.dumps(summary))
+    (base / "command.txt").write_text(f"fedsec run {name}\n")
+
+
+def test_results_blocks_are_generated_from_the_recorded_runs_and_go_stale_when_a_record_changes(tmp_path):
+    recorded(tmp_path, "demo", accuracy=0.9, tables={"T1": {"row": {"col": 0.5}}, "T2": {"r": {"c": 1}}})
+    page = tmp_path / "docs" / "demo.md"
+    page.write_text(
+        '# Demo\n\n<!-- results: demo tables="T2" -->\ntyped by hand\n<!-- /results -->\n\nafter\n'
+    )
+    (tmp_path / "docs" / "configuration.md").write_text(docgen.configuration_markdown())
+    assert docgen.stale_pages(tmp_path) == ["docs/demo.md"]
+    assert docgen.write_pages(tmp_path) == ["docs/demo.md"]
+    text = page.read_text()
+    assert "typed by hand" not in text and text.endswith("<!-- /results -->\n\nafter\n")
+    assert "Recorded with `fedsec run demo` (records: `docs/results/demo/`)." in text
+    assert "| demo | 3 | 0.9000 | 9.5000 |" in text
+    assert "**T2**" in text and "| r | 1 |" in text and "**T1**" not in text
+    assert docgen.stale_pages(tmp_path) == []
+    summary = tmp_path / "docs" / "results" / "demo" / "summary.json"
+    summary.write_text(summary.read_text().replace("0.9", "0.8"))
+    assert docgen.stale_pages(tmp_path) == ["docs/demo.md"]
+
+
+def test_a_results_block_naming_a_missing_table_or_record_fails_with_what_exists(tmp_path):
+    recorded(tmp_path, "demo", accuracy=0.9, tables={"T1": {}})
+    with pytest.raises(KeyError, match="has no table 'T9'; it has: T1"):
+        docgen.results_block("demo", ["T9"], tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"docs/results/none holds no summary\.json"):
+        docgen.results_block("none", None, tmp_path)
