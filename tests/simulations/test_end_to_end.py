@@ -142,6 +142,9 @@ def test_colluders_with_the_pk_hook_and_detectors_through_flower(tmp_path):
         assert all(attackers <= set(r["update_stats"]) and "flagged_by" in r for r in judged)
         assert all(sum(r["detection"]["detectors"].values()) == 10 for r in judged)
         assert "targeted_accuracy" in records[-1]
-        assert leftover_processes(out / name) == []
+        assert (out / name / "logs" / "run.log").is_file()
+    # both runs shared one SuperLink and one Ray head (logs and process tag in OUT/logs), all stopped
+    assert (out / "logs" / "ray-head.log").is_file() and not (out / "PK" / "logs" / "superlink.log").exists()
+    assert leftover_processes(out) == []
     max_l2 = summary["tables"]["Max L2 distance per iteration (Table 3)"]
     assert max(max_l2["SAnoDC"].values()) > max(max_l2["PK"].values())

@@ -63,20 +63,6 @@ def test_an_address_where_no_ray_answers_is_refused_before_anything_starts(tmp_p
     assert issubclass(LaunchError, FedsecError)
 
 
-@pytest.mark.slow
-def test_a_sessions_ray_head_answers_while_it_runs_and_is_gone_with_every_process_after(tmp_path):
-    with simulation_session(tmp_path, ray_head=True) as session:
-        address = session.ray_address
-        assert address.startswith("127.0.0.1:")
-        assert ray_cluster_answers(address)
-        assert session.env["RAY_ADDRESS"] == address  # what the SuperLink hands its simulations
-        tag = session.tag
-        assert tagged_pids(tag)
-    assert tagged_pids(tag) == []
-    assert not ray_cluster_answers(address)
-    assert "Ray runtime started" in (tmp_path / "ray-head.log").read_text()
-
-
 @pytest.fixture
 def ray_cluster() -> Iterator[tuple[str, Path]]:
     """A Ray head node as a user starts one (``ray start --head``); its address and temp dir."""
