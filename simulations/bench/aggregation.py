@@ -271,8 +271,11 @@ def _time_byzfl(cell: Cell, label: str, *, f: int, beta: float) -> Timing:
     """ByzFL's version of ``label``: decode the replies, aggregate, back to an ArrayRecord."""
 
     def make() -> Callable[[], bool]:
+        aggregator = peers.BYZFL[label].build(cell.n, f, beta)  # imports ByzFL outside the timed calls
+
         def call() -> bool:
-            return peers.byzfl_aggregate(label, cell.replies, f=f, beta=beta) is not None
+            result = peers.byzfl_aggregate(label, cell.replies, f=f, beta=beta, aggregator=aggregator)
+            return result is not None
 
         return call
 

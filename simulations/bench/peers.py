@@ -113,10 +113,21 @@ def _unflatten(vector: np.ndarray, shapes: Sequence[tuple[tuple[int, ...], np.dt
     return out
 
 
-def byzfl_aggregate(label: str, replies: Sequence[Message], *, f: int, beta: float) -> ArrayRecord:
-    """ByzFL's version of ``label`` on ``replies``: decode, aggregate, back to an ``ArrayRecord``."""
+def byzfl_aggregate(
+    label: str,
+    replies: Sequence[Message],
+    *,
+    f: int,
+    beta: float,
+    aggregator: Callable[[object], object] | None = None,
+) -> ArrayRecord:
+    """ByzFL's version of ``label`` on ``replies``: decode, aggregate, back to an ``ArrayRecord``.
+
+    ``aggregator``: ``BYZFL[label].build(...)`` made beforehand (a timed call should not import ByzFL).
+    """
     peer = BYZFL[label]
-    aggregator = peer.build(len(replies), f, beta)
+    if aggregator is None:
+        aggregator = peer.build(len(replies), f, beta)
     matrix = decode_matrix(replies)
     result = aggregator(torch.from_numpy(matrix) if peer.tensor else matrix)
     vector = result.numpy() if isinstance(result, torch.Tensor) else np.asarray(result)
