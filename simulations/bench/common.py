@@ -64,6 +64,8 @@ class BenchPlan:
     scale_fractions: tuple[float, ...]
     scale_clients: int
     scale_rounds: int
+    #: One-round runs timed alone and in a shared federation (start-up section); < 2 skips it.
+    startup_runs: int
     deadline_seconds: float
 
     @classmethod
@@ -89,7 +91,8 @@ class BenchPlan:
                 scale_fractions=(),
                 scale_clients=1000,
                 scale_rounds=2,
-                deadline_seconds=265.0,
+                startup_runs=2,
+                deadline_seconds=290.0,
             )
         return cls(
             quick=False,
@@ -111,6 +114,7 @@ class BenchPlan:
             scale_fractions=(0.01, 0.1),
             scale_clients=1000,
             scale_rounds=3,
+            startup_runs=5,
             deadline_seconds=math.inf,
         )
 

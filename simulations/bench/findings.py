@@ -25,6 +25,7 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
             f"quick mode trains {plan.local_epochs} local epoch(s) per round "
             "(the full run uses the scenario's 2)."
         )
+    notes += startup_findings(sections.get("startup", []))
     for row in sections["simulation"]:
         if row.get("round_s") is None or row.get("floor_s") is None:
             continue
@@ -122,3 +123,18 @@ def aggregation_findings(rows: list[dict[str, Any]], plan: BenchPlan) -> list[st
             f"otherwise) to exceed the per-cell budget of {plan.agg_cell_seconds:.0f}s."
         )
     return notes
+
+
+def startup_findings(rows: list[dict[str, Any]]) -> list[str]:
+    """What sharing one SuperLink and one Ray head saves a sweep, from the start-up rows."""
+    by_mode = {row.get("mode"): row for row in rows}
+    alone, shared = by_mode.get("alone"), by_mode.get("shared")
+    if not alone or not shared or None in (alone.get("extra_startup_s"), shared.get("extra_startup_s")):
+        return []
+    return [
+        f"start-up: a run alone takes {alone['extra_startup_s']:.1f}s from start to its round-0 record; "
+        f"in a shared federation the first run takes {shared['first_startup_s']:.1f}s (it starts the "
+        f"Ray head and the SuperLink) and each extra run {shared['extra_startup_s']:.1f}s (Flower still "
+        f"creates the client actors per run). {shared['runs']} runs: {alone['total_s']:.0f}s alone, "
+        f"{shared['total_s']:.0f}s shared."
+    ]

@@ -21,6 +21,7 @@ from simulations.bench.memory import bench_memory, foreign_flower_processes
 from simulations.bench.report import COLUMNS, markdown, print_tables
 from simulations.bench.rounds import bench_simulation, round_reference
 from simulations.bench.scale import bench_scale
+from simulations.bench.startup import bench_startup
 
 __all__ = ["run_bench"]
 
@@ -50,6 +51,7 @@ def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
     try:
         # Flower runs first: right after the caller checked that no other Flower run is alive.
         sections["simulation"], sections["memory"] = bench_simulation(ctx)
+        sections["startup"] = bench_startup(ctx)
         sections["memory"] += bench_memory(ctx)
         sections["scale"] = bench_scale(ctx)
         sections["aggregation"] = bench_aggregation(ctx)

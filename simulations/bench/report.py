@@ -29,6 +29,14 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("cli_poll_cpu_s", "poll CPU s", ".0f"),
         ("status", "status", "s"),
     ],
+    "startup": [
+        ("mode", "runs", "s"),
+        ("runs", "N", "d"),
+        ("first_startup_s", "first run: start→round 0 s", ".1f"),
+        ("extra_startup_s", "each extra run s", ".1f"),
+        ("total_s", "all runs s", ".1f"),
+        ("status", "status", "s"),
+    ],
     "aggregation": [
         ("model", "model", "s"),
         ("clients", "clients", "d"),
@@ -86,6 +94,7 @@ FALLBACK = {"flower_ms": "flower_status", "byzfl_ms": "byzfl_status"}
 
 TITLES = {
     "simulation": "1. simulation overhead: flwr run (Ray) vs in-process compute floor, per round",
+    "startup": "1b. start-up per run: alone vs one shared SuperLink + Ray head",
     "aggregation": "2. aggregation and defense cost per aggregate_train (synthetic updates): "
     "fedsec vs its numpy floor, Flower and ByzFL",
     "attacks": "3. attack generation, seconds per 100 images (LeNet-5, MNIST-5k)",

@@ -440,3 +440,18 @@ def test_plain_pgd_stays_in_the_ball_and_one_full_step_without_start_is_fgsm():
     assert float((adv - x).abs().max()) <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     one = plain_pgd(model, x, y, eps=0.1, eps_step=0.1, max_iter=1, random_init=False)
     torch.testing.assert_close(one, plain_fgsm(model, x, y, eps=0.1))
+
+
+def test_startup_rows_report_the_first_run_and_the_mean_extra_run_per_mode_and_the_note_compares_them():
+    from simulations.bench.findings import startup_findings
+    from simulations.bench.startup import startup_rows
+
+    rows = startup_rows([20.0, 18.0, 16.0], [27.0, 8.0, 6.0], {"alone": 90.0, "shared": 60.0})
+    assert rows == [
+        {"mode": "alone", "runs": 3, "first_startup_s": 20.0, "extra_startup_s": 17.0, "total_s": 90.0},
+        {"mode": "shared", "runs": 3, "first_startup_s": 27.0, "extra_startup_s": 7.0, "total_s": 60.0},
+    ]
+    (note,) = startup_findings(rows)
+    assert "a run alone takes 17.0s" in note and "first run takes 27.0s" in note
+    assert "each extra run 7.0s" in note and "3 runs: 90s alone, 60s shared" in note
+    assert startup_findings([{"mode": "skipped", "runs": 1, "status": "skipped (time budget)"}]) == []
