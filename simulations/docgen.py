@@ -13,7 +13,9 @@ page asks for them with a marker block::
     <!-- /results -->
 
 and ``fedsec docs`` rewrites what is between the markers: the command, the runs' final metrics
-and the named paper-style tables (all of them without ``tables=``).  ``tests/test_docs.py`` fails
+and the named paper-style tables (all of them without ``tables=``).  ``<!-- bench: NAME -->`` …
+``<!-- /bench -->`` blocks hold the tables and notes of ``docs/results/NAME/bench.json``
+(``fedsec bench``).  ``tests/test_docs.py`` fails
 when a committed page differs from what this module generates.
 """
 
@@ -134,8 +136,31 @@ def results_block(name: str, tables: Sequence[str] | None, root: Path | None = N
     return "\n".join(parts) + "\n"
 
 
+_BENCH_BLOCK = re.compile(
+    r"(?P<open><!-- bench: (?P<name>[\w./-]+) -->\n)(?P<body>.*?)(?P<close><!-- /bench -->)", flags=re.DOTALL
+)
+
+
+def bench_block(name: str, root: Path | None = None) -> str:
+    """The Markdown tables and notes of the recorded ``docs/results/NAME/bench.json`` (``fedsec bench``)."""
+    from simulations.bench.report import markdown
+
+    root = ROOT if root is None else root
+    path = root / "docs" / "results" / name / "bench.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"docs/results/{name} holds no bench.json")
+    base = path.parent
+    command = (base / "command.txt").read_text().strip() if (base / "command.txt").is_file() else "?"
+    return f"Recorded with `{command}` (records: `docs/results/{name}/`).\n\n" + markdown(
+        json.loads(path.read_text())
+    )
+
+
 def fill_results(text: str, root: Path | None = None) -> str:
-    """``text`` with every results block regenerated."""
+    """``text`` with every results and bench block regenerated."""
+    text = _BENCH_BLOCK.sub(
+        lambda match: match["open"] + bench_block(match["name"], root) + match["close"], text
+    )
 
     def block(match: re.Match[str]) -> str:
         wanted = match["tables"]
@@ -150,8 +175,9 @@ def _pages(root: Path) -> dict[str, str]:
     pages = {relative: render() for relative, render in PAGES.items()}
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         relative = str(path.relative_to(root))
-        if relative not in pages and path.is_file() and "<!-- results: " in path.read_text():
-            pages[relative] = fill_results(path.read_text(), root)
+        text = path.read_text() if path.is_file() else ""
+        if relative not in pages and ("<!-- results: " in text or "<!-- bench: " in text):
+            pages[relative] = fill_results(text, root)
     return pages
 
 

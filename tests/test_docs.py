@@ -81,3 +81,21 @@ def test_a_results_block_naming_a_missing_table_or_record_fails_with_what_exists
         docgen.results_block("demo", ["T9"], tmp_path)
     with pytest.raises(FileNotFoundError, match=r"docs/results/none holds no summary\.json"):
         docgen.results_block("none", None, tmp_path)
+
+
+def test_bench_blocks_hold_the_recorded_bench_tables(tmp_path):
+    from tests.simulations.test_bench import _document
+
+    base = tmp_path / "docs" / "results" / "bench-demo"
+    base.mkdir(parents=True)
+    (base / "bench.json").write_text(json.dumps(_document()))
+    (base / "command.txt").write_text("fedsec bench --quick\n")
+    (tmp_path / "docs" / "configuration.md").write_text(docgen.configuration_markdown())
+    page = tmp_path / "docs" / "benchmarks.md"
+    page.write_text("# B\n\n<!-- bench: bench-demo -->\nold numbers\n<!-- /bench -->\n")
+    assert docgen.write_pages(tmp_path) == ["docs/benchmarks.md"]
+    text = page.read_text()
+    assert "old numbers" not in text and "Recorded with `fedsec bench --quick`" in text
+    assert "| cnn | 100 | 1 | krum+guard | 50.0 |" in text and "- a note" in text
+    with pytest.raises(FileNotFoundError, match=r"docs/results/none holds no bench\.json"):
+        docgen.bench_block("none", tmp_path)

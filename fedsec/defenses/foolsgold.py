@@ -153,33 +153,52 @@ class FoolsGoldHistory:
 
     Each call to :meth:`update` adds the round's update to the history of the
     client that sent it; a client seen for the first time starts from zero.
-    The stored arrays are private copies: neither the caller's updates nor the
-    returned matrices alias them.
+    The histories are the rows of one private ``(clients, d)`` matrix in the
+    updates' precision, accumulated in place (one pass over the round's updates,
+    no per-round copy of every history).
     """
 
     def __init__(self) -> None:
-        self._history: dict[str, np.ndarray] = {}
+        self._index: dict[str, int] = {}
+        self._rows: np.ndarray | None = None  # (capacity, d); rows [0, len(self)) are in use
         self._dim: int | None = None
 
     def __len__(self) -> int:
-        return len(self._history)
+        return len(self._index)
 
     def __contains__(self, client_id: object) -> bool:
-        return client_id in self._history
+        return client_id in self._index
 
     @property
     def history(self) -> dict[str, np.ndarray]:
         """A copy of ``{client id: accumulated update}``."""
-        return {cid: h.copy() for cid, h in self._history.items()}
+        if self._rows is None:
+            return {}
+        return {cid: self._rows[i].copy() for cid, i in self._index.items()}
 
     @classmethod
     def from_history(cls, history: dict[str, np.ndarray]) -> FoolsGoldHistory:
         """A history holding copies of ``{client id: accumulated update}`` (e.g. from a checkpoint)."""
         restored = cls()
-        for cid, row in history.items():
-            restored._history[str(cid)] = np.array(row, copy=True)
-            restored._dim = int(np.asarray(row).size)
+        rows = [np.asarray(row).reshape(-1) for row in history.values()]
+        if rows:
+            restored._rows = np.array(np.stack(rows), copy=True)
+            restored._dim = int(restored._rows.shape[1])
+            restored._index = {str(cid): i for i, cid in enumerate(history)}
         return restored
+
+    def _grow(self, new: int, dim: int, dtype: np.dtype) -> None:
+        """Room for ``new`` more clients (capacity doubles, so growth is amortised)."""
+        used = len(self._index)
+        capacity = 0 if self._rows is None else self._rows.shape[0]
+        if used + new <= capacity:
+            return
+        grown = np.zeros(
+            (max(used + new, 2 * capacity), dim), dtype=dtype if self._rows is None else self._rows.dtype
+        )
+        if self._rows is not None and used:
+            grown[:used] = self._rows[:used]
+        self._rows = grown
 
     def update(self, ids: Sequence[str], updates: np.ndarray | UpdateMatrix) -> np.ndarray:
         """Add this round's updates to the clients' histories and return their history rows.
@@ -195,8 +214,11 @@ class FoolsGoldHistory:
         Returns
         -------
         numpy.ndarray
-            Array ``(n, d)`` in the updates' precision: the accumulated history of
-            ``ids[i]`` (this round included) in row ``i``; a new array.
+            Array ``(n, d)`` in the history's precision (the first updates'): the
+            accumulated history of ``ids[i]`` (this round included) in row ``i``.
+            A read-only view of the history when ``ids`` are stored rows in
+            order (every round of a fixed federation), else a new array; valid
+            until the next :meth:`update`.
 
         Raises
         ------
@@ -225,10 +247,19 @@ class FoolsGoldHistory:
             )
 
         self._dim = rows.shape[1]
-        for cid, row in zip(id_list, rows, strict=True):
-            previous = self._history.get(cid)
-            if previous is None:
-                self._history[cid] = row.copy()
-            else:
-                previous += row  # our own copy: accumulated in place, no temporary
-        return np.stack([self._history[cid] for cid in id_list])  # one copy, the caller's
+        new = [cid for cid in id_list if cid not in self._index]
+        self._grow(len(new), rows.shape[1], rows.dtype)
+        assert self._rows is not None
+        for cid in new:
+            self._index[cid] = len(self._index)  # a new client's history starts at zero
+        positions = [self._index[cid] for cid in id_list]
+        for row, position in zip(rows, positions, strict=True):
+            self._rows[position] += row  # in place, no temporary
+        first = positions[0]
+        if positions == list(range(first, first + len(positions))):
+            view = self._rows[
+                first : first + len(positions)
+            ].view()  # the usual case: same clients, same order
+            view.flags.writeable = False
+            return view
+        return self._rows[positions]  # a copy, in the caller's order

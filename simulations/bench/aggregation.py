@@ -167,6 +167,10 @@ class Cell:
     def strategy_call(self, build: Callable[[], Strategy]) -> Callable[[], Callable[[], bool]]:
         def make() -> Callable[[], bool]:
             strategy = build()
+            # One untimed round first: stateful defenses allocate their state in their first round
+            # (FoolsGold's (clients, d) history, FDA³'s Adam moments); the timed calls are the rounds
+            # after it, which every run but its first round pays.
+            strategy.aggregate_train(1, fresh_replies(self.replies))
             return lambda: strategy.aggregate_train(1, fresh_replies(self.replies))[0] is not None
 
         return make

@@ -150,16 +150,39 @@ def test_history_accumulates_across_rounds_and_starts_new_ids_at_zero():
     np.testing.assert_array_equal(history.history["a"], [2.0, 1.0])
 
 
-def test_history_never_aliases_caller_or_returned_arrays():
+def test_history_never_aliases_caller_arrays_and_what_it_returns_cannot_change_it():
     history = FoolsGoldHistory()
-    updates = np.array([[1.0, 1.0]])
+    updates = np.array([[1.0, 1.0], [2.0, 2.0]])
 
-    returned = history.update(["a"], updates)
+    returned = history.update(["a", "b"], updates)  # stored rows in order: a read-only view
     updates[:] = 100.0
-    returned[:] = -100.0
+    assert not returned.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        returned[:] = -100.0
     history.history["a"][:] = 7.0
+    reordered = history.update(["b", "a"], np.zeros((2, 2)))  # another order: a copy
+    reordered[:] = -5.0
 
-    np.testing.assert_array_equal(history.update(["a"], np.zeros((1, 2))), [[1.0, 1.0]])
+    np.testing.assert_array_equal(history.update(["a", "b"], np.zeros((2, 2))), [[1.0, 1.0], [2.0, 2.0]])
+
+
+def test_history_rows_grow_for_new_clients_and_survive_a_checkpoint_round_trip():
+    history = FoolsGoldHistory()
+    rng = np.random.default_rng(0)
+    seen: dict[str, np.ndarray] = {}
+    for rnd in range(6):
+        ids = [f"c{i}" for i in rng.choice(9, size=4, replace=False)]
+        updates = rng.normal(size=(4, 3)).astype(np.float32)
+        rows = history.update(ids, updates)
+        for cid, update in zip(ids, updates, strict=True):
+            seen[cid] = seen.get(cid, np.zeros(3, np.float32)) + update
+        np.testing.assert_allclose(rows, np.stack([seen[c] for c in ids]), rtol=1e-6)
+        assert rows.dtype == np.float32 and len(history) == len(seen), rnd
+    restored = FoolsGoldHistory.from_history(history.history)
+    ids = sorted(seen)
+    np.testing.assert_array_equal(
+        restored.update(ids, np.zeros((len(ids), 3))), np.stack([seen[c] for c in ids])
+    )
 
 
 @pytest.mark.parametrize(
