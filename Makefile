@@ -16,7 +16,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"  # bench: ByzFL, which tests compare with
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install fedsec with pinned torch/torchvision
@@ -38,7 +38,6 @@ deploy: $(STAMP)  ## the quickstart on Flower's deployment engine: SuperLink + 2
 	$(VENV)/bin/fedsec deploy $(SCENARIO) --nodes 2 $(ARGS)
 
 bench: $(STAMP)  ## time rounds, defenses and attacks against their references (ARGS=--quick for < 5 min)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	$(VENV)/bin/fedsec bench $(ARGS)
 
 docs: $(STAMP)  ## regenerate the generated pages of docs/ (docs/configuration.md)

@@ -51,7 +51,7 @@ FLOWER = {
     "bulyan": "flower-bulyan",
 }
 
-NOT_INSTALLED = "ByzFL not installed (make bench installs it)"
+NOT_INSTALLED = "ByzFL not installed (pip install -e .[bench]; make installs it)"
 
 
 @dataclass(frozen=True)

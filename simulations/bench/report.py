@@ -89,7 +89,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 #: A column whose value is missing shows this other key's text instead (why a peer was not timed:
-#: "ByzFL not installed (make bench installs it)", "skipped (budget; ...)", "failed: ...").
+#: "ByzFL not installed (pip install -e .[bench]; make installs it)", "skipped (budget; ...)", "failed: ...").
 FALLBACK = {"flower_ms": "flower_status", "byzfl_ms": "byzfl_status"}
 
 TITLES = {

@@ -207,7 +207,7 @@ def test_aggregation_cell_has_floor_and_peers_and_says_when_byzfl_is_missing(mon
         wall_seconds=1.0,
     )
     line = next(t for t in report.markdown(document).splitlines() if "| krum+guard |" in t)
-    assert "| ByzFL not installed (make bench installs it) |" in line
+    assert "| ByzFL not installed (pip install -e .[bench]; make installs it) |" in line
 
 
 def _replies(n, *, seed, equal_counts=False):
@@ -256,7 +256,7 @@ def test_floor_steps_compute_what_the_defenses_compute():
 
 @pytest.mark.parametrize("label", ["krum", "multikrum", "fedmedian", "fedtrimmedavg", "fedavg"])
 def test_byzfl_peer_aggregates_what_fedsecs_own_aggregator_does(label):
-    pytest.importorskip("byzfl")
+    assert peers.byzfl_available(), "ByzFL is missing: `make install` installs it (the bench extra)"
     n = 11
     # fedsec's averages weigh by num-examples, ByzFL's do not: equal counts make them the same rule.
     weights, replies = _replies(n, seed=5, equal_counts=True)
@@ -391,6 +391,11 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
     monkeypatch.setattr(bench_main, "bench_aggregation", lambda ctx: agg_rows)
     monkeypatch.setattr(bench_main, "bench_attacks", lambda ctx: attacks)
     monkeypatch.setattr(bench_main, "bench_simulation", stub_simulation)
+    startup = bench_startup_rows = [
+        {"mode": "alone", "runs": 2, "first_startup_s": 12.0, "extra_startup_s": 11.0, "total_s": 50.0},
+        {"mode": "shared", "runs": 2, "first_startup_s": 15.0, "extra_startup_s": 6.0, "total_s": 40.0},
+    ]
+    monkeypatch.setattr(bench_main, "bench_startup", lambda ctx: bench_startup_rows)
     monkeypatch.setattr(bench_main, "foreign_flower_processes", lambda own_tag=None: [])
 
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
@@ -407,6 +412,8 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
     assert document["sections"]["attacks"][0]["ratio"] == 2.0
     assert document["sections"]["memory"] == [memory]  # quick mode: only the 10-client runs
     assert document["sections"]["scale"][0]["status"].startswith("skipped (quick mode")
+    assert document["sections"]["startup"] == startup
+    assert any(note.startswith("start-up: a run alone takes 11.0s") for note in document["notes"])
     assert all(isinstance(n, str) for n in document["notes"])
     for rows in document["sections"].values():
         for row in rows:
