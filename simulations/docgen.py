@@ -105,6 +105,12 @@ FINAL_METRICS = {
 }
 
 
+def _command(base: Path) -> str:
+    """The command that recorded ``base`` (its ``command.txt``), or ``?``."""
+    path = base / "command.txt"
+    return path.read_text().strip() if path.is_file() else "?"
+
+
 def results_block(name: str, tables: Sequence[str] | None, root: Path | None = None) -> str:
     """The Markdown for the recorded runs in ``docs/results/NAME`` (see the module docstring)."""
     from simulations.report import _runs_of, markdown_table, paper_table
@@ -114,7 +120,7 @@ def results_block(name: str, tables: Sequence[str] | None, root: Path | None = N
     if not (base / "summary.json").is_file():
         raise FileNotFoundError(f"docs/results/{name} holds no summary.json")
     summary = json.loads((base / "summary.json").read_text())
-    command = (base / "command.txt").read_text().strip() if (base / "command.txt").is_file() else "?"
+    command = _command(base)
     runs = _runs_of(base, summary)
     shown = [
         key for key in FINAL_METRICS if any((s.get("final") or {}).get(key) is not None for _, s, _ in runs)
@@ -150,7 +156,7 @@ def bench_block(name: str, root: Path | None = None) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"docs/results/{name} holds no bench.json")
     base = path.parent
-    command = (base / "command.txt").read_text().strip() if (base / "command.txt").is_file() else "?"
+    command = _command(base)
     return f"Recorded with `{command}` (records: `docs/results/{name}/`).\n\n" + markdown(
         json.loads(path.read_text())
     )

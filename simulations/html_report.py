@@ -22,7 +22,7 @@ from typing import Any
 
 from fedsec.config import RunConfig
 from fedsec.results import read_summary
-from simulations.report import RunEntry, _is_sweep, _runs_of, run_labels
+from simulations.report import RunEntry, _is_sweep, _runs_of, format_value, run_labels, table_columns
 
 #: The page ``fedsec run`` writes into every run's output directory.
 REPORT_FILE = "report.html"
@@ -51,11 +51,7 @@ def _esc(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return _esc(value)
+    return _esc(format_value(value))
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, css: str = "") -> str:
@@ -65,9 +61,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, css: str
 
 
 def paper_table_html(table: Mapping[str, Mapping[str, Any]]) -> str:
-    columns: list[str] = []
-    for row in table.values():
-        columns += [c for c in row if c not in columns]
+    columns = table_columns(table)
     return html_table(["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()])
 
 

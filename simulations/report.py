@@ -18,7 +18,8 @@ from fedsec.results import plot_metric, read_metrics, read_summary
 IGNORED_FOR_LABELS = {"out-dir", "scenario"}
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell's text: "–" for None, floats to 4 decimals."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -29,7 +30,7 @@ def _fmt(value: Any) -> str:
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -138,11 +139,17 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
     return text
 
 
-def paper_table(table: Mapping[str, Mapping[str, Any]]) -> str:
-    """Render ``{row: {column: value}}`` with columns in first-seen order."""
+def table_columns(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The columns of ``{row: {column: value}}`` in first-seen order."""
     columns: list[str] = []
     for row in table.values():
         columns += [c for c in row if c not in columns]
+    return columns
+
+
+def paper_table(table: Mapping[str, Mapping[str, Any]]) -> str:
+    """Render ``{row: {column: value}}`` with columns in first-seen order."""
+    columns = table_columns(table)
     return markdown_table(
         ["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()]
     )

@@ -136,13 +136,19 @@ def load_scenario(name_or_path: str) -> Scenario:
         sweep=sweep,
     )
     scenario.config()  # validate now, with the file's name in any error
-    if sweep is not None:
-        for value in sweep.values:
-            try:
-                scenario.config(sweep.overrides(value))
-            except ConfigError as error:
-                raise ConfigError(f"scenario {path}, {sweep.label(value)}: {error}") from None
+    _check_runs(scenario, f"scenario {path}")
     return scenario
+
+
+def _check_runs(scenario: Scenario, where: str) -> None:
+    """Validate the config of every run of ``scenario``'s sweep; errors start with ``where``."""
+    if scenario.sweep is None:
+        return
+    for value in scenario.sweep.values:
+        try:
+            scenario.config(scenario.sweep.overrides(value))
+        except ConfigError as error:
+            raise ConfigError(f"{where}, {scenario.sweep.label(value)}: {error}") from None
 
 
 def _variant_tables(values: dict[str, Any], path: Path) -> tuple[object, object]:
@@ -206,11 +212,7 @@ def with_sweep(scenario: Scenario, text: str) -> Scenario:
     assert sweep is not None
     values = {k: v for k, v in scenario.values.items() if k not in (SWEEP_KEY, VARIANTS_KEY)}
     swept = replace(scenario, values=values, sweep=sweep)
-    for value in sweep.values:
-        try:
-            swept.config(sweep.overrides(value))
-        except ConfigError as error:
-            raise ConfigError(f"--set sweep={text}, {sweep.label(value)}: {error}") from None
+    _check_runs(swept, f"--set sweep={text}")
     return swept
 
 

@@ -391,11 +391,11 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
     monkeypatch.setattr(bench_main, "bench_aggregation", lambda ctx: agg_rows)
     monkeypatch.setattr(bench_main, "bench_attacks", lambda ctx: attacks)
     monkeypatch.setattr(bench_main, "bench_simulation", stub_simulation)
-    startup = bench_startup_rows = [
+    startup = [
         {"mode": "alone", "runs": 2, "first_startup_s": 12.0, "extra_startup_s": 11.0, "total_s": 50.0},
         {"mode": "shared", "runs": 2, "first_startup_s": 15.0, "extra_startup_s": 6.0, "total_s": 40.0},
     ]
-    monkeypatch.setattr(bench_main, "bench_startup", lambda ctx: bench_startup_rows)
+    monkeypatch.setattr(bench_main, "bench_startup", lambda ctx: startup)
     monkeypatch.setattr(bench_main, "foreign_flower_processes", lambda own_tag=None: [])
 
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
