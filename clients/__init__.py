@@ -33,7 +33,7 @@ def benign_client(
     cls: type[BenignClient] = BenignClient,
 ) -> BenignClient:
     """Build the honest client (or a ``cls`` subclass of it) for ``partition_id`` of ``num_partitions``."""
-    return cls(**client_parts(config, partition_id=partition_id, num_partitions=num_partitions))
+    return cls(**client_parts(config, partition_id=partition_id, num_partitions=num_partitions, state=state))
 
 
 def dipsen_client(

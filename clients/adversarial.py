@@ -5,12 +5,17 @@ Each round the cloud's fit config carries the attack schemes of every device
 the initial model.  The device
 
 1. keeps a buffer of natural examples the **initial** model classifies with
-   confidence ≥ ``fda3-confidence`` (``fda3-buffer-size`` of them);
+   confidence ≥ ``fda3-confidence`` (``fda3-buffer-size`` of them), labelled
+   with the model's predictions as in the paper (``fda3-buffer-labels =
+   "predicted"``), or only those it also gets right, with their true labels
+   (``"verified"``);
 2. turns the buffer into adversarial examples with each of its schemes, by
    transfer from the initial model (|att| schemes → |att| sets; the naturals
    are repeated to match), caching them on disk so later rounds — and a scheme
    added mid-run — only generate what is new;
-3. returns the gradients of ``α·CE(nat) + (1−α)·CE(adv)`` on one batch.
+3. returns the gradients of ``α·CE(nat) + (1−α)·CE(adv)`` on one batch (and,
+   for a model with buffers such as BatchNorm statistics, the batch's change
+   to each buffer, which the cloud averages).
 
 The first round's parameters are the initial model; the device caches them
 under their digest, so a scheme added at round r is still generated against the
@@ -136,6 +141,7 @@ class AdversarialClient(NumPyClient):
             "digest": digest,
             "size": self.config.fda3_buffer_size,
             "confidence": self.config.fda3_confidence,
+            "labels": self.config.fda3_buffer_labels,
         }
 
         def build_buffer() -> dict[str, torch.Tensor]:
@@ -144,6 +150,7 @@ class AdversarialClient(NumPyClient):
                 self.data,
                 threshold=self.config.fda3_confidence,
                 size=self.config.fda3_buffer_size,
+                labels=self.config.fda3_buffer_labels,
                 device=self.device,
             )
             return {"x": buffer.x, "y": buffer.y}

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from flwr.app import RecordDict
 from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 from torch import nn
@@ -52,7 +53,9 @@ class LocalDefense(Protocol):
     """A defense a device runs instead of plain local training (e.g. the layered defense's edge side).
 
     ``model`` is already on the run's device; the loops of :mod:`fedsec.training`
-    move the (CPU) data's batches to wherever the model is.
+    move the (CPU) data's batches to wherever the model is.  ``server_round`` is
+    the round of the train message (a defense whose behaviour is phased over
+    training reads it).
     """
 
     def train(
@@ -64,13 +67,20 @@ class LocalDefense(Protocol):
         generator: torch.Generator,
         epochs: int,
         batch_size: int,
+        server_round: int = 0,
     ) -> float:
         """Train ``model`` in place on ``data``; return the last epoch's mean loss."""
         ...
 
 
-def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -> dict[str, Any]:
-    """The constructor arguments every :class:`BenignClient` (and subclass) takes, for a partition."""
+def client_parts(
+    config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
+) -> dict[str, Any]:
+    """The constructor arguments every :class:`BenignClient` (and subclass) takes, for a partition.
+
+    ``state`` is the node's Flower ``context.state``; the edge defense keeps its
+    phased ABL isolation there.
+    """
     bundle = load_bundle(config)
     data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
     train_data, eval_data = split_local(
@@ -80,7 +90,7 @@ def client_parts(config: RunConfig, *, partition_id: int, num_partitions: int) -
     if config.edge_defense:
         from clients.edge_defense import edge_defense
 
-        defense = edge_defense(config)
+        defense = edge_defense(config, state=state)
     return {
         "config": config,
         "defense": defense,
@@ -177,6 +187,7 @@ class BenignClient(NumPyClient):
                 generator=generator,
                 epochs=epochs,
                 batch_size=self.config.batch_size,
+                server_round=server_round,
             )
         result = train(
             self.model,

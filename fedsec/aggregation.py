@@ -15,6 +15,12 @@ added to the gradient) operation for operation in the parameters' dtype, so a
 server that keeps its model as numpy arrays follows the same trajectory as a
 torch optimizer would.
 
+:func:`mean_update_model` is the starting point of PDGAN's discriminator in
+Algorithm 1, line 6 of Zhao et al., "Detecting and mitigating poisoning
+attacks in federated learning using generative adversarial networks": the
+previous global model plus the mean of this round's client updates,
+``M_{t-1} + 1/k Σ_i u_i`` with ``u_i = w_i − M_{t-1}``.
+
 Every function returns new arrays and never mutates its inputs.
 """
 
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AdamState", "adam_init", "adam_step", "gradient_mean", "weighted_mean"]
+__all__ = ["AdamState", "adam_init", "adam_step", "gradient_mean", "mean_update_model", "weighted_mean"]
 
 
 def _check_layouts(name: str, updates: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarray]]:
@@ -121,6 +127,51 @@ def gradient_mean(gradients: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]
         raise ValueError("gradients must hold at least one update, got none")
     arrays = _check_layouts("gradients", gradients)
     return weighted_mean(arrays, [1.0] * len(arrays))
+
+
+def mean_update_model(
+    previous: Sequence[np.ndarray], models: Sequence[Sequence[np.ndarray]]
+) -> list[np.ndarray]:
+    """``M_{t-1} + mean_i(w_i − M_{t-1})``: the previous model moved by the mean client update (PDGAN).
+
+    The updates ``u_i = w_i − M_{t-1}`` are averaged unweighted, as in Algorithm 1
+    of Zhao et al. (PDGAN), line 6, where the result initialises the discriminator.
+
+    Parameters
+    ----------
+    previous
+        ``M_{t-1}``: the global model the clients started from.
+    models
+        ``w_i``: each client's returned model, with ``previous``'s layout.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Computed in float64 and returned in ``previous``'s dtypes (integer arrays,
+        e.g. a batch-norm step counter, are rounded).
+
+    Raises
+    ------
+    ValueError
+        If ``models`` is empty or a layout differs from ``previous`` (naming the index).
+    """
+    if len(models) == 0:
+        raise ValueError("models must hold at least one client model, got none")
+    arrays = _check_layouts("models", models)
+    reference = [np.asarray(a) for a in previous]
+    if [a.shape for a in reference] != [a.shape for a in arrays[0]]:
+        raise ValueError(
+            f"previous has shapes {[a.shape for a in reference]}, models[0] {[a.shape for a in arrays[0]]}"
+        )
+    base = [a.astype(np.float64) for a in reference]
+    updates = [[a.astype(np.float64) - b for a, b in zip(m, base, strict=True)] for m in arrays]
+    result = []
+    for b, mean, ref in zip(base, gradient_mean(updates), reference, strict=True):
+        value = b + mean
+        if not np.issubdtype(ref.dtype, np.inexact):
+            value = np.rint(value)
+        result.append(value.astype(ref.dtype))
+    return result
 
 
 @dataclass(frozen=True, eq=False)

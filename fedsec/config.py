@@ -63,12 +63,37 @@ def _unit(value: Any) -> str | None:
     return None if 0.0 <= value < 1.0 else "in [0, 1)"
 
 
+def _open_unit(value: Any) -> str | None:
+    return None if 0.0 < value < 1.0 else "in (0, 1)"
+
+
+#: Attack harnesses of ``robust-harness`` (see :mod:`fedsec.attacks.harness`).
+ROBUST_HARNESSES = ("logits", "paper")
+#: The attacks the paper harness runs (DiPSeN's).
+PAPER_ATTACKS = frozenset({"fgsm", "bim", "pgd"})
+
+
+def _harnesses(value: Any) -> str | None:
+    pieces = [p.strip() for p in str(value).split(",")]
+    ok = pieces and all(p in ROBUST_HARNESSES for p in pieces) and len(set(pieces)) == len(pieces)
+    return None if ok else f"a comma-separated list of distinct harnesses from: {', '.join(ROBUST_HARNESSES)}"
+
+
 def _unit_interval(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "in [0, 1]"
 
 
 def _zero_or_above_one(value: Any) -> str | None:
     return None if value == 0 or value > 1 else "0 (off) or > 1"
+
+
+def _attack_sizes(value: Any) -> str | None:
+    """``"simba=500,cw2=500"``: attack names with positive integer sizes (names are checked by the parser)."""
+    for item in (part.strip() for part in str(value).split(",")):
+        name, sep, size = item.partition("=")
+        if item and not (sep and name.strip() and size.strip().isdigit() and int(size) >= 1):
+            return "'ATTACK=N,...' with N >= 1, e.g. 'simba=500,cw2=500'"
+    return None
 
 
 def _absolute_or_empty(value: Any) -> str | None:
@@ -150,6 +175,10 @@ class RunConfig:
     variants: str = _option(
         "", "a scenario's file of [variants.*] / [defenses.*] runs (such scenarios run through `fedsec run`)"
     )
+    seeds: str = _option(
+        "",
+        "seeds every run of a scenario repeats at, e.g. '42,1,2' (`fedsec run`; tables report mean ± std)",
+    )
     # --- data
     dataset: str = _option("mnist-5k", "dataset name (see fedsec.data.DATASETS)")
     data_root: str = _option("", "directory holding dataset files, for datasets that need one")
@@ -194,7 +223,16 @@ class RunConfig:
     eval_attacks: str = _option(
         "", "attacks for robust test sets against the initial model, e.g. 'fgsm,simba'"
     )
+    pretrain_size: int = _option(
+        0,
+        "training examples held out for pre-training only, never on a client "
+        "(0: pre-train on the clients' training data)",
+        _at_least(0),
+    )
     eval_attack_size: int = _option(100, "held-out test images per adversarial test set", _at_least(1))
+    eval_attack_sizes: str = _option(
+        "", "per-attack test-set sizes overriding eval-attack-size, e.g. 'simba=500,cw2=500'", _attack_sizes
+    )
     attack_params: str = _option("", "attack parameter overrides, e.g. 'cw2.max_iter=10,simba.max_iter=300'")
     # --- FDA³ (Song et al.)
     fda3_assign: str = _option("even:fgsm+bim+jsma+cw2+deepfool", "attack schemes per device (AttackMonitor)")
@@ -208,6 +246,26 @@ class RunConfig:
     )
     fda3_batch_size: int = _option(100, "pairs per gradient a device sends each round", _at_least(1))
     fda3_baselines: bool = _option(False, "also train and table None / X+AdvTrain / ALL+AdvTrain at the end")
+    fda3_buffer_labels: str = _option(
+        "predicted",
+        "buffer of confident naturals: 'predicted' (paper: the model's labels) or 'verified' "
+        "(only those it gets right, true labels)",
+        _choice("predicted", "verified"),
+    )
+    fda3_baseline_epochs: int = _option(
+        50,
+        "epochs of local training for X+AdvTrain / ALL+AdvTrain (paper: 50); "
+        "0: one step per server round only",
+        _at_least(0),
+    )
+    fda3_white_box: str = _option(
+        "none",
+        "white-box rows in the FDA3 table: 'none', 'final' (FL+AdvTrain) or 'all' (every trained model)",
+        _choice("none", "final", "all"),
+    )
+    fda3_white_box_size: int = _option(
+        100, "held-out test images per white-box cell of the FDA3 table", _at_least(1)
+    )
     server_learning_rate: float = _option(0.001, "server Adam learning rate (FDA³)", _positive)
     server_beta1: float = _option(0.9, "server Adam β1", _unit)
     server_beta2: float = _option(0.999, "server Adam β2", _unit)
@@ -215,10 +273,33 @@ class RunConfig:
     # --- DiPSeN (Ibitoye et al.) and white-box robustness of the final model
     dipsen_sigma: float = _option(0.1, "DiPSeN noise multiplier σ (noise std = sensitivity·σ)", _at_least(0))
     dipsen_sensitivity: float = _option(
-        1.0, "DiPSeN S_f: L2 sensitivity of hidden block 1's output", _positive
+        1.0,
+        "DiPSeN S_f: a constant that scales the noise (std = S_f·σ); the paper calls it block 1's "
+        "sensitivity, but nothing bounds block 1's output, so it is no sensitivity bound",
+        _positive,
     )
     dipsen_dropout: float = _option(0.05, "DiPSeN AlphaDropout rate", _unit)
+    dipsen_test_noise: bool = _option(
+        True, "DiPSeN's noise layer stays on at inference and under attack (the paper); false: training only"
+    )
+    dp_sgd_clip: float = _option(
+        0.0,
+        "DiPSeN clients train with DP-SGD (Abadi et al.; the paper's Alg. 1): clip each per-sample "
+        "gradient to this L2 norm C and add N(0, (σ·C)²) to the batch sum; 0: plain SGD",
+        _at_least(0),
+    )
+    dp_sgd_noise: float = _option(
+        1.0, "DP-SGD noise multiplier σ (noise std σ·C on the summed gradient)", _at_least(0)
+    )
+    dp_sgd_delta: float = _option(1e-5, "δ at which DP-SGD's ε is reported (RDP accountant)", _open_unit)
     robust_attacks: str = _option("", "white-box attacks on the final model, e.g. 'fgsm,bim,pgd'")
+    robust_harness: str = _option(
+        "logits",
+        "comma-separated attack harnesses for robust-attacks: 'logits' (cross-entropy on logits, fedsec's "
+        "steps) and/or 'paper' (DiPSeN §VI-E: clipped-softmax cross-entropy, ART's default steps, PGD "
+        "without random start; fgsm, bim, pgd only)",
+        _harnesses,
+    )
     robust_eot_samples: int = _option(
         0, "also attack with gradients averaged over this many passes (0: off)", _at_least(0)
     )
@@ -236,6 +317,12 @@ class RunConfig:
     )
     attack_start_round: int = _option(
         1, "first round malicious clients attack (before it they train honestly)", _at_least(1)
+    )
+    attack_end_round: int = _option(
+        0,
+        "last round malicious clients attack (after it they train honestly again; 0: to the end). "
+        "Equal to attack-start-round: a single-round attack",
+        _at_least(0),
     )
     poison_fraction: float = _option(
         1.0, "fraction of source-class (flip) or all (trigger) samples an attacker poisons", _unit_interval
@@ -259,6 +346,18 @@ class RunConfig:
     stealth_penalty: float = _option(
         1.0, "p: weight of the cosine penalty 1 − cos(δ_m, δ_benign)", _at_least(0)
     )
+    stealth_objective: str = _option(
+        "boosted-step",
+        "stealthy attackers: 'boosted-step' (benign estimate + λ·malicious step, alternating minimisation) "
+        "or 'eq4' (Chen et al.'s Eq. 4 as written: SGD on λ·F(D_tar) + F(D_m) + p·(1 − cos), "
+        "then projection onto the L2 bound)",
+        _choice("boosted-step", "eq4"),
+    )
+    eq4_normalise: bool = _option(
+        True,
+        "eq4: divide the loss by 1 + λ (same minimiser, one SGD step size for every λ); "
+        "false: the plain sum at learning-rate, whose steps grow with λ",
+    )
     l2_bound: float = _option(
         0.0,
         "C: max L2 distance of a stealthy update to each benign one (0: the benign updates' own spread)",
@@ -274,6 +373,12 @@ class RunConfig:
         0,
         "limited knowledge: benign updates a colluder sees via the hook (0: estimate from history)",
         _at_least(0),
+    )
+    lk_draw: str = _option(
+        "first",
+        "limited knowledge: which lk-known-clients benign clients, 'first' (the same ones every round) "
+        "or 'random' (drawn anew each round from the run seed and round, as in Chen et al.)",
+        _choice("first", "random"),
     )
     trigger: str = _option("square", "backdoor trigger pattern", _choice("square", "dba"))
     trigger_size: int = _option(4, "trigger side/bar length in pixels", _at_least(1))
@@ -338,6 +443,16 @@ class RunConfig:
     abl_unlearning_lr: float = _option(
         0.0005, "ABL: SGD learning rate of the unlearning (ascent) phase", _positive
     )
+    abl_schedule: str = _option(
+        "every-round",
+        "ABL schedule: 'every-round' (LGA, isolation and unlearning in every round) or 'phased' (Eq. 9: "
+        "LGA training in rounds 1..abl-isolation-rounds, then clean training + unlearning on the isolated "
+        "set, kept in the node's state)",
+        _choice("every-round", "phased"),
+    )
+    abl_isolation_rounds: int = _option(
+        5, "ABL, phased schedule: T_te, the rounds of LGA training before unlearning starts", _at_least(0)
+    )
     layered_drop_negative: bool = _option(
         True, "layered: drop updates with negative cosine to the last global update"
     )
@@ -358,7 +473,9 @@ class RunConfig:
     server_distill_epochs: int = _option(
         0, "epochs of server-side distillation (0: distill-epochs)", _at_least(0)
     )
-    distill_learning_rate: float = _option(0.01, "SGD learning rate of server-side distillation", _positive)
+    distill_learning_rate: float = _option(
+        0.01, "SGD learning rate (no momentum) of self-attention distillation (edge and server)", _positive
+    )
     foolsgold_kappa: float = _option(1.0, "FoolsGold logit confidence κ", _positive)
     flame_noise: float = _option(0.001, "FLAME noise level λ (noise std = λ · median norm)", _at_least(0))
     # --- PDGAN (Zhao et al.)
@@ -396,6 +513,24 @@ class RunConfig:
     gan_class_balance: float = _option(
         0.0,
         "weight of the CatGAN class-balance term that makes the generator cover every class (0: plain GAN)",
+        _at_least(0),
+    )
+    gan_generator: str = _option(
+        "fedsec",
+        "GAN generator: fedsec's (Linear + 2 transposed convs at the data's size) or the paper's "
+        "(4 transposed convs to 32x32, resized to the data's size)",
+        _choice("fedsec", "paper"),
+    )
+    gan_discriminator_init: str = _option(
+        "previous",
+        "discriminator start each round: previous global model M(t-1), or M(t-1) + mean client update "
+        "(the paper's Alg. 1)",
+        _choice("previous", "aggregate"),
+    )
+    gan_d_iter: int = _option(
+        0,
+        "d_iter in GAN iterations: audit from the first round by which the GAN trained this many "
+        "(ceil(d_iter / gan-steps); overrides audit-start-round; 0: off)",
         _at_least(0),
     )
     inversion_steps: int = _option(100, "model-inversion ascent steps", _at_least(1))
@@ -456,11 +591,28 @@ class RunConfig:
             raise ConfigError(
                 f"config keys 'attack-source' and 'attack-target' must differ, both are {self.attack_source}"
             )
+        if self.attack_end_round and self.attack_end_round < self.attack_start_round:
+            raise ConfigError(
+                f"config key 'attack-end-round' must be 0 or >= attack-start-round "
+                f"({self.attack_start_round}), got {self.attack_end_round}"
+            )
+        if "paper" in self.robust_harness.split(","):
+            extra = sorted({a.strip() for a in self.robust_attacks.split(",") if a.strip()} - PAPER_ATTACKS)
+            if extra:
+                raise ConfigError(
+                    f"config key 'robust-harness' includes 'paper', which runs fgsm, bim, pgd only; "
+                    f"robust-attacks also names {', '.join(extra)}"
+                )
         if self.optimizer != "sgd" and self.momentum != 0.0:
             raise ConfigError(
                 f"config key 'momentum' applies to optimizer 'sgd' only; set momentum=0 with "
                 f"optimizer={self.optimizer!r}"
             )
+
+    def attacks_in(self, server_round: int) -> bool:
+        """Whether malicious clients attack in ``server_round`` (``attack-start-round`` to ``-end-round``)."""
+        end = self.attack_end_round
+        return server_round >= self.attack_start_round and (end == 0 or server_round <= end)
 
     def to_run_config(self) -> dict[str, ConfigValue]:
         """The kebab-case mapping Flower expects (inverse of :meth:`from_run_config`)."""

@@ -19,16 +19,19 @@ import torch
 from torch import nn
 
 from fedsec.attacks.evasion import ATTACKS, generate
-from fedsec.attacks.params import display_name
+from fedsec.attacks.params import display_name, parse_attack_sizes
 from fedsec.cache import cached_tensors, default_cache_dir, tensors_digest
 from fedsec.config import RunConfig
-from fedsec.data import DatasetBundle, TensorSplit, server_splits
-from fedsec.experiment import server_split_sizes, torch_generator
+from fedsec.data import DatasetBundle, TensorSplit
+from fedsec.device import model_device, rng_devices
+from fedsec.experiment import pretrain_data, server_split_sizes, torch_generator
 from fedsec.training import evaluate, make_optimizer, train
 
 logger = logging.getLogger(__name__)
 
 NATURE = "Nature"
+#: Row of the fraction of inputs whose input gradient is exactly zero, followed by `` (<harness>)``.
+ZERO_GRADIENT_ROW = "Zero input gradient"
 #: Seed-derivation key of the pre-training shuffle (distinct from any partition id).
 PRETRAIN_STREAM = 2**31 - 1
 
@@ -39,10 +42,12 @@ def cache_dir_of(config: RunConfig) -> Path:
 
 
 def pretrain(config: RunConfig, bundle: DatasetBundle, model: nn.Module) -> nn.Module:
-    """Pre-train ``model`` in place for ``pretrain-epochs`` on the clean training split; cached.
+    """Pre-train ``model`` in place for ``pretrain-epochs`` on the pre-training data; cached.
 
-    The training split is everything the clients share (the server's held-out
-    splits excluded), as the paper's cloud does with its initial model.
+    That data is :func:`~fedsec.experiment.pretrain_data`: with ``pretrain-size``,
+    a server-held split no client ever sees (as FDA³'s cloud pre-trains on data
+    the devices do not hold); without it, the clients' own training data (the
+    server's other held-out splits excluded).
     """
     if config.pretrain_epochs == 0:
         return model
@@ -59,7 +64,7 @@ def pretrain(config: RunConfig, bundle: DatasetBundle, model: nn.Module) -> nn.M
     }
 
     def build() -> dict[str, torch.Tensor]:
-        train_split, _ = server_splits(bundle.train, sizes=server_split_sizes(config), seed=config.seed)
+        train_split = pretrain_data(config, bundle)
         logger.info(
             "pre-training %s for %s epochs on %s examples",
             config.model,
@@ -91,6 +96,11 @@ def attack_subset(test: TensorSplit, *, size: int, seed: int) -> TensorSplit:
     return test.subset(np.sort(order))
 
 
+def attack_set_size(config: RunConfig, attack: str) -> int:
+    """Test images of ``attack``'s set: its ``eval-attack-sizes`` entry, else ``eval-attack-size``."""
+    return parse_attack_sizes(config.eval_attack_sizes).get(attack, config.eval_attack_size)
+
+
 def adversarial_test_sets(
     config: RunConfig,
     model: nn.Module,
@@ -100,16 +110,23 @@ def adversarial_test_sets(
     num_classes: int,
     params: Mapping[str, Mapping[str, float | int]],
 ) -> dict[str, TensorSplit]:
-    """``{"Nature": clean subset, "FGSM": ..., ...}`` made against ``model``; cached per attack."""
-    subset = attack_subset(test, size=config.eval_attack_size, seed=config.seed)
-    sets = {NATURE: subset}
+    """``{"Nature": clean subset, "FGSM": ..., ...}`` made against ``model``; cached per attack.
+
+    ``Nature`` holds ``eval-attack-size`` held-out images; each attack's set the
+    first :func:`attack_set_size` of the same seeded draw (so a smaller set is a
+    subset of a larger one, and costly attacks can run on fewer images).
+    """
+    sets = {NATURE: attack_subset(test, size=config.eval_attack_size, seed=config.seed)}
     weights = tensors_digest(model.state_dict())
-    data = tensors_digest({"x": subset.x, "y": subset.y})
     for index, attack in enumerate(attacks):
+        subset = attack_subset(test, size=attack_set_size(config, attack), seed=config.seed)
+        data = tensors_digest({"x": subset.x, "y": subset.y})
         effective = {**ATTACKS[attack].defaults, **params.get(attack, {})}
         key = {"attack": attack, "params": effective, "model": weights, "data": data, "seed": config.seed}
 
-        def build(attack: str = attack, index: int = index) -> dict[str, torch.Tensor]:
+        def build(
+            attack: str = attack, index: int = index, subset: TensorSplit = subset
+        ) -> dict[str, torch.Tensor]:
             logger.info("making the %s test set (%s images)", attack, len(subset))
             x = generate(
                 attack,
@@ -144,30 +161,48 @@ def white_box_robustness(
     params: Mapping[str, Mapping[str, float | int]],
     seed: int,
     eot_samples: int = 1,
+    harnesses: Sequence[str] = ("logits",),
 ) -> dict[str, float]:
-    """Accuracy under each attack made white-box against ``model`` itself.
+    """Accuracy under each attack made white-box against ``model`` itself, per attack harness.
 
-    With ``eot_samples > 1`` every attack is also run with gradients averaged
+    ``harnesses`` (:mod:`fedsec.attacks.harness`) choose the loss the attacks
+    differentiate.  ``"logits"`` gives rows named after the attack (``"FGSM"``);
+    with ``eot_samples > 1`` every attack is also run with gradients averaged
     over that many forward passes (expectation over transformation), reported
     as ``"<ATTACK> (EOT×k)"``: for a model whose forward pass is random (DiPSeN's
-    noise layer), a gap between the two columns is gradient masking, not
-    robustness.
+    noise layer), a gap between the two rows is gradient masking, not
+    robustness.  ``"paper"`` (DiPSeN's §VI-E: clipped softmax, ART's default
+    steps, PGD without random start) gives rows ``"<ATTACK> (paper harness:
+    clipped softmax)"``.  Each harness also adds the row ``"Zero input gradient
+    (<harness>)"``: the fraction of ``data`` whose input gradient under that
+    harness is exactly zero (inputs FGSM cannot move).
     """
+    from fedsec.attacks.harness import harness_label, harness_params, zero_gradient_fraction
+
     scores: dict[str, float] = {}
-    variants = [1] if eot_samples <= 1 else [1, eot_samples]
-    for samples in variants:
-        for index, attack in enumerate(attacks):
-            x = generate(
-                attack,
-                model,
-                data.x,
-                data.y,
-                num_classes=num_classes,
-                params=params.get(attack),
-                seed=seed + index,
-                eot_samples=samples,
-            )
-            name = display_name(attack) if samples == 1 else f"{display_name(attack)} (EOT×{samples})"
-            scores[name] = evaluate(model, x, data.y, num_classes=num_classes).accuracy
-            logger.info("white-box %s: accuracy %.4f", name, scores[name])
+    for harness in harnesses:
+        variants = [1] if eot_samples <= 1 or harness != "logits" else [1, eot_samples]
+        for samples in variants:
+            for index, attack in enumerate(attacks):
+                x = generate(
+                    attack,
+                    model,
+                    data.x,
+                    data.y,
+                    num_classes=num_classes,
+                    params=harness_params(harness, attack, params.get(attack)),
+                    seed=seed + index,
+                    eot_samples=samples,
+                    harness=harness,
+                )
+                name = display_name(attack) + harness_label(harness)
+                name = name if samples == 1 else f"{name} (EOT×{samples})"
+                scores[name] = evaluate(model, x, data.y, num_classes=num_classes).accuracy
+                logger.info("white-box %s: accuracy %.4f", name, scores[name])
+    for harness in harnesses:
+        with torch.random.fork_rng(devices=rng_devices(model_device(model))):
+            torch.manual_seed(seed)  # one seeded noise draw; the caller's RNG state is kept
+            zero = zero_gradient_fraction(model, data.x, data.y, harness=harness)
+        scores[f"{ZERO_GRADIENT_ROW} ({harness})"] = zero
+        logger.info("zero input gradient under the %s harness: %.4f of the inputs", harness, zero)
     return scores

@@ -17,9 +17,10 @@ from torch import nn
 from fedsec.cache import cached_arrays, default_cache_dir
 from fedsec.config import RunConfig
 from fedsec.data import DatasetBundle, TensorSplit, client_partition, load_dataset, server_splits
+from fedsec.data.partition import partition_sizes
 from fedsec.models import build_model
 
-SERVER_SPLITS = ("validation", "auxiliary", "clean")
+SERVER_SPLITS = ("validation", "auxiliary", "clean", "pretrain")
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -97,12 +98,31 @@ def _stamp(root: str | None) -> list[int] | None:
 
 
 def server_split_sizes(config: RunConfig) -> dict[str, int]:
-    """Sizes of the server-held splits carved from the training data."""
-    return {
+    """Sizes of the server-held splits carved from the training data.
+
+    ``pretrain`` is listed only when ``pretrain-size`` is set, so runs without it
+    draw (and cache) exactly the splits they always did.
+    """
+    sizes = {
         "validation": config.validation_size,
         "auxiliary": config.auxiliary_size,
         "clean": config.clean_size,
     }
+    if config.pretrain_size:
+        sizes["pretrain"] = config.pretrain_size
+    return sizes
+
+
+def pretrain_data(config: RunConfig, bundle: DatasetBundle) -> TensorSplit:
+    """What the initial model is pre-trained on.
+
+    With ``pretrain-size`` the server's own ``pretrain`` split, disjoint from
+    every client partition and from the test split (FDA³, Song et al. §IV: the
+    devices retrain on images the initial model never saw); without it, every
+    training example the server splits leave, i.e. the clients' data.
+    """
+    remaining, splits = server_splits(bundle.train, sizes=server_split_sizes(config), seed=config.seed)
+    return splits["pretrain"] if config.pretrain_size else remaining
 
 
 def server_data(config: RunConfig, bundle: DatasetBundle) -> dict[str, TensorSplit]:
@@ -119,6 +139,20 @@ def client_data(
         bundle,
         partition_id=partition_id,
         num_partitions=num_partitions,
+        scheme=config.partitioning,
+        seed=config.seed,
+        alpha=config.dirichlet_alpha,
+        classes_per_partition=config.classes_per_partition,
+        server_sizes=server_split_sizes(config),
+        cache_dir=Path(config.cache_dir) if config.cache_dir else default_cache_dir(),
+    )
+
+
+def client_partition_sizes(config: RunConfig, bundle: DatasetBundle) -> tuple[int, ...]:
+    """Each client's training-set size (partitions ``0 .. num-clients − 1``, as :func:`client_data`)."""
+    return partition_sizes(
+        bundle,
+        num_partitions=config.num_clients,
         scheme=config.partitioning,
         seed=config.seed,
         alpha=config.dirichlet_alpha,
@@ -155,10 +189,11 @@ def new_model(config: RunConfig, bundle: DatasetBundle) -> nn.Module:
 
 def configured_model_options(config: RunConfig) -> dict[str, float]:
     """The configured options of models that take any (DiPSeN's noise and dropout)."""
-    if config.model == "dipsen":
+    if config.model in ("dipsen", "dipsen-paper"):
         return {
             "sigma": config.dipsen_sigma,
             "sensitivity": config.dipsen_sensitivity,
             "dropout": config.dipsen_dropout,
+            "test_noise": config.dipsen_test_noise,
         }
     return {}

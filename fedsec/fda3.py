@@ -35,33 +35,47 @@ from fedsec.training import predict_logits
 logger = logging.getLogger(__name__)
 
 
+#: How a device's buffer labels its naturals (``fda3-buffer-labels``).
+BUFFER_LABELS = ("predicted", "verified")
+
+
 def confident_buffer(
     model: nn.Module,
     data: TensorSplit,
     *,
     threshold: float,
     size: int,
+    labels: str = "predicted",
     batch_size: int = 500,
     device: torch.device | None = None,
 ) -> TensorSplit:
-    """Algorithm 1's buffer: up to ``size`` examples the model gets right with confidence ≥ ``threshold``.
+    """Algorithm 1's buffer: up to ``size`` examples the model classifies with confidence ≥ ``threshold``.
+
+    ``labels="predicted"`` is the paper's buffer: confident examples, labelled
+    with the model's own predictions (a device needs no ground truth).
+    ``labels="verified"`` keeps only examples the model also gets right
+    against ``data.y`` (so no confidently wrong prediction becomes a training
+    label) and keeps their true labels.
 
     Examples are taken in data order (the data is already a seeded partition).
-    If fewer than ``size`` qualify, the most confident correct ones fill the
-    buffer and a warning says so; if none is correct, the most confident ones.
-    The model runs on ``device`` (None: where its parameters are); the buffer is
-    a subset of ``data``, where ``data`` is.
+    If fewer than ``size`` qualify, the most confident ones fill the buffer (with
+    ``verified``, correct ones first) and a warning says so.  The model runs on
+    ``device`` (None: where its parameters are); the buffer is a subset of
+    ``data``, where ``data`` is.
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
+    if labels not in BUFFER_LABELS:
+        raise ValueError(f"labels must be one of {', '.join(BUFFER_LABELS)}, got {labels!r}")
     if len(data) == 0:
         raise ValueError("data is empty")
     logits = predict_logits(model, data.x, batch_size=batch_size, device=device).cpu()
     probabilities = torch.softmax(logits, dim=1)
     confidence, predicted = probabilities.max(dim=1)
-    correct = predicted == data.y.cpu()
+    verified = labels == "verified"
+    correct = predicted == data.y.cpu() if verified else torch.ones_like(predicted, dtype=torch.bool)
     chosen = torch.nonzero(correct & (confidence >= threshold)).flatten()
     if len(chosen) < min(size, len(data)):
         logger.warning(
@@ -70,9 +84,13 @@ def confident_buffer(
             len(data),
             threshold,
         )
-        score = confidence + correct.to(confidence.dtype)  # correct ones first, then by confidence
-        chosen = torch.argsort(score, descending=True)
-    return data.subset(chosen[:size].numpy())
+        score = confidence + correct.to(confidence.dtype)  # (verified: correct ones first) by confidence
+        chosen = torch.argsort(score, descending=True, stable=True)
+    chosen = chosen[:size]
+    buffer = data.subset(chosen.numpy())
+    if verified:
+        return buffer
+    return TensorSplit(x=buffer.x, y=predicted[chosen].to(device=buffer.y.device, dtype=buffer.y.dtype))
 
 
 @dataclass(frozen=True)
@@ -163,15 +181,21 @@ def loss_gradients(
     """Gradients of the mixed loss on one random batch of ``pairs``, in ``state_dict`` order.
 
     Returns one array per ``state_dict`` entry (so the layout matches the
-    model's weights), as numpy arrays on the CPU; buffers such as BatchNorm
-    statistics get zeros.  Also returns the batch loss.  The batch (drawn by the
-    CPU ``generator``) goes to ``device`` (None: where the model's parameters are).
+    model's weights), as numpy arrays on the CPU: the gradient for every
+    parameter, and for every buffer (BatchNorm running statistics and step
+    counter) the change the batch's two forward passes in train mode made to it
+    (:func:`buffer_positions` says which entries those are; the server averages
+    them, :func:`apply_buffer_deltas`, since a gradient never moves a buffer).
+    The model's own buffers are restored.  Also returns the batch loss.  The
+    batch (drawn by the CPU ``generator``) goes to ``device`` (None: where the
+    model's parameters are).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     target = model_device(model) if device is None else torch.device(device)
     order = torch.randperm(len(pairs), generator=generator)[:batch_size]
     was_training = model.training
+    before = {name: tensor.detach().clone() for name, tensor in model.named_buffers()}
     model.train()
     model.zero_grad(set_to_none=True)
     loss = MixedLoss(alpha=alpha)(model, pairs.x[order].to(target), pairs.y[order].to(target))
@@ -185,7 +209,52 @@ def loss_gradients(
         parameter = gradients.get(name)
         if parameter is not None and parameter.grad is not None:
             arrays.append(parameter.grad.detach().to(tensor.dtype).cpu().numpy().copy())
+        elif name in before:
+            arrays.append((tensor.detach() - before[name]).cpu().numpy().copy())
         else:
             arrays.append(torch.zeros_like(tensor, device="cpu").numpy())
+    with torch.no_grad():
+        for name, tensor in model.named_buffers():
+            tensor.copy_(before[name])
     model.zero_grad(set_to_none=True)
     return arrays, float(loss.item())
+
+
+def buffer_positions(model: nn.Module) -> tuple[int, ...]:
+    """Positions in ``model.state_dict()`` of its buffers (entries that are not parameters)."""
+    parameters = {name for name, _ in model.named_parameters()}
+    return tuple(i for i, name in enumerate(model.state_dict()) if name not in parameters)
+
+
+def apply_buffer_deltas(
+    current: Sequence[np.ndarray],
+    deltas: Sequence[Sequence[np.ndarray]],
+    positions: Sequence[int],
+    *,
+    float_mean: Sequence[np.ndarray] | None = None,
+) -> dict[int, np.ndarray]:
+    """The server's new buffers: each buffer plus the devices' mean change to it.
+
+    ``deltas`` holds every device's reply (one array per ``state_dict`` entry);
+    ``float_mean``, where given, is the already-averaged reply (e.g. after the
+    update guard's scaling) and is used for the floating buffers.  Integer
+    buffers (BatchNorm's ``num_batches_tracked``) move by the rounded mean of
+    the devices' counts, so they keep counting the forward passes behind the
+    averaged statistics.  Returns ``{position: new array}``; nothing is mutated.
+    """
+    if not deltas:
+        raise ValueError("deltas must hold at least one device's reply")
+    updated: dict[int, np.ndarray] = {}
+    for i in positions:
+        base = np.asarray(current[i])
+        if np.issubdtype(base.dtype, np.floating):
+            change = (
+                np.asarray(float_mean[i])
+                if float_mean is not None
+                else np.mean([np.asarray(d[i], dtype=np.float64) for d in deltas], axis=0)
+            )
+            updated[i] = (base + change).astype(base.dtype)
+        else:
+            counts = np.mean([np.asarray(d[i], dtype=np.float64) for d in deltas], axis=0)
+            updated[i] = (base + np.rint(counts)).astype(base.dtype)
+    return updated

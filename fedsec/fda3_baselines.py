@@ -1,6 +1,8 @@
 """The FDA³ paper's comparison models, trained the way the paper describes (Song et al., Figs. 2 and 4).
 
-* ``None`` — the initial (clean pre-trained) model;
+* ``None (white-box)`` — the initial (clean pre-trained) model; the test sets
+  were made against it, so its row is white-box while every other row is a
+  transfer attack;
 * ``X+AdvTrain`` — one device assigned attack X retrains the initial model
   locally on its own natural/adversarial pairs for X only;
 * ``ALL+AdvTrain`` — one device retrains locally on pairs for all five attacks
@@ -8,30 +10,48 @@
 * ``FL+AdvTrain`` — FDA³'s global model (measured by the run itself).
 
 Local retraining uses the same loss (:class:`fedsec.fda3.MixedLoss`), optimizer
-(Adam with the server's learning rate and betas), batch size and number of steps
-(one per federated round) as FDA³, through :func:`fedsec.training.train`, so
-the only difference from ``FL+AdvTrain`` is that one device trains alone.  The
-devices' data and pairs come from the same partitions and caches as in the run.
+(Adam with the server's learning rate and betas) and batch size as FDA³, through
+:func:`fedsec.training.train`.  The paper retrains for 50 epochs over the
+device's pairs (``epochs``); a model whose epochs take a different number of
+steps than the federated run's rounds (``ALL+AdvTrain``: 5 attacks × 100 pairs
+at batch 100 is 250 steps, against 50 rounds) is also trained for one step per
+round, in a row named ``"<row> (<rounds> steps)"``.  Which device trains each
+baseline is drawn from the seed among the devices that qualify.  The devices'
+data and pairs come from the same partitions and caches as in the run.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from fedsec.attacks.monitor import AttackMonitor
 from fedsec.attacks.params import display_name
-from fedsec.data import TensorSplit
 from fedsec.fda3 import AdversarialPairs, MixedLoss
-from fedsec.training import evaluate, train
+from fedsec.training import train
 
 logger = logging.getLogger(__name__)
 
 PairsOf = Callable[[int, tuple[str, ...]], AdversarialPairs]
+
+#: Row of the initial model: the test sets were made against it (white-box for it alone).
+NONE_ROW = "None (white-box)"
+FL_ROW = "FL+AdvTrain"
+#: Seed-derivation key of the baselines' device draw.
+DEVICE_STREAM = 0xFDA3
+
+
+def epoch_steps(pairs: int, *, epochs: int, batch_size: int) -> int:
+    """Adam steps of ``epochs`` passes over ``pairs`` pairs in batches of ``batch_size`` (last one short)."""
+    if pairs < 1 or epochs < 1 or batch_size < 1:
+        raise ValueError(f"pairs, epochs and batch_size must be >= 1, got {pairs}, {epochs}, {batch_size}")
+    return epochs * math.ceil(pairs / min(batch_size, pairs))
 
 
 def local_adversarial_training(
@@ -66,49 +86,56 @@ def local_adversarial_training(
     return model
 
 
-def baseline_table(
+def baseline_models(
     *,
     initial: nn.Module,
     final: nn.Module,
     monitor: AttackMonitor,
     attacks: Sequence[str],
     pairs_of: PairsOf,
-    sets: Mapping[str, TensorSplit],
-    num_classes: int,
     alpha: float,
-    steps: int,
+    epochs: int,
+    rounds: int,
     batch_size: int,
     lr: float,
     betas: tuple[float, float],
     seed: int,
-) -> dict[str, dict[str, float]]:
-    """Rows ``None``, ``X+AdvTrain`` …, ``ALL+AdvTrain``, ``FL+AdvTrain``; columns = the test sets."""
+) -> dict[str, nn.Module]:
+    """The table's models by row: None, ``X+AdvTrain`` …, ``ALL+AdvTrain``, ``FL+AdvTrain``.
 
-    def scores(model: nn.Module) -> dict[str, float]:
-        return {name: evaluate(model, s.x, s.y, num_classes=num_classes).accuracy for name, s in sets.items()}
-
-    def trained(pairs: AdversarialPairs, offset: int) -> nn.Module:
-        return local_adversarial_training(
-            initial,
-            pairs,
-            alpha=alpha,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            betas=betas,
-            generator=torch.Generator().manual_seed(seed + offset),
-        )
-
-    table = {"None": scores(initial)}
-    for index, attack in enumerate(attacks):
+    ``epochs`` passes over a device's pairs (0: ``rounds`` steps, one per
+    federated round, instead); where the two schedules differ, both rows.
+    ``X+AdvTrain``'s device is drawn from the seed among those assigned X,
+    ``ALL+AdvTrain``'s among all devices.
+    """
+    if epochs < 0 or rounds < 1:
+        raise ValueError(f"epochs must be >= 0 and rounds >= 1, got {epochs}, {rounds}")
+    rng = np.random.default_rng([seed, DEVICE_STREAM])
+    jobs: list[tuple[str, int, tuple[str, ...]]] = []
+    for attack in attacks:
         devices = monitor.devices_for(attack, 1)
         if not devices:
             logger.warning("no device is assigned %s; skipping %s+AdvTrain", attack, display_name(attack))
             continue
-        logger.info("baseline %s+AdvTrain on device %s", display_name(attack), devices[0])
-        table[f"{display_name(attack)}+AdvTrain"] = scores(trained(pairs_of(devices[0], (attack,)), index))
-    first = monitor.partitions[0]
-    logger.info("baseline ALL+AdvTrain on device %s", first)
-    table["ALL+AdvTrain"] = scores(trained(pairs_of(first, tuple(attacks)), len(attacks)))
-    table["FL+AdvTrain"] = scores(final)
-    return table
+        jobs.append((f"{display_name(attack)}+AdvTrain", int(rng.choice(devices)), (attack,)))
+    jobs.append(("ALL+AdvTrain", int(rng.choice(monitor.partitions)), tuple(attacks)))
+    models: dict[str, nn.Module] = {NONE_ROW: initial}
+    for offset, (row, device, schemes) in enumerate(jobs):
+        pairs = pairs_of(device, schemes)
+        steps = epoch_steps(len(pairs), epochs=epochs, batch_size=batch_size) if epochs else rounds
+        for name, count in {row: steps, f"{row} ({rounds} steps)": rounds}.items():
+            if name != row and count == steps:
+                continue  # the two schedules agree: one row
+            logger.info("baseline %s on device %s: %s steps", name, device, count)
+            models[name] = local_adversarial_training(
+                initial,
+                pairs,
+                alpha=alpha,
+                steps=count,
+                batch_size=batch_size,
+                lr=lr,
+                betas=betas,
+                generator=torch.Generator().manual_seed(seed + offset),
+            )
+    models[FL_ROW] = final
+    return models

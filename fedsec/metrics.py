@@ -33,3 +33,23 @@ def classification_scores(predictions: np.ndarray, labels: np.ndarray, *, num_cl
         "f1": float(f1),
         "support": len(labels),
     }
+
+
+def wilson_interval(accuracy: float, n: int, *, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``accuracy`` measured on ``n`` examples (95% by default).
+
+    ``(p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)`` (Wilson, 1927): unlike
+    the normal approximation it stays inside [0, 1] and is not empty at p̂ = 0 or 1,
+    which is where the small adversarial test sets often are.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
+    if not z > 0:
+        raise ValueError(f"z must be > 0, got {z}")
+    z2 = z * z
+    centre = accuracy + z2 / (2 * n)
+    spread = z * float(np.sqrt(accuracy * (1.0 - accuracy) / n + z2 / (4 * n * n)))
+    scale = 1.0 + z2 / n
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)

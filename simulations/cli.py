@@ -41,7 +41,15 @@ from simulations import launcher
 from simulations.html_report import REPORT_FILE, write_html
 from simulations.launcher import FlowerSession
 from simulations.report import render_report
-from simulations.scenarios import SWEEP_KEY, Scenario, available, load_scenario, with_sweep
+from simulations.scenarios import (
+    SEEDS_KEY,
+    SWEEP_KEY,
+    Scenario,
+    available,
+    load_scenario,
+    parse_seeds,
+    with_sweep,
+)
 from simulations.sweep import write_sweep_summary
 
 EXIT_USAGE = 2
@@ -85,6 +93,12 @@ class Plan:
     configs: list[RunConfig]
     base: Path
     values: list[ConfigValue]
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def summarised(self) -> bool:
+        """Whether the runs get a summary of their own (a sweep, variants, or several seeds)."""
+        return self.scenario.sweep is not None or bool(self.seeds)
 
 
 def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
@@ -92,6 +106,8 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
 
     One config, or one per value of the scenario's sweep (each in ``OUT/LABEL``);
     ``--only PATTERN,...`` keeps the sweep runs whose label matches a shell-style pattern.
+    With seeds (``--seeds``, ``--set seeds=...`` or the scenario's ``seeds``), each of those runs
+    once per seed, in ``OUT[/LABEL]/seed=S``.
     """
     from simulations.validate import validate
 
@@ -100,6 +116,15 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
     swept = overrides.pop(SWEEP_KEY, "")
     if swept:  # --set sweep=KEY=V1,V2: these runs instead of the scenario's own
         scenario = with_sweep(scenario, str(swept))
+    seeds = scenario.seeds
+    for where, text in (
+        ("--set seeds", overrides.pop(SEEDS_KEY, "")),
+        ("--seeds", getattr(args, "seeds", "")),
+    ):
+        if text not in ("", None):
+            seeds = parse_seeds(text, where)
+    if seeds and "seed" in overrides:
+        raise FedsecError("give either --set seed=N (one run) or --seeds (several), not both")
     if nodes is not None:
         overrides["num-clients"] = nodes
     out = _out_dir(args, scenario.name)
@@ -117,6 +142,12 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
                 raise FedsecError(f"--only {args.only!r} matches none of the runs: {labels}")
         # --set wins over a variant's own keys (e.g. --set layered-clip=false in every variant)
         variants = [(out / sweep.label(v), {**sweep.overrides(v), **overrides}) for v in values]
+    if seeds:
+        variants = [
+            (run_out / f"seed={seed}", {**run_values, SEEDS_KEY: "", "seed": seed})
+            for run_out, run_values in variants
+            for seed in seeds
+        ]
     configs = []
     for run_out, run_values in variants:
         config = scenario.config(run_values)
@@ -127,14 +158,16 @@ def prepare_runs(args: argparse.Namespace, *, nodes: int | None = None) -> Plan:
             )
         validate(config)
         configs.append(config.replace(out_dir=str(run_out)))
-    return Plan(scenario=scenario, configs=configs, base=out, values=values)
+    return Plan(scenario=scenario, configs=configs, base=out, values=values, seeds=seeds)
 
 
 def prepare(args: argparse.Namespace, *, nodes: int | None = None) -> RunConfig:
     """The single run of a scenario (sweeps run only through ``fedsec run``)."""
     plan = prepare_runs(args, nodes=nodes)
-    if plan.scenario.sweep is not None:
-        raise FedsecError(f"scenario {plan.scenario.name} is a sweep; run it with `fedsec run`")
+    if plan.summarised:
+        raise FedsecError(
+            f"scenario {plan.scenario.name} runs several variants or seeds; run it with `fedsec run`"
+        )
     return plan.configs[0]
 
 
@@ -237,8 +270,10 @@ def resumed_config(args: argparse.Namespace) -> RunConfig:
     """The config of the interrupted run in ``--resume OUT`` (what it submitted), set to resume."""
     import tomllib
 
-    if args.scenario or args.set or getattr(args, "only", None):
-        raise FedsecError("--resume continues a run as it was configured: give no scenario, --set or --only")
+    if args.scenario or args.set or getattr(args, "only", None) or getattr(args, "seeds", ""):
+        raise FedsecError(
+            "--resume continues a run as it was configured: give no scenario, --set, --only or --seeds"
+        )
     out = Path(args.resume).expanduser().resolve()
     submitted = out / "run_config.toml"
     if not submitted.is_file():
@@ -267,9 +302,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with _federation(args, plan.base, runs=len(plan.configs)) as session:
         for config in plan.configs:
             _follow(console, config, launcher.run_simulation, timeout=args.timeout, session=session)
-    if plan.scenario.sweep is not None:
+    if plan.summarised:
         summary = write_sweep_summary(
-            plan.scenario, plan.base, [Path(c.out_dir) for c in plan.configs], plan.values
+            plan.scenario, plan.base, [Path(c.out_dir) for c in plan.configs], plan.values, plan.seeds
         )
         console.print(render_report([plan.base]), markup=False)
         console.print(f"sweep summary: {plan.base / 'summary.json'} ({len(summary['runs'])} runs)")
@@ -405,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--only", metavar="PATTERN,...", help="run only the sweep runs whose label matches (e.g. 'dba/*')"
+    )
+    run.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        default="",
+        help="run every run at each of these seeds; tables report mean ± std (e.g. 42,1,2)",
     )
     run.set_defaults(handler=cmd_run)
     deploy = scenario_command("deploy", "run a scenario with a SuperLink and N SuperNodes on loopback")

@@ -138,7 +138,7 @@ def results_block(name: str, tables: Sequence[str] | None, root: Path | None = N
     for table in stored if tables is None else tables:
         if table not in stored:
             raise KeyError(f"docs/results/{name} has no table {table!r}; it has: {', '.join(stored)}")
-        parts += ["", f"**{table}**", "", paper_table(stored[table])]
+        parts += ["", f"**{table}**", "", paper_table(stored[table], (summary.get("paper") or {}).get(table))]
     return "\n".join(parts) + "\n"
 
 

@@ -16,13 +16,14 @@ and the attack × defense heatmap is a table whose cells are coloured by value. 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fedsec.config import RunConfig
 from fedsec.results import read_summary
-from simulations.report import RunEntry, _is_sweep, _runs_of, format_value, run_labels, table_columns
+from simulations.report import RunEntry, _is_sweep, _runs_of, format_value, run_labels, with_paper
 
 #: The page ``fedsec run`` writes into every run's output directory.
 REPORT_FILE = "report.html"
@@ -46,6 +47,10 @@ details { margin: 0.3em 0; }
 """
 
 
+#: A run label's seed part (``dba/layered/seed=42`` → ``dba/layered``).
+SEED_LABEL = re.compile(r"/?seed=\d+$")
+
+
 def _esc(value: Any) -> str:
     return html.escape(str(value))
 
@@ -60,9 +65,11 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, css: str
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def paper_table_html(table: Mapping[str, Mapping[str, Any]]) -> str:
-    columns = table_columns(table)
-    return html_table(["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()])
+def paper_table_html(
+    table: Mapping[str, Mapping[str, Any]], paper: Mapping[str, Mapping[str, float]] | None = None
+) -> str:
+    columns, rows = with_paper(table, paper)
+    return html_table(["", *columns], rows)
 
 
 def svg_curves(series: Mapping[str, Sequence[tuple[int, float]]], *, title: str) -> str:
@@ -110,13 +117,16 @@ def _heat(value: float | None, *, good_high: bool) -> str:
 
 def heatmaps(runs: Sequence[RunEntry]) -> str:
     """Attack × defense heatmaps of final ASR and accuracy, for runs with ``variant`` and ``defense``."""
-    cells: dict[tuple[str, str], Mapping[str, Any]] = {}
+    finals: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for _, summary, _ in runs:
         config = summary.get("config", {})
         if config.get("variant") and config.get("defense"):
-            cells[(str(config["variant"]), str(config["defense"]))] = summary.get("final", {})
-    if not cells:
+            finals.setdefault((str(config["variant"]), str(config["defense"])), []).append(
+                summary.get("final", {})
+            )
+    if not finals:
         return ""
+    cells = {key: _mean_final(records) for key, records in finals.items()}  # several seeds: their mean
     attacks = list(dict.fromkeys(a for a, _ in cells))
     defenses = list(dict.fromkeys(d for _, d in cells))
     parts = ["<h2>Attack × defense</h2>"]
@@ -133,6 +143,35 @@ def heatmaps(runs: Sequence[RunEntry]) -> str:
             f"</tr></thead><tbody>{rows}</tbody></table>"
         )
     return "".join(parts)
+
+
+def _mean_final(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """ASR and accuracy of one grid cell: the mean over its runs (one per seed) that recorded them."""
+    out: dict[str, float | None] = {}
+    for metric in ("asr", "accuracy"):
+        values = [float(r[metric]) for r in records if isinstance(r.get(metric), int | float)]
+        out[metric] = sum(values) / len(values) if values else None
+    return out
+
+
+def seed_curves(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:
+    """Curves of runs repeated over seeds (labels ``…/seed=S``) as one mean curve per run
+    (``… (mean of N seeds)``); other curves as they are."""
+    groups: dict[str, list[Sequence[tuple[int, float]]]] = {}
+    for label, points in series.items():
+        groups.setdefault(SEED_LABEL.sub("", label), []).append(points)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for label, members in groups.items():
+        if len(members) == 1:
+            out[label if label else "run"] = list(members[0])
+            continue
+        by_round: dict[int, list[float]] = {}
+        for points in members:
+            for rnd, value in points:
+                by_round.setdefault(rnd, []).append(value)
+        name = f"{label or 'run'} (mean of {len(members)} seeds)"
+        out[name] = [(rnd, sum(v) / len(v)) for rnd, v in sorted(by_round.items())]
+    return out
 
 
 def attackers_of(summary: Mapping[str, Any]) -> set[str]:
@@ -224,14 +263,15 @@ def render_html(run_dirs: Sequence[Path]) -> str:
             label: [(int(r["round"]), float(r[metric])) for r in m if r.get(metric) is not None]
             for label, (_, _, m) in zip(labels, runs, strict=True)
         }
-        series = {label: points for label, points in series.items() if points}
+        series = seed_curves({label: points for label, points in series.items() if points})
         if series:
             body.append(svg_curves(series, title=caption))
     body.append(heatmaps(runs))
     for label, summary in zip(run_labels(tops), tops, strict=True):
+        paper = summary.get("paper") or {}
         for name, table in (summary.get("tables") or {}).items():
             body.append(f"<h2>{_esc(name)}{f' ({_esc(label)})' if len(tops) > 1 else ''}</h2>")
-            body.append(paper_table_html(table))
+            body.append(paper_table_html(table, paper.get(name)))
     filtering = [kept_dropped(label, s, m) for label, (_, s, m) in zip(labels, runs, strict=True)]
     if any(filtering):
         body.append("<h2>What the defenses kept</h2>" + "".join(filtering))

@@ -18,10 +18,19 @@ from fedsec.results import plot_metric, read_metrics, read_summary
 IGNORED_FOR_LABELS = {"out-dir", "scenario"}
 
 
+def is_seed_cell(value: Any) -> bool:
+    """Whether ``value`` is a cell summarised over seeds (``{"mean", "std", "n", ...}``)."""
+    return isinstance(value, Mapping) and {"mean", "std", "n"} <= set(value)
+
+
 def format_value(value: Any) -> str:
-    """A table cell's text: "–" for None, floats to 4 decimals."""
+    """A table cell's text: "–" for None, floats to 4 decimals, "mean ± std (n=N)" over seeds."""
     if value is None:
         return "–"
+    if is_seed_cell(value):
+        return f"{value['mean']:.4f} ± {value['std']:.4f} (n={value['n']})"
+    if isinstance(value, Mapping) and {"value", "low", "high"} <= set(value):  # a 95% interval
+        return f"{value['value']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
@@ -123,9 +132,10 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
     )
     top_labels = run_labels(tops)
     for label, summary in zip(top_labels, tops, strict=True):
+        paper = summary.get("paper") or {}
         for name, table in (summary.get("tables") or {}).items():
             parts += ["", f"## {name}" + (f" ({label})" if len(tops) > 1 else ""), ""]
-            parts.append(paper_table(table))
+            parts.append(paper_table(table, paper.get(name)))
     text = "\n".join(parts) + "\n"
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +149,9 @@ def render_report(run_dirs: Sequence[Path], out_dir: Path | None = None) -> str:
     return text
 
 
+PAPER_SUFFIX = " (paper)"
+
+
 def table_columns(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The columns of ``{row: {column: value}}`` in first-seen order."""
     columns: list[str] = []
@@ -147,9 +160,33 @@ def table_columns(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return columns
 
 
-def paper_table(table: Mapping[str, Mapping[str, Any]]) -> str:
-    """Render ``{row: {column: value}}`` with columns in first-seen order."""
-    columns = table_columns(table)
-    return markdown_table(
-        ["", *columns], [[name, *(row.get(c) for c in columns)] for name, row in table.items()]
-    )
+def with_paper(
+    table: Mapping[str, Mapping[str, Any]], paper: Mapping[str, Mapping[str, float]] | None
+) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of ``table``, each column the paper reports followed by ``COLUMN (paper)``.
+
+    ``paper`` is ``{row: {column: number}}`` (a scenario's ``[paper."TABLE"]``); rows the paper
+    reports that the table lacks are not added (the runs did not measure them).
+    """
+    paper = paper or {}
+    columns: list[str] = []
+    for column in table_columns(table):
+        columns.append(column)
+        if any(column in (paper.get(row) or {}) for row in table):
+            columns.append(column + PAPER_SUFFIX)
+
+    def cell(row: str, column: str) -> Any:
+        if column.endswith(PAPER_SUFFIX) and column not in table[row]:
+            return (paper.get(row) or {}).get(column[: -len(PAPER_SUFFIX)])
+        return table[row].get(column)
+
+    return columns, [[name, *(cell(name, c) for c in columns)] for name in table]
+
+
+def paper_table(
+    table: Mapping[str, Mapping[str, Any]], paper: Mapping[str, Mapping[str, float]] | None = None
+) -> str:
+    """Render ``{row: {column: value}}`` with columns in first-seen order, and the paper's numbers
+    (``paper``: ``{row: {column: number}}``) in a ``COLUMN (paper)`` column beside each of ours."""
+    columns, rows = with_paper(table, paper)
+    return markdown_table(["", *columns], rows)

@@ -126,7 +126,11 @@ def ground_truth(config: RunConfig) -> GroundTruth:
     from clients import malicious_partitions
 
     ids = malicious_partitions(config, config.num_clients)
-    return GroundTruth(malicious=frozenset(str(i) for i in ids), start_round=config.attack_start_round)
+    return GroundTruth(
+        malicious=frozenset(str(i) for i in ids),
+        start_round=config.attack_start_round,
+        end_round=config.attack_end_round,
+    )
 
 
 def validation_accuracy_fn(
@@ -158,13 +162,14 @@ def resolve(config: RunConfig, grid: Grid) -> RunConfig:
     Raises
     ------
     ConfigError
-        For a scenario with a sweep or variants (those run through ``fedsec run``).
+        For a scenario with a sweep, variants or seeds (those run through ``fedsec run``).
     strategies.sampling.NodeWaitError
         If the federation does not hold the nodes the run needs.
     """
-    if config.sweep or config.variants:
+    if config.sweep or config.variants or config.seeds:
         raise ConfigError(
-            f"scenario {config.scenario} runs several variants; run it with `fedsec run {config.scenario}` "
+            f"scenario {config.scenario} runs several variants or seeds; "
+            f"run it with `fedsec run {config.scenario}` "
             "(or pick one with `fedsec run ... --only NAME`)"
         )
     nodes = wait_for_nodes(grid, expected=config.num_clients or None, settle=config.node_wait)

@@ -5,11 +5,15 @@ A sweep's directory holds one run directory per value (``KEY=VALUE/``) and a
 column per final metric: clean ``accuracy`` and each robust test set, e.g.
 FDA³'s Fig. 5, accuracy per test set against the number of devices) and the
 runs' own tables merged cell by cell (e.g. DiPSeN's Fig. 6, one column per model).
+Runs repeated at several seeds (``OUT/LABEL/seed=S/``) are summarised cell by cell
+as mean ± std over the seeds, with n and each seed's value kept.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,14 @@ from simulations.scenarios import Scenario
 ATTACK_METRICS = ("targeted_accuracy", "class_flip_rate", "other_class_accuracy", "asr")
 
 
+def final_row(run_dir: Path) -> dict[str, Any]:
+    """A run's final metrics as a sweep-table row: clean ``accuracy``, each robust set, attack metrics."""
+    final = read_summary(run_dir)["final"]
+    row = {"accuracy": final.get("accuracy"), **final.get("robust", {})}
+    row.update({key: final[key] for key in ATTACK_METRICS if key in final})
+    return row
+
+
 def sweep_table(
     scenario: Scenario, run_dirs: Sequence[Path], values: Sequence[ConfigValue] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -31,13 +43,8 @@ def sweep_table(
     """
     if scenario.sweep is None:
         raise ValueError(f"scenario {scenario.name} has no sweep")
-    rows: dict[str, dict[str, Any]] = {}
-    for value, run_dir in zip(values or scenario.sweep.values, run_dirs, strict=True):
-        final = read_summary(run_dir)["final"]
-        row = {"accuracy": final.get("accuracy"), **final.get("robust", {})}
-        row.update({key: final[key] for key in ATTACK_METRICS if key in final})
-        rows[scenario.sweep.label(value)] = row
-    return rows
+    labels = [scenario.sweep.label(v) for v in (values or scenario.sweep.values)]
+    return {label: final_row(d) for label, d in zip(labels, run_dirs, strict=True)}
 
 
 def merged_tables(run_dirs: Sequence[Path], labels: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -61,21 +68,89 @@ def merged_tables(run_dirs: Sequence[Path], labels: Sequence[str]) -> dict[str, 
     return merged
 
 
+Tables = dict[str, dict[str, dict[str, Any]]]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def seed_cell(values: Sequence[Any]) -> Any:
+    """One table cell over seeds: ``{"mean", "std", "n", "values"}`` for numbers (sample std, ddof 1;
+    missing and non-finite values are left out of the statistics but kept in ``values``), the value
+    itself when every seed gave the same non-number, else the seeds' values joined by " / "."""
+    # a cell holding an interval ({"value", "low", "high", "n"}) counts as its value
+    values = [v["value"] if isinstance(v, dict) and "value" in v else v for v in values]
+    numbers = [float(v) for v in values if _is_number(v)]
+    if numbers:
+        return {
+            "mean": statistics.fmean(numbers),
+            "std": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
+            "n": len(numbers),
+            "values": list(values),
+        }
+    distinct = list(dict.fromkeys(repr(v) for v in values))
+    return values[0] if len(distinct) == 1 else " / ".join(str(v) for v in values)
+
+
+def over_seeds(per_seed: Sequence[Tables]) -> Tables:
+    """The same tables of several seeds' runs, cell by cell as :func:`seed_cell` (rows, columns in
+    first-seen order; a cell one seed lacks counts as missing)."""
+    out: Tables = {}
+    for name in dict.fromkeys(n for tables in per_seed for n in tables):
+        rows = list(dict.fromkeys(r for tables in per_seed for r in tables.get(name, {})))
+        table = out.setdefault(name, {})
+        for row in rows:
+            cells = [tables.get(name, {}).get(row, {}) for tables in per_seed]
+            columns = list(dict.fromkeys(c for cell in cells for c in cell))
+            table[row] = {c: seed_cell([cell.get(c) for cell in cells]) for c in columns}
+    return out
+
+
 def write_sweep_summary(
-    scenario: Scenario, base: Path, run_dirs: Sequence[Path], values: Sequence[ConfigValue] | None = None
+    scenario: Scenario,
+    base: Path,
+    run_dirs: Sequence[Path],
+    values: Sequence[ConfigValue] | None = None,
+    seeds: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Write ``base/summary.json`` for a finished sweep (or the ``values`` of it that ran) and return it."""
-    if scenario.sweep is None:
-        raise ValueError(f"scenario {scenario.name} has no sweep")
-    ran = list(values or scenario.sweep.values)
-    summary = {
+    """Write ``base/summary.json`` for a finished sweep (or the ``values`` of it that ran) and return it.
+
+    With ``seeds``, ``run_dirs`` hold every run at every seed (value-major: the seeds of the first
+    value, then of the next), and every table cell is the mean ± std over the seeds
+    (:func:`seed_cell`).  A scenario without a sweep may run at several seeds; its one row is named
+    after the scenario, in a table named by its ``sweep-table`` (default "final metrics").
+    """
+    if scenario.sweep is None and not seeds:
+        raise ValueError(f"scenario {scenario.name} has no sweep and no seeds")
+    if scenario.sweep is not None:
+        ran: list[ConfigValue] = list(values or scenario.sweep.values)
+        labels = [scenario.sweep.label(v) for v in ran]
+        title = scenario.sweep.table
+    else:
+        ran, labels = [], [scenario.name]
+        title = str(scenario.values.get("sweep-table") or "final metrics")
+    repeats = max(1, len(seeds))
+    if len(run_dirs) != len(labels) * repeats:
+        raise ValueError(f"expected {len(labels) * repeats} run directories, got {len(run_dirs)}")
+    per_seed: list[Tables] = []
+    for index in range(repeats):
+        dirs = [Path(d) for d in run_dirs[index::repeats]]
+        per_seed.append(
+            {
+                title: {label: final_row(d) for label, d in zip(labels, dirs, strict=True)},
+                **merged_tables(dirs, labels),
+            }
+        )
+    summary: dict[str, Any] = {
         "scenario": scenario.name,
-        "sweep": {"key": scenario.sweep.key, "values": ran},
+        "sweep": {"key": scenario.sweep.key if scenario.sweep else "seed", "values": ran},
         "runs": [str(Path(d).relative_to(base)) for d in run_dirs],
-        "tables": {
-            scenario.sweep.table: sweep_table(scenario, run_dirs, ran),
-            **merged_tables(run_dirs, [scenario.sweep.label(v) for v in ran]),
-        },
+        "tables": over_seeds(per_seed) if seeds else per_seed[0],
     }
+    if seeds:
+        summary["seeds"] = list(seeds)
+    if scenario.paper:
+        summary["paper"] = scenario.paper
     (base / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -33,13 +33,15 @@ def validate(config: RunConfig) -> None:
     check_gpus(config)
     for role in sorted(set(parse_roles(config.roles, config.num_clients).values())):
         CLIENT_ROLES[role]
-    if config.eval_attacks or config.attack_params:
-        from fedsec.attacks.params import parse_attack_names, parse_attack_params
+    if config.eval_attacks or config.attack_params or config.eval_attack_sizes:
+        from fedsec.attacks.params import parse_attack_names, parse_attack_params, parse_attack_sizes
 
         parse_attack_names(config.eval_attacks)
         parse_attack_params(config.attack_params)
+        parse_attack_sizes(config.eval_attack_sizes)
     if config.malicious_per_round:
         check_malicious_per_round(config)
+    check_byzantine_bound(config)
     check_data(config)
     flower = logging.getLogger("flwr")
     level = flower.level
@@ -99,6 +101,41 @@ def check_malicious_per_round(config: RunConfig) -> None:
         )
 
 
+#: Byzantine-robust rules → ``(a, b)``: with ``f`` assumed attackers they need ``n >= a·f + b`` updates
+#: (Krum: n > 2f + 2, Blanchard et al. 2017; Bulyan: n >= 4f + 3, El Mhamdi et al. 2018).
+BYZANTINE_BOUNDS = {
+    "krum": (2, 3),
+    "multikrum": (2, 3),
+    "flower-krum": (2, 3),
+    "flower-multikrum": (2, 3),
+    "bulyan": (4, 3),
+    "flower-bulyan": (4, 3),
+}
+
+
+def check_byzantine_bound(config: RunConfig) -> None:
+    """Raise ``ConfigError`` if Krum/Bulyan's ``f`` is too large for the clients sampled per round.
+
+    ``num-malicious-clients`` is the ``f`` these rules assume among the updates of
+    one round, and a round holds ``ceil(fraction-fit · num-clients)`` of them, not
+    ``num-clients``.  Bulyan keeps the previous model in a round below its bound
+    (so a run would never move), and Krum loses its guarantee.
+    """
+    bound = BYZANTINE_BOUNDS.get(config.strategy)
+    f = config.num_malicious_clients
+    if bound is None or f == 0:
+        return
+    a, b = bound
+    sampled = sampled_per_round(config)
+    if sampled < a * f + b:
+        raise ConfigError(
+            f"strategy={config.strategy!r} with num-malicious-clients={f} needs n >= {a}f + {b} = "
+            f"{a * f + b} updates per round, but fraction-fit={config.fraction_fit:g} of "
+            f"num-clients={config.num_clients} samples n = {sampled}: set num-malicious-clients <= "
+            f"{max(0, (sampled - b) // a)} (the attackers assumed per round) or sample more clients"
+        )
+
+
 def check_data(config: RunConfig) -> None:
     """Load the dataset and raise (naming the keys) if the server's splits and the clients cannot share it.
 
@@ -115,8 +152,8 @@ def check_data(config: RunConfig) -> None:
     held = sum(server_split_sizes(config).values())
     if held >= train:
         raise ConfigError(
-            f"validation-size + auxiliary-size + clean-size = {held} leave nothing of the {train} training "
-            f"examples of {config.dataset!r} for the clients"
+            f"validation-size + auxiliary-size + clean-size + pretrain-size = {held} leave nothing of the "
+            f"{train} training examples of {config.dataset!r} for the clients"
         )
     if train - held < config.num_clients:
         raise ConfigError(

@@ -4,7 +4,9 @@ A Flower ``FedAvg`` subclass (Message API) whose ``aggregate_train`` treats each
 reply as a **gradient**: it averages them (``1/N Σ g_i``,
 :func:`fedsec.aggregation.gradient_mean`) and applies one Adam step
 (:func:`fedsec.aggregation.adam_step`, state kept across rounds) to the model it
-sent this round.  ``configure_train`` is the attack monitor's channel: every
+sent this round, except at the model's buffers (BatchNorm statistics), where
+replies carry each device's change to the buffer and the server adds their
+mean (:func:`fedsec.fda3.apply_buffer_deltas`).  ``configure_train`` is the attack monitor's channel: every
 round the train config carries each device's assigned schemes
 (``fda3-schemes``) and the initial model's digest, and a scheme added at round
 r is logged as downloaded by its devices.
@@ -24,9 +26,10 @@ from flwr.serverapp.strategy import FedAvg
 from clients.adversarial import INITIAL_DIGEST_KEY, SCHEMES_KEY, encode_schemes, weights_digest
 from fedsec.aggregation import AdamState, adam_init, adam_step
 from fedsec.attacks.monitor import AttackMonitor
+from fedsec.fda3 import apply_buffer_deltas
 from fedsec.updates import add_to
 from strategies.batch import RoundBatch, batch_from_replies
-from strategies.messages import to_arrayrecord
+from strategies.messages import ndarrays_of, to_arrayrecord
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ class FDA3(FedAvg):
         The pre-trained initial model (its digest tells devices which model their cached pairs belong to).
     server_learning_rate, betas
         Adam hyper-parameters of the server step.
+    buffers
+        Positions of the model's buffers in its weight list
+        (:func:`fedsec.fda3.buffer_positions`): replies carry buffer changes
+        there, which are averaged and added instead of stepped by Adam.
     **kwargs
         Flower ``FedAvg`` arguments.
     """
@@ -56,6 +63,7 @@ class FDA3(FedAvg):
         initial_arrays: Sequence[np.ndarray],
         server_learning_rate: float,
         betas: tuple[float, float] = (0.9, 0.999),
+        buffers: Sequence[int] = (),
         **kwargs: Any,
     ) -> None:
         if not isinstance(monitor, AttackMonitor):
@@ -64,8 +72,11 @@ class FDA3(FedAvg):
             raise ValueError(f"server_learning_rate must be > 0, got {server_learning_rate!r}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        super().__init__(**kwargs)
         initial = [np.asarray(a) for a in initial_arrays]
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(initial) for i in buffers):
+            raise ValueError(f"buffers must be positions in 0..{len(initial) - 1}, got {list(buffers)!r}")
+        super().__init__(**kwargs)
+        self.buffers = tuple(sorted(set(buffers)))
         self.monitor = monitor
         self.server_learning_rate = float(server_learning_rate)
         self.betas = (float(betas[0]), float(betas[1]))
@@ -125,13 +136,21 @@ class FDA3(FedAvg):
     def aggregate_batch(
         self, server_round: int, batch: RoundBatch
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """``1/N Σ g_i`` of the batch's gradient rows (one matrix–vector product), then one Adam step."""
+        """``1/N Σ g_i`` of the batch's gradient rows (one matrix–vector product), then one Adam step.
+
+        At :attr:`buffers` the mean is a buffer change, added as it is.
+        """
         if not batch.gradients:
             raise ValueError("FDA3 aggregates gradients: the batch must hold gradient replies")
         current = list(batch.reference)
         mean = add_to([np.zeros_like(a) for a in current], batch.updates.combine(batch.scales / len(batch)))
+        gradients = [np.zeros_like(m) if i in self.buffers else m for i, m in enumerate(mean)]
         updated, self.adam = adam_step(
-            current, mean, self.adam, lr=self.server_learning_rate, betas=self.betas
+            current, gradients, self.adam, lr=self.server_learning_rate, betas=self.betas
         )
+        if self.buffers:
+            replies = [ndarrays_of(msg) for msg in batch.replies]
+            for i, array in apply_buffer_deltas(current, replies, self.buffers, float_mean=mean).items():
+                updated[i] = array
         metrics = self.train_metrics_aggr_fn(batch.contents(), self.weighted_by_key)
         return to_arrayrecord(updated, list(batch.keys)), metrics

@@ -12,10 +12,19 @@ networks" (PDGAN).  Every round the server
    drops the participants whose accuracy against those labels is below ``θ``
    (:func:`fedsec.defenses.audit.audit`); before ``d_iter`` everyone is kept.
 
-The paper updates the discriminator "from the aggregated model"; the aggregate
-of round ``t - 1`` is exactly the global model the clients of round ``t``
-started from, which is what :attr:`StrategyWrapper.global_arrays` holds when
-``aggregate_train`` runs.  ``audit="inversion"`` replaces the generator by model
+Where the discriminator starts each round is ``discriminator_init``
+(``gan-discriminator-init``).  Algorithm 1, line 6 initialises it from
+``M_{t-1} + mean(u_t)``, the previous global model plus the mean of this
+round's client updates (``"aggregate"``,
+:func:`fedsec.aggregation.mean_update_model`, attackers' updates included).
+fedsec's default, ``"previous"``, copies ``M_{t-1}``, the global model the
+clients of round ``t`` started from (what :attr:`StrategyWrapper.global_arrays`
+holds when ``aggregate_train`` runs), so the audit's GAN is not pulled towards
+the very updates it is about to judge.  The generator is ``gan_generator``
+(``"fedsec"`` or the paper's 32×32 one, see :mod:`fedsec.models.gan`); the
+audit starts at ``start_round``, or, with ``d_iter`` > 0, in the first round by
+which the GAN has trained ``d_iter`` iterations
+(:func:`fedsec.defenses.audit.first_audit_round`).  ``audit="inversion"`` replaces the generator by model
 inversion of the global model (:func:`fedsec.defenses.inversion.invert_classes`),
 the weaker alternative the paper compares against; no GAN is trained then.
 
@@ -36,17 +45,24 @@ import torch
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
+from fedsec.aggregation import mean_update_model
 from fedsec.data import TensorSplit
-from fedsec.defenses.audit import SCORES, audit, audit_set, predict_all, train_gan
+from fedsec.defenses.audit import SCORES, audit, audit_set, first_audit_round, predict_all, train_gan
 from fedsec.defenses.inversion import invert_classes
 from fedsec.errors import ConfigError
 from fedsec.experiment import derive_seed, torch_generator
-from fedsec.models.gan import Generator, discriminator_from, refresh_discriminator
+from fedsec.models.gan import (
+    GENERATOR_ARCHITECTURES,
+    ImageGenerator,
+    build_generator,
+    discriminator_from,
+    refresh_discriminator,
+)
 from fedsec.results import RunRecorder
 from fedsec.training import set_weights
 from strategies.wrapper import FilteringStrategy, GroundTruth, NDArrays, Verdict
 
-__all__ = ["AUDIT_STREAM", "GENERATORS", "AuditStrategy", "parse_classes", "save_grid"]
+__all__ = ["AUDIT_STREAM", "DISCRIMINATOR_INITS", "GENERATORS", "AuditStrategy", "parse_classes", "save_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +72,8 @@ AUDIT_STREAM = 0x5D6A
 _GAN_TRAINING, _AUDIT_SAMPLES = 0, 1
 #: Audit-data generators.
 GENERATORS = ("gan", "inversion")
+#: Where the discriminator starts each round: ``M_{t-1}`` (fedsec) or ``M_{t-1} + mean(u_t)`` (the paper).
+DISCRIMINATOR_INITS = ("previous", "aggregate")
 #: Images shown in the per-round PNG grid.
 GRID_IMAGES = 32
 
@@ -119,7 +137,12 @@ class AuditStrategy(FilteringStrategy):
     generator
         ``"gan"`` (Algorithm 1) or ``"inversion"`` (model inversion of the global model).
     start_round
-        ``d_iter``: rounds before it only train the GAN and keep every client; >= 1.
+        The first audited round: rounds before it only train the GAN and keep
+        every client; >= 1.  Ignored when ``d_iter`` > 0.
+    d_iter
+        The paper's ``d_iter`` in GAN iterations (>= 0): when > 0 the audit starts
+        in round ``max(1, ceil(d_iter / gan_steps))``, the first round by which the
+        GAN has trained ``d_iter`` iterations; ``"gan"`` only.  0: ``start_round``.
     theta
         ``θ`` in ``[0, 1]``: clients whose audit accuracy is below it are dropped.
     relative
@@ -145,6 +168,14 @@ class AuditStrategy(FilteringStrategy):
         GAN training per round (:func:`~fedsec.defenses.audit.train_gan`);
         ``gan_class_balance`` (>= 0) weights the term that spreads the
         generated samples over all classes.
+    gan_generator
+        The generator architecture, a name in
+        :data:`~fedsec.models.gan.GENERATOR_ARCHITECTURES`: ``"fedsec"``
+        (Linear + 2 transposed convolutions at the dataset's size) or ``"paper"``
+        (4 transposed convolutions to 32×32, resized to the dataset's size).
+    discriminator_init
+        ``"previous"`` (``M_{t-1}``) or ``"aggregate"`` (``M_{t-1} + mean(u_t)``,
+        Algorithm 1 line 6): the model the discriminator is refreshed from each round.
     inversion_steps, inversion_learning_rate
         Model inversion per audited round (:func:`~fedsec.defenses.inversion.invert_classes`).
     seed
@@ -186,6 +217,9 @@ class AuditStrategy(FilteringStrategy):
         gan_batch_size: int = 32,
         gan_learning_rate: float = 2e-4,
         gan_class_balance: float = 0.0,
+        gan_generator: str = "fedsec",
+        discriminator_init: str = "previous",
+        d_iter: int = 0,
         inversion_steps: int = 100,
         inversion_learning_rate: float = 0.1,
         seed: int = 0,
@@ -210,6 +244,18 @@ class AuditStrategy(FilteringStrategy):
             raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
         _check_int("num_classes", num_classes, 2)
         _check_int("gan_steps", gan_steps, 1)
+        _check_int("d_iter", d_iter, 0)
+        if d_iter and generator != "gan":
+            raise ValueError(f"d_iter counts GAN iterations: it needs generator='gan', got {generator!r}")
+        if gan_generator not in GENERATOR_ARCHITECTURES:
+            raise ValueError(
+                f"gan_generator must be one of {', '.join(GENERATOR_ARCHITECTURES)}, got {gan_generator!r}"
+            )
+        if discriminator_init not in DISCRIMINATOR_INITS:
+            raise ValueError(
+                f"discriminator_init must be one of {', '.join(DISCRIMINATOR_INITS)}, "
+                f"got {discriminator_init!r}"
+            )
         _check_int("gan_batch_size", gan_batch_size, 1)
         _check_int("inversion_steps", inversion_steps, 1)
         _check_int("seed", seed, 0)
@@ -240,7 +286,9 @@ class AuditStrategy(FilteringStrategy):
                     f"input_shape is {tuple(input_shape)}"
                 )
         self.generator_kind = generator
-        self.start_round = int(start_round)
+        self.d_iter = int(d_iter)
+        self.start_round = first_audit_round(self.d_iter, int(gan_steps)) if d_iter else int(start_round)
+        self.discriminator_init = discriminator_init
         self.theta = float(theta)
         self.relative = relative
         self.consensus = float(consensus)
@@ -267,10 +315,11 @@ class AuditStrategy(FilteringStrategy):
         # One copy holds the global model, one is the scratch model every client's weights go into.
         self._global = copy.deepcopy(model).to(self.device)
         self._scratch = copy.deepcopy(model).to(self.device)
-        self.generator: Generator | None = None
+        self.generator: ImageGenerator | None = None
         self.discriminator: nn.Module | None = None
         if generator == "gan":
-            self.generator = Generator(
+            self.generator = build_generator(
+                gan_generator,
                 latent_dim=latent_dim,
                 output_shape=self.input_shape,
                 base_channels=base_channels,
@@ -285,10 +334,10 @@ class AuditStrategy(FilteringStrategy):
             if network is not None
         }
 
-    def new_discriminator(self) -> nn.Module:
-        """The ``K + 1``-class discriminator initialised from the global model, on the audit's device."""
+    def new_discriminator(self, source: nn.Module | None = None) -> nn.Module:
+        """The ``K + 1``-class discriminator initialised from ``source`` (default: the global model)."""
         return discriminator_from(
-            self._global,
+            self._global if source is None else source,
             model_name=self.model_name,
             input_shape=self.input_shape,
             num_classes=self.num_classes,
@@ -302,13 +351,31 @@ class AuditStrategy(FilteringStrategy):
             if network is not None and name in state:
                 set_weights(network, list(state[name]))
 
-    def train_generator(self, server_round: int) -> dict[str, float]:
-        """Refresh the discriminator from the global model and train the GAN one round; return its losses."""
-        assert self.generator is not None and self.auxiliary is not None
-        if self.discriminator is None:
-            self.discriminator = self.new_discriminator()
+    def start_discriminator(self, updates: list[NDArrays]) -> nn.Module:
+        """Refresh (or, the first time, build) the discriminator for this round and return it.
+
+        Its shared layers and first ``K`` output rows become ``M_{t-1}`` (the global
+        model, ``discriminator_init="previous"``) or ``M_{t-1} + mean(u_t)`` over the
+        round's client models ``updates`` (``"aggregate"``); its "fake" row carries on.
+        """
+        previous = self.require_global()
+        if self.discriminator_init == "aggregate":
+            set_weights(self._scratch, mean_update_model(previous, updates))
+            source = self._scratch
         else:
-            refresh_discriminator(self.discriminator, self._global)
+            set_weights(self._global, previous)
+            source = self._global
+        if self.discriminator is None:
+            self.discriminator = self.new_discriminator(source)
+        else:
+            refresh_discriminator(self.discriminator, source)
+        return self.discriminator
+
+    def train_generator(self, server_round: int, updates: list[NDArrays]) -> dict[str, float]:
+        """Refresh the discriminator (:meth:`start_discriminator`) and train the GAN one round; its losses."""
+        assert self.generator is not None and self.auxiliary is not None
+        self.start_discriminator(updates)
+        assert self.discriminator is not None
         stats = train_gan(
             self.generator,
             self.discriminator,
@@ -360,7 +427,7 @@ class AuditStrategy(FilteringStrategy):
         set_weights(self._global, self.global_arrays)
         record: dict[str, Any] = {"audit": self.generator_kind}
         if self.generator is not None:
-            record["gan"] = self.train_generator(server_round)
+            record["gan"] = self.train_generator(server_round, updates)
         if server_round < self.start_round:
             record["audit"] = "warm-up"
             logger.info(

@@ -82,6 +82,12 @@ class LayeredDefense(FilteringStrategy):
         :func:`fedsec.defenses.selection.hdbscan_majority`.
     recorder, truth
         As for :class:`~strategies.wrapper.FilteringStrategy`.
+
+    Every round's record holds ``layered_step1``: ``status`` (``applied``,
+    ``skipped-stale`` when more than half of the updates had a negative cosine,
+    ``no-reference`` in round 1, ``off``), ``applied`` (bool), ``negative`` (the
+    number of negative cosines, ``None`` without a reference) and ``updates``
+    (the round's number of updates).
     """
 
     def __init__(
@@ -153,7 +159,21 @@ class LayeredDefense(FilteringStrategy):
             cluster=self.cluster,
             min_samples=self.min_samples,
         )
-        record: dict[str, Any] = {}
+        record: dict[str, Any] = {
+            "layered_step1": {
+                "status": selection.step1,
+                "applied": selection.step1 == "applied",
+                "negative": selection.negative,
+                "updates": len(labels),
+            }
+        }
+        if selection.step1 == "skipped-stale":
+            logger.info(
+                "round %s: step 1 skipped (%s of %s updates negative)",
+                server_round,
+                selection.negative,
+                len(labels),
+            )
         if selection.cosines is not None:
             record["layered_cosine"] = {
                 label: float(c) for label, c in zip(labels, selection.cosines, strict=True)

@@ -19,6 +19,7 @@ override ``aggregate_train``, and register a factory::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def flower_kwargs(config: RunConfig) -> dict[str, Any]:
 def _fda3(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
     from fedsec.attacks.evasion import ATTACKS
     from fedsec.attacks.monitor import AttackMonitor
+    from fedsec.experiment import load_bundle, new_model
+    from fedsec.fda3 import buffer_positions
     from strategies.fda3 import FDA3
 
     monitor = AttackMonitor.from_config(
@@ -105,6 +108,7 @@ def _fda3(config: RunConfig, base: dict[str, Any], env: ServerEnv) -> Strategy:
         initial_arrays=env.initial_arrays or [],
         server_learning_rate=config.server_learning_rate,
         betas=(config.server_beta1, config.server_beta2),
+        buffers=buffer_positions(new_model(config, load_bundle(config))) if env.initial_arrays else (),
     )
 
 
@@ -113,7 +117,9 @@ def _f(config: RunConfig) -> int:
 
 
 def _multikrum_keep(config: RunConfig) -> int:
-    return config.multikrum_keep or max(1, config.num_clients - config.num_malicious_clients)
+    """``multikrum-keep``, else ``n − f`` of the ``n`` clients sampled per round (``fraction-fit``)."""
+    sampled = max(1, math.ceil(config.fraction_fit * config.num_clients))
+    return config.multikrum_keep or max(1, sampled - config.num_malicious_clients)
 
 
 def layered_defense(config: RunConfig, inner: Strategy, env: ServerEnv) -> Strategy:
@@ -233,14 +239,19 @@ def audit(config: RunConfig, inner: Strategy, env: ServerEnv) -> Strategy:
     Raises
     ------
     ConfigError
-        If ``audit`` is not set, ``auxiliary-classes`` is malformed, or ``audit=gan``
-        has no auxiliary data (the message names the key).
+        If ``audit`` is not set, ``auxiliary-classes`` is malformed, ``audit=gan``
+        has no auxiliary data, or ``gan-d-iter`` is set without ``audit=gan`` (the
+        message names the key).
     """
     from fedsec.experiment import load_bundle, new_model, server_data
     from strategies.gan_audit import GENERATORS, AuditStrategy, parse_classes
 
     if config.audit not in GENERATORS:
         raise ConfigError(f"config key 'audit' must be one of: {', '.join(GENERATORS)}, got {config.audit!r}")
+    if config.gan_d_iter and config.audit != "gan":
+        raise ConfigError(
+            f"config key 'gan-d-iter' counts GAN iterations: it needs audit=gan, got audit={config.audit!r}"
+        )
     bundle = load_bundle(config)
     classes = parse_classes(config.auxiliary_classes, num_classes=bundle.num_classes)
     auxiliary = server_data(config, bundle)["auxiliary"]
@@ -277,6 +288,9 @@ def audit(config: RunConfig, inner: Strategy, env: ServerEnv) -> Strategy:
         gan_batch_size=config.gan_batch_size,
         gan_learning_rate=config.gan_learning_rate,
         gan_class_balance=config.gan_class_balance,
+        gan_generator=config.gan_generator,
+        discriminator_init=config.gan_discriminator_init,
+        d_iter=config.gan_d_iter,
         inversion_steps=config.inversion_steps,
         inversion_learning_rate=config.inversion_learning_rate,
         seed=config.seed,

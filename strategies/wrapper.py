@@ -71,7 +71,7 @@ def check_strategy(inner: object) -> Strategy:
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """Which clients the scenario made malicious, and from which round they attack.
+    """Which clients the scenario made malicious, and in which rounds they attack.
 
     Used only for the records (detection TP/FP/FN/TN, per-attacker statistics);
     no defense reads it to decide anything.
@@ -79,10 +79,13 @@ class GroundTruth:
 
     malicious: frozenset[str] = frozenset()
     start_round: int = 1
+    #: The last round they attack (0: to the end).
+    end_round: int = 0
 
     def at(self, server_round: int) -> frozenset[str]:
         """The clients that attack in ``server_round``."""
-        return self.malicious if server_round >= self.start_round else frozenset()
+        ended = self.end_round != 0 and server_round > self.end_round
+        return self.malicious if server_round >= self.start_round and not ended else frozenset()
 
 
 @dataclass(frozen=True)

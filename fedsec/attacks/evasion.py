@@ -51,6 +51,7 @@ from art.estimators.classification import PyTorchClassifier
 from art.utils import random_targets, to_categorical
 from torch import nn
 
+from fedsec.attacks.harness import ClippedProbabilityNLL, ClippedSoftmax
 from fedsec.device import art_device_type, model_device, rng_devices
 from fedsec.errors import ConfigError
 from fedsec.registry import Registry
@@ -181,6 +182,7 @@ def art_classifier(
     num_classes: int,
     probabilities: bool = False,
     device: torch.device | None = None,
+    harness: str = "logits",
 ) -> PyTorchClassifier:
     """Wrap a logits model as an ART ``PyTorchClassifier`` on inputs in ``[0, 1]``.
 
@@ -200,6 +202,12 @@ def art_classifier(
         Where ART runs the model (None: where its parameters are): ART's
         ``device_type`` is ``"gpu"`` for CUDA and ``"cpu"`` for the CPU.  ART moves
         the model there, so the default keeps a model where it is.
+    harness
+        ``"logits"``: the loss is cross-entropy on the logits (or on the probabilities
+        with ``probabilities``); ``"paper"``: the classifier's model is
+        :class:`~fedsec.attacks.harness.ClippedSoftmax` and its loss
+        :class:`~fedsec.attacks.harness.ClippedProbabilityNLL` (DiPSeN's §VI-E,
+        Keras-style; see :mod:`fedsec.attacks.harness`).
 
     Returns
     -------
@@ -220,10 +228,15 @@ def art_classifier(
     if not _is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     device_type = art_device_type(model_device(model) if device is None else torch.device(device))
+    if harness not in ("logits", "paper"):
+        raise ValueError(f"harness must be 'logits' or 'paper', got {harness!r}")
     net: nn.Module = nn.Sequential(model, nn.Softmax(dim=1)) if probabilities else model
+    loss: nn.Module = nn.CrossEntropyLoss()
+    if harness == "paper":
+        net, loss = ClippedSoftmax(model), ClippedProbabilityNLL()
     return PyTorchClassifier(
         model=net,
-        loss=nn.CrossEntropyLoss(),
+        loss=loss,
         input_shape=tuple(int(d) for d in input_shape),
         nb_classes=int(num_classes),
         clip_values=(0.0, 1.0),
@@ -474,6 +487,7 @@ def generate(
     seed: int = 0,
     eot_samples: int = 1,
     device: torch.device | None = None,
+    harness: str = "logits",
 ) -> torch.Tensor:
     """Adversarial examples of ``x`` against ``model`` with the registered attack ``name``.
 
@@ -507,6 +521,10 @@ def generate(
         forward passes (for models that are random at inference).
     device
         Where ART runs the model (None: where its parameters are; see :func:`art_classifier`).
+    harness
+        The loss the attack differentiates: ``"logits"`` or the paper's clipped softmax
+        ``"paper"`` (see :func:`art_classifier`); ``params`` are used as given either way
+        (:func:`fedsec.attacks.harness.harness_params` gives the paper's).
 
     Returns
     -------
@@ -558,6 +576,7 @@ def generate(
             num_classes=int(num_classes),
             probabilities=spec.probabilities,
             device=run_on,
+            harness=harness,
         )
         try:
             adv = spec.run(classifier, x_np, y_np, merged, int(batch_size))

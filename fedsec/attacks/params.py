@@ -66,3 +66,18 @@ def parse_attack_params(text: str, *, key: str = "attack-params") -> AttackParam
             raise piece_error(key, piece, f"must set {kind}, got {value_text.strip()!r}") from None
         params.setdefault(attack, {})[name] = value
     return params
+
+
+def parse_attack_sizes(text: str, *, key: str = "eval-attack-sizes") -> dict[str, int]:
+    """``"simba=500,cw2=500"`` → ``{"simba": 500, "cw2": 500}`` (test-set sizes per attack)."""
+    sizes: dict[str, int] = {}
+    for piece in (p.strip() for p in text.split(",")) if text.strip() else ():
+        attack, equals, value = (part.strip() for part in piece.partition("="))
+        if not equals or not value.isdigit() or int(value) < 1:
+            raise piece_error(key, piece, "is malformed: expected ATTACK=N with N >= 1, e.g. 'simba=500'")
+        if attack not in ATTACKS:
+            raise piece_error(
+                key, piece, f"names unknown attack {attack!r}; known attacks: {', '.join(ATTACKS)}"
+            )
+        sizes[attack] = int(value)
+    return sizes

@@ -16,9 +16,8 @@ poisoning), which builds on the explicit boosting and stealth of Bhagoji et al.,
   :func:`select_lambda` picks the largest weight λ of the adversarial objective whose
   crafted update satisfies the bound and otherwise shrinks the update towards the benign
   mean (:func:`shrink_to_bound`); :func:`project_l2` is the plain ball projection;
-* the stealth objective (Chen et al., Eq. 4), :class:`StealthObjective`:
-  ``CE(benign batch) + λ·CE(targeted set) + p·(1 − cos(Δw, Δ_benign))``, a ``loss_fn``
-  for :func:`fedsec.training.train`.
+* the stealth objective (Chen et al., Eq. 4), the malicious step of the alternating
+  minimisation and the limited-knowledge draw live in :mod:`fedsec.attacks.stealth`.
 
 Nothing here talks to Flower; clients convert ``Parameters`` to numpy arrays first.
 """
@@ -32,14 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-
-from fedsec.data.datasets import TensorSplit
 
 __all__ = [
     "LambdaChoice",
-    "StealthObjective",
     "apply_update",
     "boost",
     "cosine_similarity",
@@ -365,7 +359,8 @@ class LambdaChoice:
     Attributes
     ----------
     lam
-        The chosen weight λ of the adversarial objective.
+        The chosen weight λ of the adversarial objective (0.0: no λ yielded an
+        update, the benign mean is sent).
     update
         The malicious update to submit (1-D float64).
     within_bound
@@ -384,7 +379,7 @@ class LambdaChoice:
 
 def select_lambda(
     candidates: Sequence[float],
-    craft: Callable[[float], np.ndarray],
+    craft: Callable[[float], np.ndarray | None],
     *,
     benign: Sequence[np.ndarray],
     radius: float,
@@ -397,6 +392,9 @@ def select_lambda(
     ``max_l2_distance(update, benign) <= radius`` (and ``accept(update)``, when
     given, e.g. the attacker's own accuracy check) is returned.  If none fits,
     the smallest candidate's update is shrunk with :func:`shrink_to_bound`.
+    ``craft`` may return None for a λ that yields no update (e.g. its training
+    diverged); that λ is skipped.  If no λ yields one, the choice is λ = 0 and
+    the benign mean (nothing malicious is sent).
 
     Parameters
     ----------
@@ -404,7 +402,8 @@ def select_lambda(
         Non-empty λ values, each finite and > 0.
     craft
         ``craft(lam) -> update``: trains the malicious model with weight ``lam`` and
-        returns its flat update (1-D, same length as the benign updates).
+        returns its flat update (1-D, same length as the benign updates), or None
+        when that λ gives no usable update.
     benign
         The attacker's estimate of the benign updates (may be empty: distance 0).
     radius
@@ -420,7 +419,8 @@ def select_lambda(
     Raises
     ------
     ValueError
-        If ``candidates``, ``radius``, ``benign`` or a crafted update is invalid.
+        If ``candidates``, ``radius``, ``benign`` or a crafted update is invalid, or
+        no λ yields an update and ``benign`` is empty.
     """
     if isinstance(candidates, str | bytes) or len(candidates) == 0:
         raise ValueError("candidates must be a non-empty sequence of numbers > 0")
@@ -436,234 +436,30 @@ def select_lambda(
     benign_list = [np.asarray(b) for b in benign]
 
     tried: list[float] = []
-    update = np.zeros(0)
+    last: tuple[float, np.ndarray] | None = None  # the smallest λ that yielded an update
     for lam in order:
         tried.append(lam)
-        update = _vector(craft(lam), f"craft({lam})")
-        if benign_list and len(tried) == 1:
+        crafted = craft(lam)
+        if crafted is None:
+            logger.info("lambda %s yielded no update; skipped", lam)
+            continue
+        update = _vector(crafted, f"craft({lam})")
+        if benign_list and last is None:
             _vectors(benign_list, "benign", size=update.shape[0])
+        last = (lam, update)
         distance = 0.0 if math.isinf(r) else max_l2_distance(update, benign_list)
         logger.debug("lambda %s: max distance to benign %s (radius %s)", lam, distance, r)
         if distance <= r and (accept is None or accept(update)):
             return LambdaChoice(lam=lam, update=update, within_bound=True, tried=tuple(tried))
+    if last is None:
+        if not benign_list:
+            raise ValueError(f"no lambda in {order} yielded an update and there is no benign update to send")
+        logger.warning("no lambda in %s yielded an update; sending the benign mean", order)
+        mean = np.mean(np.stack(benign_list), axis=0).astype(np.float64)
+        return LambdaChoice(lam=0.0, update=mean, within_bound=True, tried=tuple(tried))
+    lam, update = last
     if math.isinf(r):
-        return LambdaChoice(lam=order[-1], update=update, within_bound=False, tried=tuple(tried))
+        return LambdaChoice(lam=lam, update=update, within_bound=False, tried=tuple(tried))
     point, t = shrink_to_bound(update, benign_list, radius=r)
-    logger.info("no lambda in %s fits radius %s; shrank lambda=%s's update by t=%s", order, r, order[-1], t)
-    return LambdaChoice(lam=order[-1], update=point, within_bound=False, tried=tuple(tried))
-
-
-# ---------------------------------------------------------------------------- stealth objective
-
-
-class StealthObjective:
-    """Chen et al.'s stealthy targeted-poisoning loss (Eq. 4), a ``loss_fn`` for training.
-
-    ``loss(model, xb, yb) = CE(model(xb), yb) + lam * CE(model(x_t), y_t)
-    + penalty * (1 - cos(Δw, Δ_benign))``, where ``(x_t, y_t)`` are the targeted samples
-    (relabelled to the adversary's target), ``Δw = flat(params) - flat(global_params)``
-    over ``model.parameters()`` (buffers such as BatchNorm statistics are excluded, they
-    are not trained), and ``Δ_benign`` the attacker's estimate of a benign update flattened
-    over the same parameters.  The cosine term is differentiable w.r.t. the parameters.
-    It is taken as ``penalty`` (cosine 0) with no gradient when ``Δw`` or ``Δ_benign`` is
-    zero, as at the first step from the global model; it is left out altogether when
-    ``benign_update`` is None or zero.
-
-    Parameters
-    ----------
-    targeted
-        The adversary's objective set (see :func:`fedsec.data.poisoning.targeted_subset`).
-        May be empty only if ``lam == 0``.
-    lam
-        Weight of the targeted term, finite and >= 0.
-    penalty
-        Weight ``p`` of the cosine term, finite and >= 0.
-    global_params
-        The global model's parameters aligned with ``list(model.parameters())``
-        (e.g. ``[p.detach().clone() for p in model.parameters()]`` before training);
-        copied.
-    benign_update
-        Flat benign update over the same parameters (length = total parameter count),
-        or None.
-    targeted_batch
-        At most this many targeted samples per step, an int >= 1; when the set is
-        larger, a random subset is drawn each step from ``generator``.
-    generator
-        Source of the targeted subsets; required when ``len(targeted) > targeted_batch``.
-
-    Raises
-    ------
-    ValueError
-        If a parameter is invalid (the message names it).
-    """
-
-    def __init__(
-        self,
-        *,
-        targeted: TensorSplit,
-        lam: float,
-        penalty: float,
-        global_params: Sequence[torch.Tensor],
-        benign_update: np.ndarray | None = None,
-        targeted_batch: int = 64,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        if not isinstance(targeted, TensorSplit):
-            raise ValueError(f"targeted must be a TensorSplit, got {type(targeted).__name__}")
-        if not _is_real(lam) or not math.isfinite(float(lam)) or float(lam) < 0:
-            raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-        if not _is_real(penalty) or not math.isfinite(float(penalty)) or float(penalty) < 0:
-            raise ValueError(f"penalty must be a finite number >= 0, got {penalty!r}")
-        if float(lam) > 0 and len(targeted) == 0:
-            raise ValueError("targeted is empty but lam > 0: nothing to poison towards")
-        if not _is_int(targeted_batch) or targeted_batch < 1:
-            raise ValueError(f"targeted_batch must be an int >= 1, got {targeted_batch!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        if generator is None and len(targeted) > targeted_batch and float(lam) > 0:
-            raise ValueError(
-                f"generator is required: targeted holds {len(targeted)} samples, more than "
-                f"targeted_batch={targeted_batch}, so a random subset is drawn each step"
-            )
-        params = list(global_params)
-        if not params or not all(isinstance(p, torch.Tensor) for p in params):
-            raise ValueError("global_params must be a non-empty sequence of tensors")
-        self.targeted = targeted
-        self.lam = float(lam)
-        self.penalty = float(penalty)
-        self.targeted_batch = int(targeted_batch)
-        self.generator = generator
-        self.global_params: tuple[torch.Tensor, ...] = tuple(p.detach().clone() for p in params)
-        total = sum(int(p.numel()) for p in self.global_params)
-        self.benign_update: torch.Tensor | None = None
-        if benign_update is not None:
-            vec = _vector(benign_update, "benign_update", size=total)
-            if float(np.linalg.norm(vec)) > 0.0:
-                self.benign_update = torch.from_numpy(vec)
-
-    def _delta(self, model: nn.Module) -> torch.Tensor:
-        params = list(model.parameters())
-        if len(params) != len(self.global_params):
-            raise ValueError(
-                f"model has {len(params)} parameter tensors but global_params has {len(self.global_params)}"
-            )
-        parts = []
-        for index, (p, g) in enumerate(zip(params, self.global_params, strict=True)):
-            if p.shape != g.shape:
-                raise ValueError(
-                    f"parameter {index} has shape {tuple(p.shape)} but global_params[{index}] "
-                    f"has {tuple(g.shape)}"
-                )
-            parts.append((p - g.to(p.device)).reshape(-1).to(torch.float64))
-        return torch.cat(parts)
-
-    def cosine(self, model: nn.Module) -> torch.Tensor:
-        """Differentiable ``cos(Δw, Δ_benign)`` in float64 (0 if either has zero norm)."""
-        delta = self._delta(model)
-        if self.benign_update is None:
-            return delta.sum() * 0.0
-        benign = self.benign_update.to(delta.device)
-        norm = torch.linalg.vector_norm(delta)
-        if float(norm.detach()) == 0.0:
-            return delta.sum() * 0.0  # undefined direction: cosine 0, no gradient
-        return torch.dot(delta, benign) / (norm * torch.linalg.vector_norm(benign))
-
-    def _targeted_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.targeted)
-        if n <= self.targeted_batch:
-            return self.targeted.x.to(device), self.targeted.y.to(device)
-        assert self.generator is not None  # checked in __init__
-        idx = torch.randperm(n, generator=self.generator)[: self.targeted_batch]
-        return self.targeted.x[idx].to(device), self.targeted.y[idx].to(device)
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The loss on the benign batch ``(x, y)`` plus the targeted and stealth terms."""
-        loss = nn.functional.cross_entropy(model(x), y)
-        if self.lam > 0:
-            xt, yt = self._targeted_batch(x.device)
-            loss = loss + self.lam * nn.functional.cross_entropy(model(xt), yt)
-        if self.penalty > 0 and self.benign_update is not None:
-            cos = self.cosine(model)
-            loss = loss + (self.penalty * (1.0 - cos)).to(loss.dtype)
-        return loss
-
-
-# ---------------------------------------------------------------------------- stealthy malicious direction
-
-
-def remove_conflict(gradient: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``gradient`` without its component against ``reference`` (when their dot product is negative).
-
-    A descent step along the result lowers the attacker's loss without, to
-    first order, raising the loss whose gradient is ``reference`` (the benign
-    data's): the projection of "gradient surgery" (Yu et al., NeurIPS 2020).
-    """
-    g = _vector(gradient, "gradient")
-    r = _vector(reference, "reference", size=g.shape[0])
-    dot = float(g @ r)
-    norm2 = float(r @ r)
-    if dot >= 0.0 or norm2 == 0.0:
-        return g.copy()
-    return g - (dot / norm2) * r
-
-
-def flat_gradient(model: nn.Module, loss: torch.Tensor) -> np.ndarray:
-    """``∂loss/∂θ`` over ``model.parameters()``, flattened to float64 on the CPU (grads are cleared again)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return np.concatenate(
-        [
-            (torch.zeros_like(p) if g is None else g).detach().double().cpu().reshape(-1).numpy()
-            for p, g in zip(params, grads, strict=True)
-        ]
-    )
-
-
-def stealth_direction(
-    model: nn.Module,
-    *,
-    objective: Callable[[nn.Module], torch.Tensor],
-    benign_loss: Callable[[nn.Module], torch.Tensor],
-    steps: int,
-    step_norm: float,
-) -> np.ndarray:
-    """The malicious step of the alternating minimisation: ``steps`` normalised descent steps.
-
-    From the model's current weights, each step descends ``objective`` (the
-    targeted loss plus the stealth penalty) along its gradient with the part
-    that conflicts with ``benign_loss``'s gradient removed
-    (:func:`remove_conflict`), scaled to length ``step_norm``.  The model is
-    moved as it goes and restored at the end; the summed step (flattened over
-    ``model.parameters()``) is returned, to be boosted by λ_m.
-    """
-    if not _is_int(steps) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not _is_real(step_norm) or not math.isfinite(float(step_norm)) or float(step_norm) < 0:
-        raise ValueError(f"step_norm must be a finite number >= 0, got {step_norm!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    saved = [p.detach().clone() for p in params]
-    total = np.zeros(sum(p.numel() for p in params))
-    was_training = model.training
-    model.eval()
-    try:
-        for _ in range(steps):
-            g = remove_conflict(
-                flat_gradient(model, objective(model)), flat_gradient(model, benign_loss(model))
-            )
-            norm = float(np.linalg.norm(g))
-            if norm == 0.0:
-                break
-            step = -g / norm * float(step_norm)
-            total += step
-            with torch.no_grad():
-                offset = 0
-                for p in params:
-                    n = p.numel()
-                    p.add_(torch.from_numpy(step[offset : offset + n]).reshape(p.shape).to(p.device, p.dtype))
-                    offset += n
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
-        model.train(was_training)
-    return total
+    logger.info("no lambda in %s fits radius %s; shrank lambda=%s's update by t=%s", order, r, lam, t)
+    return LambdaChoice(lam=lam, update=point, within_bound=False, tried=tuple(tried))

@@ -33,7 +33,7 @@ from fedsec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARTITIONERS", "client_partition", "partition_indices", "server_splits"]
+__all__ = ["PARTITIONERS", "client_partition", "partition_indices", "partition_sizes", "server_splits"]
 
 PARTITIONERS: tuple[str, ...] = ("iid", "dirichlet", "pathological")
 
@@ -340,6 +340,52 @@ def client_partition(
         raise ConfigError(f"num_partitions must be >= 1, got {num_partitions}")
     if not 0 <= partition_id < num_partitions:
         raise ConfigError(f"partition_id must be in 0..{num_partitions - 1}, got {partition_id}")
+    remaining, parts = _client_parts(
+        bundle, num_partitions, scheme, seed, alpha, classes_per_partition, server_sizes, cache_dir
+    )
+    return remaining.subset(parts[partition_id])
+
+
+def partition_sizes(
+    bundle: DatasetBundle,
+    *,
+    num_partitions: int,
+    scheme: str,
+    seed: int,
+    alpha: float,
+    classes_per_partition: int,
+    server_sizes: Mapping[str, int],
+    cache_dir: Path | None = None,
+) -> tuple[int, ...]:
+    """The number of training samples of every client, as :func:`client_partition` would give them.
+
+    Parameters are those of :func:`client_partition`; no sample is copied.
+
+    Raises
+    ------
+    ConfigError
+        If an argument is out of range (the message names it).
+    """
+    num_partitions = _check_int("num_partitions", num_partitions)
+    if num_partitions < 1:
+        raise ConfigError(f"num_partitions must be >= 1, got {num_partitions}")
+    _, parts = _client_parts(
+        bundle, num_partitions, scheme, seed, alpha, classes_per_partition, server_sizes, cache_dir
+    )
+    return tuple(len(part) for part in parts)
+
+
+def _client_parts(
+    bundle: DatasetBundle,
+    num_partitions: int,
+    scheme: str,
+    seed: int,
+    alpha: float,
+    classes_per_partition: int,
+    server_sizes: Mapping[str, int],
+    cache_dir: Path | None,
+) -> tuple[TensorSplit, tuple[np.ndarray, ...]]:
+    """What the server splits leave of ``bundle.train``, and every partition's indices into it."""
     remaining, _ = server_splits(bundle.train, sizes=server_sizes, seed=seed)
     parts = _memoized_partitions(
         remaining.y.numpy().astype(np.int64).tobytes(),
@@ -350,7 +396,7 @@ def client_partition(
         classes_per_partition,
         None if cache_dir is None else str(cache_dir),
     )
-    return remaining.subset(parts[partition_id])
+    return remaining, parts
 
 
 @functools.lru_cache(maxsize=8)

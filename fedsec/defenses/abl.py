@@ -14,6 +14,15 @@ the layered defense runs it on an edge client:
    ascend on the isolated ones ``D̂_b`` — optionally preceded by plain
    cross-entropy epochs on ``D̂_c`` alone.
 
+**Schedules.**  The ABL paper's Eq. 9 is phased over training: the LGA loss
+while ``t < T_te``, then the ``ρ`` lowest-loss samples are isolated, then clean
+training with gradient ascent on the isolated set.  In federated training ``t``
+is the server round: :func:`abl_phase` says which phase a round is in under
+``"phased"`` (rounds ``1..T_te`` are LGA rounds, ``T_te = isolation_rounds``) or
+``"every-round"`` (fedsec's default: isolation and unlearning in every round, on
+the model the device received).  :func:`lga_isolation` is phases 1-2 and
+:func:`unlearn` phases 3-4; :func:`anti_backdoor_learning` runs both.
+
 Every phase runs through :func:`fedsec.training.train` with a custom loss; this
 module has no training loop of its own.  The Eq. 9 loss needs to know which
 samples of a mini-batch are isolated, so it takes two-column targets
@@ -23,6 +32,7 @@ samples of a mini-batch are isolated, so it takes two-column targets
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -36,16 +46,86 @@ from torch.nn import functional
 from fedsec.training import LossFn, predict_logits, train
 
 __all__ = [
+    "ABL_SCHEDULES",
+    "PHASE_EVERY_ROUND",
+    "PHASE_ISOLATION",
+    "PHASE_UNLEARNING",
     "AblResult",
+    "abl_phase",
     "anti_backdoor_learning",
+    "data_fingerprint",
     "isolate_lowest_loss",
+    "lga_isolation",
     "lga_loss",
     "per_sample_losses",
+    "unlearn",
     "unlearning_loss",
     "unlearning_targets",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``abl-schedule`` values: isolation and unlearning in every round, or Eq. 9's phases over the rounds.
+ABL_SCHEDULES = ("every-round", "phased")
+#: A round of the ``every-round`` schedule: LGA, isolation, clean training and unlearning.
+PHASE_EVERY_ROUND = "every-round"
+#: A phased round ``t <= T_te``: LGA training only (the isolation is computed, not yet used).
+PHASE_ISOLATION = "isolation"
+#: A phased round ``t > T_te``: clean training on the kept samples, then Eq. 9's unlearning.
+PHASE_UNLEARNING = "unlearning"
+
+
+def abl_phase(server_round: int, *, schedule: str, isolation_rounds: int) -> str:
+    """The ABL phase of federated round ``server_round`` under ``schedule``.
+
+    Eq. 9 of Li et al. (2021) uses the LGA loss for ``0 <= t < T_te`` and the
+    unlearning loss for ``T_te <= t < T``.  With rounds counted from 1
+    (``t = server_round − 1``), the LGA rounds are ``1..T_te``.
+
+    Parameters
+    ----------
+    server_round
+        The federated round (>= 0; the round in the train message's config).
+    schedule
+        One of :data:`ABL_SCHEDULES`.
+    isolation_rounds
+        ``T_te``, the number of LGA rounds (>= 0; only read by ``"phased"``).
+
+    Returns
+    -------
+    str
+        :data:`PHASE_EVERY_ROUND`, :data:`PHASE_ISOLATION` or :data:`PHASE_UNLEARNING`.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is invalid (the message names it).
+    """
+    if schedule not in ABL_SCHEDULES:
+        raise ValueError(f"schedule must be one of {ABL_SCHEDULES}, got {schedule!r}")
+    if not _is_int(server_round) or server_round < 0:
+        raise ValueError(f"server_round must be an int >= 0, got {server_round!r}")
+    if not _is_int(isolation_rounds) or isolation_rounds < 0:
+        raise ValueError(f"isolation_rounds must be an int >= 0, got {isolation_rounds!r}")
+    if schedule == "every-round":
+        return PHASE_EVERY_ROUND
+    return PHASE_ISOLATION if server_round <= isolation_rounds else PHASE_UNLEARNING
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A hex digest of ``(x, y)``: shapes, dtypes and bytes.
+
+    Isolated indices are only meaningful for the data they were computed on; a
+    device compares fingerprints before reusing a stored isolation (its data
+    may change, e.g. a poisoned copy from the attack's start round on).
+    """
+    _check_labelled(x, y)
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (x, y):
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def lga_loss(gamma: float) -> LossFn:
@@ -260,6 +340,9 @@ def anti_backdoor_learning(
     4. ``unlearning_epochs`` of :func:`unlearning_loss` on all data with
        :func:`unlearning_targets`.
 
+    Phases 1-2 are :func:`lga_isolation`, phases 3-4 :func:`unlearn` (the
+    ``"phased"`` schedule runs them in different rounds).
+
     Parameters
     ----------
     model
@@ -299,20 +382,95 @@ def anti_backdoor_learning(
         If a loss becomes non-finite (from :func:`fedsec.training.train`).
     """
     _check_labelled(x, y)
-    if not _is_int(isolation_epochs) or isolation_epochs < 1:
-        raise ValueError(f"isolation_epochs must be an int >= 1, got {isolation_epochs!r}")
+    # checked before any training (lga_isolation checks the rest)
     if not _is_int(unlearning_epochs) or unlearning_epochs < 1:
         raise ValueError(f"unlearning_epochs must be an int >= 1, got {unlearning_epochs!r}")
     if not _is_int(clean_epochs) or clean_epochs < 0:
         raise ValueError(f"clean_epochs must be an int >= 0, got {clean_epochs!r}")
+    isolated, isolation_loss = lga_isolation(
+        model,
+        x,
+        y,
+        epochs=isolation_epochs,
+        gamma=gamma,
+        fraction=fraction,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        generator=generator,
+    )
+    final_loss = unlearn(
+        model,
+        x,
+        y,
+        isolated,
+        clean_epochs=clean_epochs,
+        unlearning_epochs=unlearning_epochs,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        generator=generator,
+        unlearning_optimizer=unlearning_optimizer,
+    )
+    return AblResult(isolated=isolated, isolation_loss=isolation_loss, final_loss=final_loss)
+
+
+def lga_isolation(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    gamma: float,
+    fraction: float,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+) -> tuple[np.ndarray, float]:
+    """ABL phases 1-2: ``epochs`` of :func:`lga_loss` on all data, then isolate the lowest-loss ``ρ``.
+
+    Parameters
+    ----------
+    model
+        A network returning ``(B, K)`` logits (updated in place).
+    x, y
+        Inputs ``(N, ...)`` and integer labels ``(N,)``; not modified.
+    epochs
+        LGA epochs, >= 1.
+    gamma
+        LGA loss threshold ``γ``, finite and >= 0.
+    fraction
+        Isolation ratio ``ρ`` in ``[0, 1)``.
+    optimizer, batch_size, generator
+        As for :func:`fedsec.training.train`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray and float
+        The isolated indices (``int64``, increasing; see :func:`isolate_lowest_loss`)
+        and the mean per-example loss after the LGA epochs.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is invalid (the message names it).
+    """
+    _check_labelled(x, y)
+    if not _is_int(epochs) or epochs < 1:
+        raise ValueError(f"isolation_epochs must be an int >= 1, got {epochs!r}")
     if not _is_real(fraction) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     isolation = lga_loss(gamma)  # validates gamma
-    common: dict[str, Any] = {"batch_size": batch_size, "optimizer": optimizer, "generator": generator}
-
-    train(model, x, y, epochs=isolation_epochs, loss_fn=isolation, **common)
+    train(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        loss_fn=isolation,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        generator=generator,
+    )
     losses = per_sample_losses(model, x, y, batch_size=batch_size)
     isolation_loss = float(losses.mean())
     isolated = _lowest(losses, float(fraction))
@@ -323,14 +481,66 @@ def anti_backdoor_learning(
         isolation_loss,
         gamma,
     )
+    return isolated, isolation_loss
 
-    keep = np.setdiff1d(np.arange(len(x)), isolated)
+
+def unlearn(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    isolated: np.ndarray,
+    *,
+    clean_epochs: int,
+    unlearning_epochs: int,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    unlearning_optimizer: torch.optim.Optimizer | None = None,
+) -> float:
+    """ABL phases 3-4: ``clean_epochs`` of cross-entropy on the kept examples, then Eq. 9.
+
+    Parameters
+    ----------
+    model
+        A network returning ``(B, K)`` logits (updated in place).
+    x, y
+        Inputs ``(N, ...)`` and integer labels ``(N,)``; not modified.
+    isolated
+        Indices (into ``x``) of the isolated examples ``D̂_b``.
+    clean_epochs
+        Cross-entropy epochs on the kept examples, >= 0 (skipped when 0 or
+        nothing is kept).
+    unlearning_epochs
+        Epochs of :func:`unlearning_loss` on all data, >= 1.
+    optimizer, batch_size, generator
+        As for :func:`fedsec.training.train`.
+    unlearning_optimizer
+        The optimizer of the unlearning epochs (None: ``optimizer``).
+
+    Returns
+    -------
+    float
+        The last unlearning epoch's mean loss.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is invalid (the message names it).
+    """
+    _check_labelled(x, y)
+    if not _is_int(unlearning_epochs) or unlearning_epochs < 1:
+        raise ValueError(f"unlearning_epochs must be an int >= 1, got {unlearning_epochs!r}")
+    if not _is_int(clean_epochs) or clean_epochs < 0:
+        raise ValueError(f"clean_epochs must be an int >= 0, got {clean_epochs!r}")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    common: dict[str, Any] = {"batch_size": batch_size, "optimizer": optimizer, "generator": generator}
+    targets = unlearning_targets(y, isolated)  # validates the indices
+    keep = np.setdiff1d(np.arange(len(x)), np.asarray(isolated, dtype=np.int64))
     if clean_epochs > 0 and len(keep) > 0:
         keep_index = torch.as_tensor(keep, device=x.device)
         clean = train(model, x[keep_index], y[keep_index], epochs=clean_epochs, **common)
         logger.debug("ABL clean phase: loss %.4f over %s examples", clean.loss, len(keep))
-
-    targets = unlearning_targets(y, isolated)
     result = train(
         model,
         x,
@@ -340,7 +550,7 @@ def anti_backdoor_learning(
         **{**common, "optimizer": unlearning_optimizer or optimizer},
     )
     logger.info("ABL unlearning: final loss %.4f after %s epochs", result.loss, unlearning_epochs)
-    return AblResult(isolated=isolated, isolation_loss=isolation_loss, final_loss=result.loss)
+    return result.loss
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -7,7 +7,9 @@ networks" (PDGAN).  The server
 1. trains a generator against a ``K + 1``-class discriminator initialised from the
    global model (:func:`train_gan`, a semi-supervised GAN: the discriminator
    classifies real auxiliary samples into their ``K`` classes and generated ones
-   as "fake", index ``K``; the generator pushes its samples towards the real classes);
+   as "fake", index ``K``; the generator pushes its samples towards the real
+   classes); the audit starts once the GAN has trained ``d_iter`` iterations
+   (:func:`first_audit_round`);
 2. generates an unlabelled audit set (:func:`audit_set`);
 3. runs every participant's model on it (:func:`predict_all`), labels each audit
    sample by majority vote over the participants (:func:`majority_vote`), scores
@@ -36,7 +38,7 @@ from torch import nn
 
 from fedsec.data.datasets import TensorSplit
 from fedsec.device import model_device
-from fedsec.models.gan import Generator
+from fedsec.models.gan import ImageGenerator
 from fedsec.training import predict_logits
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "cap_per_class",
     "class_balance_loss",
     "consensus_mask",
+    "first_audit_round",
     "majority_vote",
     "predict_all",
     "train_gan",
@@ -126,7 +129,7 @@ def _marginal_entropy(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def train_gan(
-    generator: Generator,
+    generator: ImageGenerator,
     discriminator: nn.Module,
     auxiliary: TensorSplit,
     *,
@@ -268,8 +271,32 @@ def train_gan(
     return GanStats(d_loss=d_value, g_loss=g_value, steps=steps, class_entropy=entropy)
 
 
-def audit_set(generator: Generator, n: int, *, rng: torch.Generator) -> torch.Tensor:
-    """Generate ``n`` unlabelled audit images ``(n, C, H, W)`` in ``[0, 1]``; see :meth:`Generator.sample`."""
+def first_audit_round(d_iter: int, steps_per_round: int) -> int:
+    """The first round whose audit runs after at least ``d_iter`` GAN iterations.
+
+    The server trains the GAN ``steps_per_round`` iterations every round, before
+    that round's audit, so after round ``r`` it has trained ``r · steps_per_round``;
+    the paper's "audit after ``d_iter`` iterations" is round
+    ``max(1, ceil(d_iter / steps_per_round))`` (e.g. ``d_iter = 600`` at 100 steps a
+    round: round 6).
+
+    Raises
+    ------
+    ValueError
+        If ``d_iter`` is not an int >= 0 or ``steps_per_round`` not an int >= 1.
+    """
+    if not _is_int(d_iter) or d_iter < 0:
+        raise ValueError(f"d_iter must be an int >= 0, got {d_iter!r}")
+    if not _is_int(steps_per_round) or steps_per_round < 1:
+        raise ValueError(f"steps_per_round must be an int >= 1, got {steps_per_round!r}")
+    return max(1, -(-int(d_iter) // int(steps_per_round)))
+
+
+def audit_set(generator: ImageGenerator, n: int, *, rng: torch.Generator) -> torch.Tensor:
+    """Generate ``n`` unlabelled audit images ``(n, C, H, W)`` in ``[0, 1]``.
+
+    See :meth:`~fedsec.models.gan.ImageGenerator.sample`.
+    """
     return generator.sample(n, generator=rng)
 
 

@@ -27,6 +27,7 @@ from sklearn.cluster import HDBSCAN
 from fedsec.updates import UpdateMatrix, as_update_matrix
 
 __all__ = [
+    "STEP1_STATUSES",
     "Selection",
     "cosine_to_reference",
     "hdbscan_majority",
@@ -285,6 +286,10 @@ def hdbscan_majority(
     return kept
 
 
+#: What step 1 of :func:`layered_selection` did in a round (see :attr:`Selection.step1`).
+STEP1_STATUSES = ("applied", "skipped-stale", "no-reference", "off")
+
+
 @dataclass(frozen=True)
 class Selection:
     """Outcome of a selection step: kept indices and the reason each dropped one was dropped.
@@ -300,11 +305,23 @@ class Selection:
     cosines
         Cosine of every update to the previous global update, or ``None`` when
         no non-zero reference was given (not compared by ``==``).
+    step1
+        What step 1 (the negative-cosine drop) did this round: one of
+        :data:`STEP1_STATUSES` — ``"applied"`` (it ran and dropped the negative
+        updates, possibly none), ``"skipped-stale"`` (more than half of the
+        updates were negative, so the reference was taken as stale and nothing
+        was dropped), ``"no-reference"`` (no non-zero previous global update,
+        e.g. round 1) or ``"off"`` (``drop_negative=False``).
+    negative
+        How many updates had a negative cosine to the previous global update
+        (``None`` when there was no reference to compare with).
     """
 
     kept: tuple[int, ...]
     dropped: dict[int, str]
     cosines: np.ndarray | None = field(default=None, compare=False)
+    step1: str = "off"
+    negative: int | None = None
 
     def __post_init__(self) -> None:
         kept = tuple(int(i) for i in self.kept)
@@ -314,6 +331,10 @@ class Selection:
         overlap = sorted(set(kept) & set(dropped))
         if overlap:
             raise ValueError(f"dropped must not contain kept indices, both hold {overlap}")
+        if self.step1 not in STEP1_STATUSES:
+            raise ValueError(f"step1 must be one of {STEP1_STATUSES}, got {self.step1!r}")
+        if self.negative is not None and (isinstance(self.negative, bool) or int(self.negative) < 0):
+            raise ValueError(f"negative must be None or a count >= 0, got {self.negative!r}")
         object.__setattr__(self, "kept", kept)
         object.__setattr__(self, "dropped", dropped)
 
@@ -333,9 +354,11 @@ def layered_selection(
     is given and not all zero): updates whose cosine similarity to the previous
     global update is below 0 are dropped — unless they are the majority, in which
     case the reference is stale and the step is skipped for the round (dropping
-    them all would keep the model, and so the reference, unchanged for good).  Step 2 (runs if ``cluster``):
-    :func:`hdbscan_majority` over the updates that survived step 1; its
-    indices are mapped back to positions in ``updates``.
+    them all would keep the model, and so the reference, unchanged for good).
+    :attr:`Selection.step1` and :attr:`Selection.negative` say which of these
+    happened and how many updates were negative, so the records show it.  Step 2
+    (runs if ``cluster``): :func:`hdbscan_majority` over the updates that
+    survived step 1; its indices are mapped back to positions in ``updates``.
 
     Parameters
     ----------
@@ -361,7 +384,8 @@ def layered_selection(
     Returns
     -------
     Selection
-        Kept indices and, for each dropped update, a reason naming the step.
+        Kept indices and, for each dropped update, a reason naming the step;
+        what step 1 did (``step1``) and the number of negative cosines.
         If step 1 drops every update, nothing is kept (and a warning is
         logged).
 
@@ -392,10 +416,13 @@ def layered_selection(
     cosines = None
     if reference is not None and np.any(reference != 0):
         cosines = cosine_to_reference(rows, reference)
+    negative_count = None if cosines is None else int(np.sum(cosines < 0))
+    step1 = "off" if not drop_negative else ("no-reference" if cosines is None else "applied")
     if drop_negative and reference is not None:
         if cosines is not None:
             negative = cosines < 0
             if negative.sum() * 2 > n:
+                step1 = "skipped-stale"
                 # The step assumes the benign majority follows the last global update; when most
                 # updates oppose it the reference is stale (late, noisy rounds), and dropping them
                 # all would freeze the model for good (the reference then never changes).
@@ -417,7 +444,7 @@ def layered_selection(
 
     if remaining.size == 0:
         logger.warning("all %s updates have a negative cosine to the previous global update", n)
-        return Selection(kept=(), dropped=dropped, cosines=cosines)
+        return Selection(kept=(), dropped=dropped, cosines=cosines, step1=step1, negative=negative_count)
 
     if cluster:
         size = min_cluster_size
@@ -437,4 +464,10 @@ def layered_selection(
                 dropped[int(position)] = "outside the HDBSCAN majority cluster (layered defense, step 2)"
         remaining = np.array(sorted(majority), dtype=np.int64)
 
-    return Selection(kept=tuple(int(i) for i in remaining), dropped=dropped, cosines=cosines)
+    return Selection(
+        kept=tuple(int(i) for i in remaining),
+        dropped=dropped,
+        cosines=cosines,
+        step1=step1,
+        negative=negative_count,
+    )

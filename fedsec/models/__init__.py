@@ -14,9 +14,12 @@ prediction time, never inside the network):
 ``dipsen``
     DiPSeN (Ibitoye et al., 2021): a two-block CNN with a Gaussian noise layer after
     block 1 (on at inference too) and a SELU + AlphaDropout self-normalizing layer;
-    options ``sigma``, ``sensitivity``, ``dropout``; see :mod:`fedsec.models.dipsen`.
+    options ``sigma``, ``sensitivity``, ``dropout``, ``test_noise``; see :mod:`fedsec.models.dipsen`.
 ``dipsen-basic``
     DiPSeN's comparison model: the same blocks, no noise, a ReLU dense layer.
+``dipsen-paper``, ``dipsen-paper-basic``
+    The same pair in the paper's layout (one dense layer after the two blocks, SELU
+    and AlphaDropout in block 2, LeCun uniform init); see :mod:`fedsec.models.dipsen_paper`.
 
 A factory is called as ``factory(input_shape=(C, H, W), num_classes=K, **options)``,
 where ``options`` are the factory's own keyword arguments (none for most models).
@@ -35,6 +38,7 @@ from torch import nn
 from fedsec.errors import ConfigError
 from fedsec.models.cnn import FedAvgCNN, cnn
 from fedsec.models.dipsen import BasicCNN, DiPSeN, GaussianNoise, dipsen, dipsen_basic
+from fedsec.models.dipsen_paper import PaperBasicCNN, PaperDiPSeN, dipsen_paper, dipsen_paper_basic
 from fedsec.models.lenet import LeNet5, lenet
 from fedsec.models.resnet import resnet18
 from fedsec.models.shapes import check_model_args
@@ -48,10 +52,14 @@ __all__ = [
     "GaussianNoise",
     "LeNet5",
     "ModelFactory",
+    "PaperBasicCNN",
+    "PaperDiPSeN",
     "build_model",
     "cnn",
     "dipsen",
     "dipsen_basic",
+    "dipsen_paper",
+    "dipsen_paper_basic",
     "lenet",
     "model_options",
     "resnet18",
@@ -71,6 +79,8 @@ MODELS: Registry[ModelFactory] = Registry(
         "resnet18": resnet18,
         "dipsen": dipsen,
         "dipsen-basic": dipsen_basic,
+        "dipsen-paper": dipsen_paper,
+        "dipsen-paper-basic": dipsen_paper_basic,
     },
 )
 

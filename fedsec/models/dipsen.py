@@ -7,9 +7,9 @@ Learning" (2021).  DiPSeN combines two ideas in one small CNN:
 * a **Gaussian noise layer** after the first hidden block, in the style of the
   Gaussian mechanism / PixelDP (Lecuyer et al., 2019): the block's output is
   perturbed by ``N(0, (S_f·σ)²)`` noise, which makes the scoring function
-  randomized so that a small input perturbation cannot change the prediction
-  much.  The noise **stays on at inference** (in ``eval()`` mode too): the
-  randomized scoring function is the defense, not a training regulariser;
+  randomized.  The noise **stays on at inference** (in ``eval()`` mode too) unless
+  ``test_noise`` is False.  ``S_f`` is a constant scale, not a bound on block 1's
+  sensitivity (nothing bounds that), so the layer carries no (ε, δ) guarantee;
 * a **self-normalizing layer** after the second hidden block (Klambauer et al.,
   2017): a dense layer with LeCun normal initialisation, SELU activation and
   AlphaDropout, which keeps activations near zero mean and unit variance.
@@ -22,9 +22,11 @@ Architecture (``DiPSeN``)::
     -> flatten -> fc 128 (LeCun normal) -> SELU -> AlphaDropout(p)   self-normalizing layer
     -> fc K                                                  logits
 
-``BasicCNN`` is the paper's comparison model: the same two blocks without the
+``BasicCNN`` is the comparison model: the same two blocks without the
 noise layer, then ``fc 128 -> ReLU -> fc K`` with PyTorch's default
-initialisation and no dropout.
+initialisation and no dropout.  These two keep fedsec's extra ``fc 128`` layer;
+the paper's own layout, one dense layer after the two hidden blocks and LeCun
+uniform initialisation, is in :mod:`fedsec.models.dipsen_paper`.
 
 Both convolutions keep the spatial size and each pooling halves it (floor), so the
 flatten size is ``64 * (H // 4) * (W // 4)``; inputs need ``H, W >= 4``.  On
@@ -73,9 +75,14 @@ class GaussianNoise(nn.Module):
         ``ε < 1`` one takes ``σ = sqrt(2 ln(1.25/δ)) / ε``.  ``σ = 0`` makes the layer
         the identity.
     sensitivity
-        ``S_f > 0``, the L2 sensitivity of the first block's output: how much one
-        input can change that output.  With bounded activations it scales the
-        noise to the block's range.  The noise standard deviation is ``S_f·σ``.
+        ``S_f > 0``, the paper's "sensitivity" of the first block.  It is a **constant**
+        that scales the noise (standard deviation ``S_f·σ``), not a bound on how much
+        one input can change block 1's output: nothing clips or bounds that output
+        (ReLU activations are unbounded), so the Gaussian-mechanism reading of ``σ``
+        as an (ε, δ) guarantee does not hold for the layer.
+    at_inference
+        If True (the paper), the noise is also drawn in ``eval()`` mode; if False the
+        layer is the identity in ``eval()`` mode (noise during training only).
 
     Raises
     ------
@@ -84,8 +91,10 @@ class GaussianNoise(nn.Module):
         names the parameter).
     """
 
-    def __init__(self, *, sigma: float, sensitivity: float = 1.0) -> None:
+    def __init__(self, *, sigma: float, sensitivity: float = 1.0, at_inference: bool = True) -> None:
         super().__init__()
+        if not isinstance(at_inference, bool):
+            raise ValueError(f"at_inference must be a bool, got {at_inference!r}")
         sigma = _check_real("sigma", sigma)
         sensitivity = _check_real("sensitivity", sensitivity)
         if sigma < 0:
@@ -94,6 +103,7 @@ class GaussianNoise(nn.Module):
             raise ValueError(f"sensitivity must be > 0, got {sensitivity!r}")
         self.sigma = sigma
         self.sensitivity = sensitivity
+        self.at_inference = at_inference
 
     @property
     def std(self) -> float:
@@ -101,13 +111,16 @@ class GaussianNoise(nn.Module):
         return self.sensitivity * self.sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``x + S_f·σ·z`` with fresh ``z ~ N(0, I)`` (a new tensor; ``x`` is untouched)."""
-        if self.sigma == 0.0:
+        """Return ``x + S_f·σ·z`` with fresh ``z ~ N(0, I)`` (a new tensor; ``x`` is untouched).
+
+        ``x`` itself when ``σ = 0``, or in ``eval()`` mode with ``at_inference`` False.
+        """
+        if self.sigma == 0.0 or not (self.training or self.at_inference):
             return x
         return x + torch.randn_like(x) * self.std
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, sensitivity={self.sensitivity}"
+        return f"sigma={self.sigma}, sensitivity={self.sensitivity}, at_inference={self.at_inference}"
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -143,6 +156,8 @@ class DiPSeN(nn.Module):
         L2 sensitivity ``S_f > 0`` of block 1's output; the noise std is ``S_f·σ``.
     dropout
         AlphaDropout rate ``p`` in ``[0, 1)`` of the self-normalizing layer.
+    test_noise
+        Keep the noise on in ``eval()`` mode (the paper) or only in training.
 
     Raises
     ------
@@ -158,6 +173,7 @@ class DiPSeN(nn.Module):
         sigma: float = 0.1,
         sensitivity: float = 1.0,
         dropout: float = 0.05,
+        test_noise: bool = True,
     ) -> None:
         super().__init__()
         channels, height, width = check_model_args(
@@ -168,7 +184,7 @@ class DiPSeN(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         flat = _flat_size(height, width)
         self.block1 = _block(channels, 32)
-        self.noise = GaussianNoise(sigma=sigma, sensitivity=sensitivity)
+        self.noise = GaussianNoise(sigma=sigma, sensitivity=sensitivity, at_inference=test_noise)
         self.block2 = _block(32, 64)
         linear = nn.Linear(flat, HIDDEN_UNITS)
         nn.init.normal_(linear.weight, mean=0.0, std=math.sqrt(1.0 / flat))  # LeCun normal
@@ -232,14 +248,16 @@ def dipsen(
     sigma: float = 0.1,
     sensitivity: float = 1.0,
     dropout: float = 0.05,
+    test_noise: bool = True,
 ) -> DiPSeN:
-    """Build a :class:`DiPSeN` (registry factory ``dipsen``; options ``sigma, sensitivity, dropout``)."""
+    """Build a :class:`DiPSeN` (registry ``dipsen``; options ``sigma, sensitivity, dropout, test_noise``)."""
     return DiPSeN(
         input_shape=input_shape,
         num_classes=num_classes,
         sigma=sigma,
         sensitivity=sensitivity,
         dropout=dropout,
+        test_noise=test_noise,
     )
 
 

@@ -16,12 +16,18 @@ defenses (one run per pair, the ``defense`` key naming the column), for
 attack × defense grids.  A scenario file of one's own may also hold those
 tables inline (then only ``fedsec run`` reads it).  ``SCENARIO`` on the
 command line is a file name here (without ``.toml``) or a path to any TOML file.
+
+``seeds = "42,1,2"`` (or ``fedsec run --seeds``) repeats every run at each seed;
+the summary's tables then hold mean ± std over the seeds.  The variants file (or
+the scenario, inline) may also hold the paper's published numbers as
+``[paper."TABLE"."ROW"]`` tables of ``COLUMN = number``; reports show them in a
+``COLUMN (paper)`` column beside fedsec's.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,11 @@ SWEEP_KEY = "sweep"
 SWEEP_TABLE_KEY = "sweep-table"
 VARIANTS_KEY = "variants"
 DEFENSES_KEY = "defenses"
+SEEDS_KEY = "seeds"
+PAPER_KEY = "paper"
+
+#: ``{table: {row: {column: number}}}``: a paper's published numbers.
+PaperTables = dict[str, dict[str, dict[str, float]]]
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class Sweep:
 
     def overrides(self, value: ConfigValue) -> dict[str, ConfigValue]:
         """The run-config values of the run for ``value`` (a single run: no sweep or variants left)."""
-        single: dict[str, ConfigValue] = {SWEEP_KEY: "", VARIANTS_KEY: ""}
+        single: dict[str, ConfigValue] = {SWEEP_KEY: "", VARIANTS_KEY: "", SEEDS_KEY: ""}
         if self.variants:
             return {**single, **dict(self.variants)[str(value)]}
         return {**single, self.key: value}
@@ -71,6 +82,8 @@ class Scenario:
     description: str
     values: dict[str, ConfigValue]
     sweep: Sweep | None = None
+    seeds: tuple[int, ...] = ()
+    paper: PaperTables = field(default_factory=dict)
 
     def config(self, overrides: dict[str, ConfigValue] | None = None) -> RunConfig:
         """The validated run config: defaults, then the file, then ``overrides``."""
@@ -113,7 +126,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"scenario {path}: not valid TOML ({error})") from None
-    variants, defenses = _variant_tables(values, path)
+    variants, defenses, paper = _variant_tables(values, path)
     nested = [k for k, v in values.items() if isinstance(v, dict | list)]
     if nested:
         raise ConfigError(
@@ -134,6 +147,8 @@ def load_scenario(name_or_path: str) -> Scenario:
         description=_description(text),
         values=values,
         sweep=sweep,
+        seeds=parse_seeds(values.get(SEEDS_KEY) or "", f"scenario {path}"),
+        paper=_parse_paper(paper, path),
     )
     scenario.config()  # validate now, with the file's name in any error
     _check_runs(scenario, f"scenario {path}")
@@ -151,14 +166,16 @@ def _check_runs(scenario: Scenario, where: str) -> None:
             raise ConfigError(f"{where}, {scenario.sweep.label(value)}: {error}") from None
 
 
-def _variant_tables(values: dict[str, Any], path: Path) -> tuple[object, object]:
-    """The ``[variants.*]`` and ``[defenses.*]`` tables: inline, or in the file ``variants`` names."""
+def _variant_tables(values: dict[str, Any], path: Path) -> tuple[object, object, object]:
+    """The ``[variants.*]``, ``[defenses.*]`` and ``[paper.*]`` tables: inline, or in the file
+    ``variants`` names."""
     inline_variants = values.pop(VARIANTS_KEY, None) if isinstance(values.get(VARIANTS_KEY), dict) else None
     inline_defenses = values.pop(DEFENSES_KEY, None)
+    inline_paper = values.pop(PAPER_KEY, None)
     reference = values.get(VARIANTS_KEY)
     if not reference:
-        return inline_variants, inline_defenses
-    if inline_variants is not None or inline_defenses is not None:
+        return inline_variants, inline_defenses, inline_paper
+    if inline_variants is not None or inline_defenses is not None or inline_paper is not None:
         raise ConfigError(f"scenario {path}: give [variants.*] inline or in {reference!r}, not both")
     if not isinstance(reference, str):
         raise ConfigError(f"scenario {path}: 'variants' must name a file, got {reference!r}")
@@ -169,12 +186,50 @@ def _variant_tables(values: dict[str, Any], path: Path) -> tuple[object, object]
         tables = tomllib.loads(companion.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"scenario {companion}: not valid TOML ({error})") from None
-    unknown = sorted(set(tables) - {VARIANTS_KEY, DEFENSES_KEY})
+    unknown = sorted(set(tables) - {VARIANTS_KEY, DEFENSES_KEY, PAPER_KEY})
     if unknown or VARIANTS_KEY not in tables:
         raise ConfigError(
-            f"scenario {companion}: holds [variants.*] and [defenses.*] tables only, got {unknown}"
+            f"scenario {companion}: holds [variants.*], [defenses.*] and [paper.*] tables only, got {unknown}"
         )
-    return tables[VARIANTS_KEY], tables.get(DEFENSES_KEY)
+    return tables[VARIANTS_KEY], tables.get(DEFENSES_KEY), tables.get(PAPER_KEY)
+
+
+def parse_seeds(text: object, where: str) -> tuple[int, ...]:
+    """``"42,1,2"`` → ``(42, 1, 2)``: distinct non-negative integers ("" → no seeds)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: 'seeds' must look like \"42,1,2\", got {text!r}")
+    seeds: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if not item.isdigit():
+            raise ConfigError(f"{where}: 'seeds' must be non-negative integers like \"42,1,2\", got {item!r}")
+        if int(item) in seeds:
+            raise ConfigError(f"{where}: seed {item} is listed twice in 'seeds'")
+        seeds.append(int(item))
+    return tuple(seeds)
+
+
+def _parse_paper(tables: object, path: Path) -> PaperTables:
+    """``[paper."TABLE"."ROW"]`` tables of ``COLUMN = number`` (a paper's published numbers)."""
+    if tables is None:
+        return {}
+    shape = f'scenario {path}: [paper] must be tables [paper."TABLE"."ROW"] of COLUMN = number'
+    if not isinstance(tables, dict):
+        raise ConfigError(shape)
+    paper: PaperTables = {}
+    for table, rows in tables.items():
+        if not isinstance(rows, dict):
+            raise ConfigError(shape)
+        for row, cells in rows.items():
+            if not isinstance(cells, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in cells.values()
+            ):
+                raise ConfigError(f"{shape}; got [paper.{table!r}.{row!r}] = {cells!r}")
+            paper.setdefault(str(table), {})[str(row)] = {str(c): float(v) for c, v in cells.items()}
+    return paper
 
 
 def _flat_tables(tables: object, kind: str, path: Path) -> list[tuple[str, dict[str, ConfigValue]]]:

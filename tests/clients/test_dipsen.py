@@ -58,3 +58,38 @@ def test_a_csv_of_flows_trains_through_the_same_client(tmp_path):
     trained, _, _ = client.fit(start, {"server-round": 1})
     _, _, after = client.evaluate(trained, {})
     assert after["accuracy"] >= 0.8
+
+
+# ----------------------------------------------------------------------------- DP-SGD and its accountant
+
+
+def test_epsilon_is_finite_and_falls_as_sigma_grows():
+    from clients.privacy import dp_sgd_epsilon
+
+    common = {"batch_size": 16, "dataset_size": 300, "steps": 200, "delta": 1e-5}
+    epsilons = [dp_sgd_epsilon(noise_multiplier=s, **common) for s in (0.8, 1.0, 2.0, 4.0)]
+    assert all(np.isfinite(e) and e > 0 for e in epsilons)
+    assert epsilons == sorted(epsilons, reverse=True) and epsilons[0] > 2 * epsilons[-1]
+    assert dp_sgd_epsilon(noise_multiplier=1.0, **{**common, "steps": 400}) > epsilons[1]  # composition
+    assert dp_sgd_epsilon(noise_multiplier=0.0, **common) == float("inf")
+    assert dp_sgd_epsilon(noise_multiplier=1.0, **{**common, "steps": 0}) == 0.0
+
+
+def test_dp_sgd_client_reports_epsilon_learns_and_differs_from_plain_training():
+    # little noise (σ = 0.05, C = 10) so that 3 epochs on 270 synthetic images learn; ε is then huge
+    config = CONFIG.replace(dp_sgd_clip=10.0, dp_sgd_noise=0.05)
+    client = build_client(config, partition_id=1, num_partitions=2, role="dipsen")
+    plain = build_client(CONFIG, partition_id=1, num_partitions=2, role="dipsen")
+    start = client.get_parameters({})
+    _, _, before = client.evaluate(start, {})
+    trained, _, metrics = client.fit(start, {"server-round": 1})
+    _, _, after = client.evaluate(trained, {})
+    assert after["accuracy"] > before["accuracy"] + 0.3
+    from clients.privacy import dp_sgd_epsilon
+
+    n = len(client.train_data)  # 270 images, batch 32: 9 steps per epoch, 3 epochs in round 1
+    expected = dp_sgd_epsilon(noise_multiplier=0.05, batch_size=32, dataset_size=n, steps=27, delta=1e-5)
+    assert metrics["dp-epsilon"] == expected and 0 < expected < float("inf")
+    unclipped, _, plain_metrics = plain.fit(start, {"server-round": 1})
+    assert "dp-epsilon" not in plain_metrics
+    assert not all(np.array_equal(a, b) for a, b in zip(trained, unclipped, strict=True))

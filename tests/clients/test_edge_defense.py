@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from flwr.app import RecordDict
 from torch import nn
 
+import clients.edge_defense as edge_module
 from clients.benign import BenignClient, client_parts
-from clients.edge_defense import EdgeDefense, EdgeReport, edge_defense
+from clients.edge_defense import ISOLATION_KEY, EdgeDefense, EdgeReport, edge_defense
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
 from fedsec.data.poisoning import backdoor_test_set, pixel_pattern, poison_with_trigger
+from fedsec.defenses.abl import PHASE_EVERY_ROUND, PHASE_ISOLATION, PHASE_UNLEARNING, data_fingerprint
 from fedsec.training import evaluate, get_weights, make_optimizer, train
 
 SHAPE = (1, 8, 8)
@@ -283,6 +286,9 @@ EDGE_KEYS = {
     "distill-delta": 0.25,
     "distill-epochs": 4,
     "abl-unlearning-lr": 0.001,
+    "distill-learning-rate": 0.02,
+    "abl-schedule": "phased",
+    "abl-isolation-rounds": 4,
 }
 
 
@@ -298,6 +304,9 @@ def test_edge_defense_is_built_from_the_config_keys(name: str, distill: bool) ->
         distill_delta=0.25,
         distill_epochs=4,
         unlearning_lr=0.001,
+        distill_learning_rate=0.02,
+        schedule="phased",
+        isolation_rounds=4,
     )
 
 
@@ -314,6 +323,8 @@ def test_client_parts_gives_every_device_the_configured_edge_defense() -> None:
     assert parts["defense"] == edge_defense(config) and parts["defense"].distill
     plain = client_parts(config.replace(edge_defense=""), partition_id=0, num_partitions=3)
     assert plain["defense"] is None
+    state = RecordDict()
+    assert client_parts(config, partition_id=0, num_partitions=3, state=state)["defense"].state is state
 
 
 # ---------------------------------------------------------------------------- the client uses it
@@ -334,9 +345,17 @@ class SpyDefense:
         generator: torch.Generator,
         epochs: int,
         batch_size: int,
+        server_round: int = 0,
     ) -> float:
         self.calls.append(
-            {"model": model, "data": data, "optimizer": optimizer, "epochs": epochs, "batch_size": batch_size}
+            {
+                "model": model,
+                "data": data,
+                "optimizer": optimizer,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "server_round": server_round,
+            }
         )
         return 0.125
 
@@ -364,6 +383,7 @@ def test_local_training_goes_through_the_defense() -> None:
     call = spy.calls[0]
     assert call["model"] is client.model and call["data"] is client.train_data
     assert call["epochs"] == 2 and call["batch_size"] == 16
+    assert call["server_round"] == 3  # the round of the train message reaches the defense
     assert all(np.array_equal(a, b) for a, b in zip(weights, start, strict=True))  # the spy trained nothing
 
 
@@ -389,3 +409,205 @@ def test_a_client_with_the_real_edge_defense_trains_and_reports_a_finite_loss() 
     assert num_examples == 48
     assert math.isfinite(float(metrics["train-loss"]))
     assert not all(np.array_equal(a, b) for a, b in zip(weights, start, strict=True))
+
+
+# ---------------------------------------------------------------------------- phased ABL schedule (Eq. 9)
+
+
+class Calls:
+    """Wraps the edge module's ABL and distillation steps, recording each call before running it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        for name in ("lga_isolation", "unlearn", "anti_backdoor_learning", "attention_distill"):
+            monkeypatch.setattr(edge_module, name, self._wrap(name, getattr(edge_module, name)))
+
+    def _wrap(self, name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.log.append((name, {"args": args, **kwargs}))
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.log]
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        log, self.log = self.log, []
+        return log
+
+
+def _phased(state: RecordDict | None, **changes: Any) -> EdgeDefense:
+    base = replace(DEFENSE, isolation_epochs=2, distill_epochs=1, fraction=0.25)
+    return replace(base, schedule="phased", isolation_rounds=2, state=state, **changes)
+
+
+def _mean_loss(model: nn.Module, data: TensorSplit) -> float:
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(data.x), data.y))
+
+
+def _round(defense: EdgeDefense, model: nn.Module, data: TensorSplit, server_round: int) -> EdgeReport:
+    return defense.train_with_report(
+        model,
+        data,
+        optimizer=make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.0, weight_decay=0.0),
+        generator=torch.Generator().manual_seed(server_round),
+        epochs=2,
+        batch_size=8,
+        server_round=server_round,
+    )
+
+
+def test_phased_rounds_up_to_t_te_train_with_lga_only_and_store_the_isolation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch)
+    state = RecordDict()
+    defense = _phased(state, gamma=10.0)  # every batch loss is below γ: LGA ascends
+    data = _small_split(32)
+    model = tiny_cnn(1)
+    before = _mean_loss(model, data)
+    for server_round in (1, 2):
+        report = _round(defense, model, data, server_round)
+        assert report.phase == PHASE_ISOLATION and report.distill_loss is None
+        log = calls.take()
+        assert [name for name, _ in log] == ["lga_isolation"]  # no unlearning, no distillation
+        assert log[0][1]["epochs"] == 2  # the client's local epochs, with the LGA loss
+        stored = state.array_records[ISOLATION_KEY]["isolated"].numpy()
+        np.testing.assert_array_equal(stored, report.isolated)
+        assert len(report.isolated) == 8
+    # sign(L − γ)·L with L < γ is gradient ascent: the loss went up, not down
+    assert _mean_loss(model, data) > before + 0.05
+
+
+def test_phased_rounds_after_t_te_reuse_the_stored_isolation_then_unlearn_and_distill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = RecordDict()
+    defense = _phased(state)
+    data = _small_split(32)
+    model = tiny_cnn(2)
+    lga = _round(defense, model, data, 2)
+    calls = Calls(monkeypatch)
+    report = _round(defense, model, data, 3)
+    assert report.phase == PHASE_UNLEARNING and report.reused
+    assert calls.names() == ["unlearn", "attention_distill"]  # no LGA, no new isolation
+    _, unlearn_call = calls.log[0]
+    np.testing.assert_array_equal(unlearn_call["args"][3], lga.isolated)
+    assert (
+        unlearn_call["clean_epochs"] == 2 and unlearn_call["unlearning_epochs"] == DEFENSE.unlearning_epochs
+    )
+    np.testing.assert_array_equal(report.isolated, lga.isolated)
+    _, distill_call = calls.log[1]
+    assert len(distill_call["args"][1]) == 32 - len(lga.isolated)  # distils the kept samples only
+    assert report.distill_loss is not None and report.loss == report.distill_loss
+
+
+@pytest.mark.parametrize("why", ["no state", "never sampled", "other data"])
+def test_an_unlearning_round_without_a_matching_isolation_isolates_once_and_stores_it(
+    monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    state = None if why == "no state" else RecordDict()
+    defense = _phased(state)
+    data = _small_split(32)
+    if why == "other data":
+        _round(defense, tiny_cnn(3), _small_split(32, seed=9), 1)  # e.g. the clean copy before the attack
+    calls = Calls(monkeypatch)
+    report = _round(defense, tiny_cnn(3), data, 5)
+    assert not report.reused and report.phase == PHASE_UNLEARNING
+    assert calls.names() == ["lga_isolation", "unlearn", "attention_distill"]
+    assert calls.log[0][1]["epochs"] == defense.isolation_epochs
+    if state is not None:
+        assert state.config_records["fedsec-abl-isolated-meta"]["fingerprint"] == data_fingerprint(
+            data.x, data.y
+        )
+        calls.take()
+        again = _round(defense, tiny_cnn(3), data, 6)
+        assert again.reused and calls.names() == ["unlearn", "attention_distill"]
+        np.testing.assert_array_equal(again.isolated, report.isolated)
+
+
+def test_the_every_round_schedule_ignores_the_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch)
+    defense = replace(_phased(RecordDict()), schedule="every-round")
+    for server_round in (1, 9):
+        assert _round(defense, tiny_cnn(4), _small_split(32), server_round).phase == PHASE_EVERY_ROUND
+    assert calls.names() == ["anti_backdoor_learning", "attention_distill"] * 2
+
+
+def test_a_client_passes_the_message_round_and_keeps_the_isolation_in_its_state() -> None:
+    state = RecordDict()
+    client = _client(_phased(state))
+    start = client.get_parameters({})
+    client.fit(start, {"server-round": 1})
+    first = state.array_records[ISOLATION_KEY]["isolated"].numpy().copy()
+    assert state.config_records["fedsec-abl-isolated-meta"]["round"] == 1
+    # a new client object for the same node (Flower builds one per message) sees the same state
+    client = _client(_phased(state))
+    client.fit(start, {"server-round": 3})
+    assert state.config_records["fedsec-abl-isolated-meta"]["round"] == 1  # reused, not recomputed
+    np.testing.assert_array_equal(state.array_records[ISOLATION_KEY]["isolated"].numpy(), first)
+
+
+# ---------------------------------------------------------------------------- distillation learning rate
+
+
+def test_edge_distillation_uses_distill_learning_rate_without_momentum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch)
+    config = RunConfig.from_run_config(
+        {
+            "edge-defense": "abl+distill",
+            "learning-rate": 0.05,
+            "momentum": 0.9,
+            "distill-learning-rate": 0.02,
+            "local-epochs": 1,
+            "batch-size": 16,
+        }
+    )
+    defense = edge_defense(config)
+    assert defense is not None
+    client = BenignClient(
+        config=config,
+        partition_id=0,
+        model=tiny_cnn(0),
+        train_data=_small_split(48, seed=1),
+        eval_data=_small_split(16, seed=2),
+        num_classes=NUM_CLASSES,
+        defense=defense,
+    )
+    client.fit(client.get_parameters({}), {"server-round": 1})
+    (abl_name, abl_call), (distill_name, distill_call) = calls.log
+    assert (abl_name, distill_name) == ("anti_backdoor_learning", "attention_distill")
+    client_group = abl_call["optimizer"].param_groups[0]
+    assert (client_group["lr"], client_group["momentum"]) == (0.05, 0.9)
+    distill_optimizer = distill_call["optimizer"]
+    assert distill_optimizer is not abl_call["optimizer"]
+    group = distill_optimizer.param_groups[0]
+    assert isinstance(distill_optimizer, torch.optim.SGD)
+    assert (group["lr"], group["momentum"]) == (0.02, 0.0)
+    assert {id(p) for p in group["params"]} == {id(p) for p in client.model.parameters()}
+
+
+def test_without_a_distillation_rate_the_defense_distils_with_the_callers_optimizer() -> None:
+    model = tiny_cnn(0)
+    optimizer = _adam(model)
+    assert DEFENSE.distill_optimizer(model, optimizer) is optimizer
+    assert replace(DEFENSE, distill_learning_rate=0.3).distill_optimizer(model, optimizer) is not optimizer
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("distill_learning_rate", 0.0),
+        ("distill_learning_rate", math.inf),
+        ("schedule", "sometimes"),
+        ("isolation_rounds", -1),
+        ("state", {}),
+    ],
+)
+def test_new_fields_are_checked_by_name(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=field):
+        replace(DEFENSE, **{field: value})

@@ -76,6 +76,23 @@ def test_before_the_attack_round_a_malicious_client_trains_exactly_like_a_benign
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+def test_after_attack_end_round_a_malicious_client_is_honest_again():
+    cfg = config(roles="label-flip:1", **{"attack-start-round": 2, "attack-end-round": 2})
+    honest = build_client(cfg, partition_id=1, num_partitions=4, role="benign")
+    flipper = build_client(cfg, partition_id=1, num_partitions=4, role="label-flip")
+    start = honest.get_parameters({})
+
+    attacked, _ = fit(flipper, start, server_round=2)
+    after, _ = fit(flipper, start, server_round=3)
+    clean, _ = fit(honest, start, server_round=3)
+
+    assert [cfg.attacks_in(r) for r in (1, 2, 3)] == [False, True, False]
+    assert all(np.array_equal(x, y) for x, y in zip(after, clean, strict=True))
+    assert targeted_rate(flipper, attacked) > targeted_rate(flipper, after) + 0.5
+    with pytest.raises(ConfigError, match="attack-end-round"):
+        config(**{"attack-start-round": 3, "attack-end-round": 2})
+
+
 def test_label_flip_teaches_source_to_target_and_boosting_scales_that_update():
     cfg = config(**{"boost-factor": 3.0})
     honest = build_client(cfg, partition_id=1, num_partitions=4, role="benign")

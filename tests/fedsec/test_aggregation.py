@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from fedsec.aggregation import AdamState, adam_init, adam_step, gradient_mean, weighted_mean
+from fedsec.aggregation import (
+    AdamState,
+    adam_init,
+    adam_step,
+    gradient_mean,
+    mean_update_model,
+    weighted_mean,
+)
 
 # ----------------------------------------------------------------------------- weighted_mean
 
@@ -268,3 +275,24 @@ G = [np.ones(2, np.float32), np.ones((2, 2), np.float32)]
 def test_adam_errors_name_the_parameter(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_mean_update_model_is_the_previous_model_plus_the_mean_update_by_hand():
+    """PDGAN Alg. 1 line 6: M + mean(u_i), u_i = w_i - M; integer arrays are rounded and keep their dtype."""
+    previous = [np.array([1.0, 2.0], dtype=np.float32), np.array([10], dtype=np.int64)]
+    models = [
+        [np.array([1.5, 2.0], dtype=np.float32), np.array([11], dtype=np.int64)],  # u = (0.5, 0), 1
+        [np.array([0.0, 5.0], dtype=np.float32), np.array([14], dtype=np.int64)],  # u = (-1, 3), 4
+        [np.array([2.5, 2.0], dtype=np.float32), np.array([10], dtype=np.int64)],  # u = (1.5, 0), 0
+    ]
+    before = [[a.copy() for a in m] for m in models]
+    result = mean_update_model(previous, models)
+    np.testing.assert_allclose(result[0], [1.0 + 1.0 / 3.0, 3.0], rtol=1e-6)
+    assert result[0].dtype == np.float32
+    assert result[1].dtype == np.int64 and result[1].tolist() == [12]  # 10 + 5/3 rounded
+    for got, want in zip(models, before, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    with pytest.raises(ValueError, match="models"):
+        mean_update_model(previous, [])
+    with pytest.raises(ValueError, match="previous"):
+        mean_update_model([np.zeros(3), np.zeros(1)], models)

@@ -9,7 +9,17 @@ import torch
 from torch import nn
 
 from fedsec.errors import ConfigError
-from fedsec.models import MODELS, BasicCNN, DiPSeN, GaussianNoise, build_model, model_options
+from fedsec.models import (
+    MODELS,
+    BasicCNN,
+    DiPSeN,
+    GaussianNoise,
+    PaperBasicCNN,
+    PaperDiPSeN,
+    build_model,
+    model_options,
+)
+from fedsec.models.dipsen_paper import lecun_uniform_
 
 
 def _num_params(model: nn.Module) -> int:
@@ -126,7 +136,8 @@ def test_options_are_forwarded_and_seeded_init_kept() -> None:
     assert isinstance(default, DiPSeN) and default.sigma == 0.1
     a, b = model.state_dict(), default.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # options do not change the initial weights
-    assert model_options("dipsen") == ("sigma", "sensitivity", "dropout")
+    assert model_options("dipsen") == ("sigma", "sensitivity", "dropout", "test_noise")
+    assert model_options("dipsen-paper") == model_options("dipsen")
     assert model_options("lenet") == ()
 
 
@@ -157,3 +168,64 @@ def test_constructors_validate_shape_and_classes() -> None:
         DiPSeN(input_shape=(1, 3, 28), num_classes=10)
     with pytest.raises(ValueError, match="num_classes"):
         BasicCNN(input_shape=(1, 28, 28), num_classes=1)
+
+
+# ----------------------------------------------------------------------------- test-time noise switch
+
+
+@pytest.mark.parametrize("name", ["dipsen", "dipsen-paper"])
+def test_test_noise_off_makes_eval_deterministic_but_training_stays_noisy(name: str) -> None:
+    model = build_model(
+        name, input_shape=(1, 28, 28), num_classes=10, seed=0, options={"sigma": 1.0, "test_noise": False}
+    )
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), model(x))
+        noise = model.noise.train()  # the layer still adds noise in training
+        assert not torch.equal(noise(x), noise(x))
+    with pytest.raises(ValueError, match="at_inference"):
+        GaussianNoise(sigma=0.1, at_inference=1)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- paper layout (§VI-B, §IV-C)
+
+
+def test_lecun_uniform_bounds_and_variance() -> None:
+    torch.manual_seed(0)
+    dense = lecun_uniform_(torch.empty(256, 3136))
+    bound = math.sqrt(3.0 / 3136)
+    assert dense.abs().max().item() <= bound
+    assert dense.abs().max().item() > 0.99 * bound  # 800k draws reach the edge
+    assert abs(dense.var().item() - 1.0 / 3136) < 0.02 / 3136  # variance 1/fan_in, as LeCun normal
+    conv = lecun_uniform_(torch.empty(64, 32, 3, 3))  # fan_in = 32·3·3 = 288
+    assert conv.abs().max().item() <= math.sqrt(3.0 / 288)
+    assert conv.abs().max().item() > 0.95 * math.sqrt(3.0 / 288)
+    with pytest.raises(ValueError, match="dimensions"):
+        lecun_uniform_(torch.empty(5))
+
+
+def test_paper_dipsen_is_two_blocks_then_one_dense_layer_with_lecun_uniform_weights() -> None:
+    model = build_model("dipsen-paper", input_shape=(1, 28, 28), num_classes=10, seed=0)
+    assert isinstance(model, PaperDiPSeN)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears == [model.head] and model.head.in_features == 64 * 7 * 7  # no fc 128
+    assert [type(m) for m in model.block2] == [nn.Conv2d, nn.SELU, nn.MaxPool2d, nn.AlphaDropout]
+    assert isinstance(model.noise, GaussianNoise) and model.noise.at_inference
+    for layer, fan_in in ((model.block1[0], 9), (model.block2[0], 288), (model.head, 3136)):
+        bound = math.sqrt(3.0 / fan_in)
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.abs().max().item() > 0.9 * bound
+        assert torch.count_nonzero(layer.bias) == 0
+    # conv 320 + conv 18,496 + fc 3136·10 + 10
+    assert _num_params(model) == 50_186
+    ours = build_model("dipsen", input_shape=(1, 28, 28), num_classes=10, seed=0)
+    assert isinstance(ours, DiPSeN) and ours.dense[0].out_features == 128  # fedsec's layout keeps fc 128
+
+
+def test_paper_basic_cnn_matches_the_paper_dipsen_without_noise_or_selu() -> None:
+    basic = build_model("dipsen-paper-basic", input_shape=(1, 28, 28), num_classes=10, seed=0)
+    assert isinstance(basic, PaperBasicCNN)
+    assert _num_params(basic) == 50_186
+    assert not any(isinstance(m, GaussianNoise | nn.SELU | nn.AlphaDropout) for m in basic.modules())
+    assert {"dipsen-paper", "dipsen-paper-basic"} <= set(MODELS)
+    assert basic(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from fedsec.models import build_model
-from fedsec.models.gan import Generator, discriminator_from, refresh_discriminator
+from fedsec.models.gan import (
+    Generator,
+    PaperGenerator,
+    build_generator,
+    discriminator_from,
+    refresh_discriminator,
+)
 
 K = 10
 CASES = [("lenet", (1, 28, 28)), ("cnn", (1, 8, 8))]
@@ -139,3 +145,48 @@ def test_sample_is_deterministic_under_the_same_seed_and_restores_the_mode() -> 
     assert all(
         torch.equal(p, q) for p, q in zip(gen.state_dict().values(), again.state_dict().values(), strict=True)
     )
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
+def test_paper_generator_makes_32x32_and_returns_the_dataset_size(shape) -> None:
+    """Four 4×4 transposed convolutions give 1 -> 4 -> 8 -> 16 -> 32; the output is resized to (H, W)."""
+    gen = PaperGenerator(latent_dim=100, output_shape=shape, base_channels=4)
+    convs = [m for m in gen.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(convs) == 4 and all(m.kernel_size == (4, 4) for m in convs)
+    sides: list[int] = []
+    for m in convs:
+        m.register_forward_hook(lambda _m, _i, out: sides.append(out.shape[-1]))
+    z = torch.randn(3, 100, generator=torch.Generator().manual_seed(0)) * 5.0
+    out = gen(z)
+    assert sides == [4, 8, 16, 32]
+    assert out.shape == (3, *shape)
+    assert float(out.detach().min()) >= 0.0 and float(out.detach().max()) <= 1.0
+    out.sum().backward()  # the generator trains through the resize
+    assert convs[0].weight.grad is not None and float(convs[0].weight.grad.abs().sum()) > 0
+
+
+def test_paper_generator_resize_is_bilinear_interpolation_of_the_32x32_images() -> None:
+    gen = PaperGenerator(latent_dim=10, output_shape=(1, 28, 28), base_channels=4).eval()
+    z = torch.randn(2, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        native = gen.body(z[:, :, None, None])
+        expected = nn.functional.interpolate(native, size=(28, 28), mode="bilinear", align_corners=False)
+        out = gen(z)
+    assert native.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(out, expected)
+    assert gen.sample(4, generator=torch.Generator().manual_seed(2)).shape == (4, 1, 28, 28)
+
+
+def test_build_generator_picks_the_architecture_and_rejects_unknown_names() -> None:
+    fedsec_gen = build_generator("fedsec", output_shape=(1, 28, 28), base_channels=8, seed=3)
+    paper_gen = build_generator("paper", output_shape=(1, 28, 28), base_channels=8, seed=3)
+    assert type(fedsec_gen) is Generator and type(paper_gen) is PaperGenerator
+    again = build_generator("paper", output_shape=(1, 28, 28), base_channels=8, seed=3)
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(paper_gen.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ValueError, match="generator architecture"):
+        build_generator("vae", output_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="base_channels"):
+        PaperGenerator(output_shape=(1, 28, 28), base_channels=0)

@@ -11,7 +11,6 @@ from torch import nn
 
 from fedsec.attacks.poisoning import (
     LambdaChoice,
-    StealthObjective,
     apply_update,
     boost,
     cosine_similarity,
@@ -22,6 +21,7 @@ from fedsec.attacks.poisoning import (
     shrink_to_bound,
     unflatten,
 )
+from fedsec.attacks.stealth import StealthObjective, known_clients
 from fedsec.data.datasets import TensorSplit
 from fedsec.training import make_optimizer, train
 
@@ -352,7 +352,7 @@ def test_select_lambda_accept_rejects_updates_that_fail_an_extra_check():
 
 
 def test_remove_conflict_by_hand():
-    from fedsec.attacks.poisoning import remove_conflict
+    from fedsec.attacks.stealth import remove_conflict
 
     reference = np.array([1.0, 0.0])
     # conflicting: (-1, 1)·(1, 0) = -1 → remove the (-1, 0) component
@@ -362,7 +362,7 @@ def test_remove_conflict_by_hand():
 
 
 def test_stealth_direction_lowers_the_objective_keeps_the_model_and_has_the_requested_length():
-    from fedsec.attacks.poisoning import stealth_direction
+    from fedsec.attacks.stealth import stealth_direction
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -389,3 +389,115 @@ def test_stealth_direction_lowers_the_objective_keeps_the_model_and_has_the_requ
     assert restored
     assert np.linalg.norm(step) <= 0.3 + 1e-9
     assert float(objective(model)) < loss_before
+
+
+def test_select_lambda_skips_a_lambda_without_update_and_sends_the_benign_mean_when_none_has_one():
+    v = np.array([1.0, 0.0])
+    benign = [np.zeros(2), np.array([0.0, 2.0])]
+
+    diverged_at_4 = select_lambda(
+        [1.0, 2.0, 4.0], lambda lam: None if lam == 4.0 else lam * v, benign=benign, radius=10.0
+    )
+    nothing = select_lambda([1.0, 2.0], lambda lam: None, benign=benign, radius=10.0)
+
+    assert diverged_at_4.lam == 2.0 and diverged_at_4.tried == (4.0, 2.0)
+    np.testing.assert_array_equal(diverged_at_4.update, [2.0, 0.0])
+    assert nothing.lam == 0.0 and nothing.tried == (2.0, 1.0)
+    np.testing.assert_array_equal(nothing.update, [0.0, 1.0])
+    with pytest.raises(ValueError, match="no benign update"):
+        select_lambda([1.0], lambda lam: None, benign=[], radius=math.inf)
+
+
+def test_eq4_loss_by_hand_on_a_zero_model_plain_and_normalised():
+    # All weights 0: every logit is 0, so each cross-entropy over 2 classes is ln 2.
+    model = _Flat()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    d = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # Δ = params − global = d
+    global_params = [-torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.zeros(2)]
+    benign = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # cos(Δ, Δ_benign) = 1/√2
+    xb, yb = torch.tensor([[[[0.3, 0.9]]], [[[0.5, 0.1]]]]), torch.tensor([0, 1])
+    lam, p = 3.0, 2.0
+    plain = StealthObjective(
+        targeted=_targeted(), lam=lam, penalty=p, global_params=global_params, benign_update=benign
+    )
+    normalised = StealthObjective(
+        targeted=_targeted(),
+        lam=lam,
+        penalty=p,
+        global_params=global_params,
+        benign_update=benign,
+        scale=StealthObjective.normalised_scale(lam),
+    )
+
+    expected = (
+        lam * math.log(2) + math.log(2) + p * (1 - 1 / math.sqrt(2))
+    )  # λ·F(D_tar) + F(D_m) + p(1 − cos)
+    assert plain._delta(model).detach().numpy() == pytest.approx(d)
+    assert plain(model, xb, yb).item() == pytest.approx(expected, abs=1e-6)
+    assert normalised(model, xb, yb).item() == pytest.approx(expected / (1 + lam), abs=1e-6)
+    with pytest.raises(ValueError, match="scale"):
+        StealthObjective(targeted=_targeted(), lam=lam, penalty=p, global_params=global_params, scale=0.0)
+
+
+def test_normalising_eq4_keeps_the_sgd_step_of_a_large_lambda_as_small_as_that_of_lambda_1():
+    x = torch.rand(8, 1, 1, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 2, (8,), generator=torch.Generator().manual_seed(1))
+
+    def step_norm(lam: float, *, normalise: bool) -> float:
+        model = _Flat()
+        start = _flat_params(model)
+        objective = StealthObjective(
+            targeted=_targeted(),
+            lam=lam,
+            penalty=0.0,
+            global_params=[p.detach().clone() for p in model.parameters()],
+            scale=StealthObjective.normalised_scale(lam) if normalise else 1.0,
+        )
+        optimizer = make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9)
+        train(
+            model,
+            x,
+            y,
+            epochs=1,
+            batch_size=8,
+            optimizer=optimizer,
+            generator=torch.Generator(),
+            loss_fn=objective,
+        )
+        return float(np.linalg.norm(_flat_params(model) - start))
+
+    assert step_norm(16.0, normalise=False) > 5 * step_norm(1.0, normalise=False)  # the step grows with λ
+    assert step_norm(16.0, normalise=True) < 1.5 * step_norm(1.0, normalise=True)
+
+
+# ---------------------------------------------------------------------------- limited knowledge
+
+
+def test_known_clients_random_draw_is_seeded_per_round_benign_only_and_distinct():
+    benign = [0, 1, 2, 3, 5, 6, 8]  # 4 and 7 are attackers
+
+    draws = [known_clients(benign, 3, draw="random", seed=42, server_round=r) for r in range(1, 9)]
+
+    assert draws == [known_clients(benign, 3, draw="random", seed=42, server_round=r) for r in range(1, 9)]
+    assert len({tuple(d) for d in draws}) > 1  # a new draw each round
+    assert all(len(set(d)) == 3 and set(d) <= set(benign) for d in draws)
+    assert draws != [known_clients(benign, 3, draw="random", seed=1, server_round=r) for r in range(1, 9)]
+    assert known_clients(benign, 3, draw="first", seed=42, server_round=5) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"k": 0}, "k"),
+        ({"k": 4}, "k"),
+        ({"draw": "best"}, "draw"),
+        ({"seed": -1}, "seed"),
+        ({"benign": [1, 1, 2]}, "distinct"),
+    ],
+)
+def test_known_clients_rejects_bad_parameters(kwargs, name):
+    args = {"benign": [1, 2, 3], "k": 2, "draw": "random", "seed": 0} | kwargs
+    with pytest.raises(ValueError, match=name):
+        known_clients(args.pop("benign"), args.pop("k"), server_round=1, **args)

@@ -125,11 +125,35 @@ def test_only_keeps_the_matching_runs_of_a_grid_and_refuses_a_pattern_matching_n
     plan = prepare_runs(args)
 
     assert [c.variant + "/" + c.defense for c in plan.configs][:2] == ["none/none", "dba/none"]
-    assert len(plan.configs) == 12 and plan.base == tmp_path
-    assert {c.defense for c in plan.configs if c.variant == "dba"} >= {"layered", "flame", "edge+distill"}
+    assert len(plan.configs) == 13 and plan.base == tmp_path
+    assert {c.defense for c in plan.configs if c.variant == "dba"} >= {
+        "layered",
+        "layered-paper",
+        "flame",
+        "edge+distill",
+    }
     bad = build_parser().parse_args(["run", "layered-mnist", "--only", "nope/*"])
     with pytest.raises(FedsecError, match="matches none of the runs"):
         prepare_runs(bad)
+
+
+def test_set_wins_over_the_keys_of_a_grids_variants_and_defenses(tmp_path):
+    from simulations.cli import build_parser, prepare_runs
+
+    only = "dba/layered,dba/layered-paper,dba/server"
+    argv = ["run", "layered-mnist", "--only", only, "--out", str(tmp_path)]
+    by_defense = {c.defense: c for c in prepare_runs(build_parser().parse_args(argv)).configs}
+    assert by_defense["layered"].layered_clip and not by_defense["layered-paper"].layered_clip
+    assert by_defense["layered-paper"].abl_schedule == "phased"
+    assert by_defense["layered"].abl_schedule == "every-round"
+    assert by_defense["layered"].poison_epochs == 10  # the dba variant's own key
+
+    argv += ["--set", "layered-clip=false", "--set", "poison-epochs=3", "--set", "abl-schedule=every-round"]
+    forced = prepare_runs(build_parser().parse_args(argv))
+    assert [c.defense for c in forced.configs] == ["layered", "layered-paper", "server"]
+    assert all(not c.layered_clip for c in forced.configs)  # `layered`'s own `layered-clip = true` lost
+    assert all(c.poison_epochs == 3 and c.abl_schedule == "every-round" for c in forced.configs)
+    assert all(c.strategy == "layered" and c.variant == "dba" for c in forced.configs)  # the rest is kept
 
 
 def test_set_sweep_runs_one_config_per_value_in_place_of_the_scenarios_own_runs(tmp_path):
@@ -209,3 +233,31 @@ def test_data_problems_stop_the_run_before_flower_starts(settings, message, caps
         assert code == 0 and err == ""
     else:
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_seeds_repeat_every_run_of_a_grid_and_conflict_with_a_single_seed(tmp_path):
+    from simulations.cli import build_parser, prepare_runs
+
+    args = build_parser().parse_args(
+        ["run", "layered-mnist", "--only", "dba/flame", "--seeds", "7,3", "--out", str(tmp_path)]
+    )
+    plan = prepare_runs(args)
+    assert plan.seeds == (7, 3) and plan.summarised
+    assert [(c.variant, c.defense, c.seed, c.seeds) for c in plan.configs] == [
+        ("dba", "flame", 7, ""),
+        ("dba", "flame", 3, ""),
+    ]
+    assert [Path(c.out_dir).relative_to(tmp_path).as_posix() for c in plan.configs] == [
+        "dba/flame/seed=7",
+        "dba/flame/seed=3",
+    ]
+    single = build_parser().parse_args(
+        ["run", "quickstart", "--set", "seeds=5,6", "--out", str(tmp_path / "q")]
+    )
+    assert [Path(c.out_dir).name for c in prepare_runs(single).configs] == ["seed=5", "seed=6"]
+    both = build_parser().parse_args(["run", "quickstart", "--seeds", "1,2", "--set", "seed=3"])
+    with pytest.raises(FedsecError, match="not both"):
+        prepare_runs(both)
+    repeated = build_parser().parse_args(["run", "quickstart", "--seeds", "1,1"])
+    with pytest.raises(FedsecError, match="listed twice"):
+        prepare_runs(repeated)

@@ -157,3 +157,19 @@ def test_headless_chromium_renders_the_tables_curves_and_heatmap(grid, tmp_path)
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (1200, 1600)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_runs_repeated_over_seeds_become_one_mean_curve_each():
+    from simulations.html_report import seed_curves
+
+    curves = seed_curves(
+        {
+            "dba/layered/seed=1": [(1, 0.2), (2, 0.4)],
+            "dba/layered/seed=2": [(1, 0.4), (2, 0.8)],
+            "dba/flame": [(1, 0.5)],
+        }
+    )
+    assert curves == {
+        "dba/layered (mean of 2 seeds)": [(1, pytest.approx(0.3)), (2, pytest.approx(0.6))],
+        "dba/flame": [(1, 0.5)],
+    }

@@ -9,6 +9,8 @@ from simulations.poisoning_report import (
     GRID_TABLE,
     L2_TABLE,
     PDGAN_TABLE,
+    SUMMARY_TABLE,
+    TARGETED_TABLE,
     poisoning_tables,
 )
 
@@ -86,3 +88,62 @@ def test_pdgan_table_counts_detection_over_the_audited_rounds_only():
     assert (
         row["detection recall"] == 1.0 and row["false-positive rate"] == 1 / 7 and row["audited rounds"] == 1
     )
+
+
+def test_pdgan_table_states_images_per_client_and_starts_at_the_d_iter_round():
+    """gan-d-iter 250 at 100 GAN steps a round audits from round 3 (audit-start-round 1 is overridden);
+    images per client is the mean of the partition sizes given."""
+    config = RunConfig.from_run_config(
+        {
+            "scenario": "pdgan-fmnist",
+            "variant": "paper",
+            "audit": "gan",
+            "audit-start-round": 1,
+            "gan-d-iter": 250,
+            "gan-steps": 100,
+        }
+    )
+    caught = {"tp": 3, "fp": 0, "fn": 0, "tn": 7}
+    rounds = [
+        {"round": r, "accuracy": 0.8, "detection": {"audit": {"tp": 0, "fp": 0, "fn": 3, "tn": 7}}}
+        for r in (1, 2)
+    ] + [{"round": r, "accuracy": 0.8, "detection": {"audit": caught}} for r in (3, 4)]
+
+    row = poisoning_tables(config, rounds, malicious={"7"}, partition_sizes=[593, 593, 594, 590])[PDGAN_TABLE]
+
+    assert row["paper"]["audited rounds"] == 2 and row["paper"]["detection recall"] == 1.0
+    assert row["paper"]["images per client"] == pytest.approx(592.5)
+    without = poisoning_tables(config, rounds, malicious={"7"})[PDGAN_TABLE]["paper"]
+    assert "images per client" not in without
+
+
+def test_a_single_round_attack_counts_only_its_round_and_only_attackers_that_took_part():
+    config = RunConfig.from_run_config(
+        {
+            "variant": "PK-single",
+            "attack-start-round": 2,
+            "attack-end-round": 2,
+            "detectors": "l2,cosine",
+            "calibration-rounds": 1,
+        }
+    )
+    rounds = [
+        *ROUNDS,
+        {
+            "round": 3,
+            "accuracy": 0.9,
+            "targeted_accuracy": 0.4,
+            "update_stats": {"0": stats(0.6, 1.0), "1": stats(0.5, 1.2)},
+            "flagged_by": {"1": ["l2"]},
+        },
+        {"round": 4, "accuracy": 0.9, "targeted_accuracy": 0.3, "update_stats": {"0": stats(0.6, 1.0)}},
+    ]
+
+    tables = poisoning_tables(config, rounds, malicious={"1", "7"})  # 7 was not sampled in round 2
+
+    assert tables[COSINE_TABLE] == {"PK-single": {"2": 0.1}}  # round 3: client 1 is honest again
+    assert tables[L2_TABLE] == {"PK-single": {"2": 9.0}}
+    assert tables[DETECTION_TABLE]["PK-single"]["l2 on attackers"] == 1  # round 2 only
+    assert tables[DETECTION_TABLE]["PK-single"]["l2 on benign"] == 1  # round 3 flagged an honest client 1
+    assert tables[SUMMARY_TABLE]["PK-single"]["attack rounds"] == 1
+    assert tables[TARGETED_TABLE]["PK-single"] == {"2": 1.0, "3": 0.4, "4": 0.3}

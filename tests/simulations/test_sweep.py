@@ -116,3 +116,67 @@ def test_variant_runs_fill_distinct_rows_without_suffixes(tmp_path):
 
     assert summary["tables"]["Table 2"] == {"PK": {"1": 0.9}, "LK": {"1": 0.5}}
     assert summary["tables"]["variants"]["PK"]["targeted_accuracy"] == 0.9
+
+
+def _final_run(path, accuracy, asr, table_value):
+    recorder = RunRecorder(out_dir=path, scenario="s", config={})
+    recorder.end_round(1, accuracy=accuracy, loss=0.1, asr=asr)
+    recorder.finish(tables={"grid": {"dba": {"ASR": table_value, "note": "x"}}})
+    return path
+
+
+def test_runs_at_several_seeds_are_summarised_as_mean_and_sample_std(tmp_path):
+    scenario = scenario_file(
+        tmp_path,
+        '# s\n[variants.a]\nroles = ""\n[variants.b]\nroles = ""\n[paper."final".a]\naccuracy = 0.99\n',
+    )
+    runs = [
+        _final_run(tmp_path / "a/seed=1", 0.90, 0.1, 0.2),
+        _final_run(tmp_path / "a/seed=2", 0.80, 0.3, 0.4),
+        _final_run(tmp_path / "b/seed=1", 0.50, 0.5, 0.6),
+        _final_run(tmp_path / "b/seed=2", 0.70, 0.5, float("nan")),
+    ]
+    summary = write_sweep_summary(scenario, tmp_path, runs, seeds=(1, 2))
+
+    a = summary["tables"]["variants"]["a"]["accuracy"]
+    assert a["mean"] == pytest.approx(0.85) and a["std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert a["n"] == 2 and a["values"] == [0.9, 0.8]
+    assert summary["tables"]["variants"]["b"]["asr"]["std"] == pytest.approx(0.0)
+    # a non-finite value is kept in "values" but left out of the statistics
+    grid = summary["tables"]["grid"]["dba"]  # both variants fill this cell: columns carry the label
+    assert grid["note [a]"] == "x" and grid["ASR [a]"]["mean"] == pytest.approx(0.3)
+    assert grid["ASR [b]"]["n"] == 1 and grid["ASR [b]"]["mean"] == pytest.approx(0.6)
+    assert summary["seeds"] == [1, 2] and summary["runs"][0] == "a/seed=1"
+    assert summary["paper"] == {"final": {"a": {"accuracy": 0.99}}}
+
+
+def test_seed_cell_statistics_skip_missing_values_and_join_differing_text():
+    from simulations.sweep import over_seeds, seed_cell
+
+    cell = seed_cell([0.2, None, 0.6, float("inf")])
+    assert (cell["mean"], cell["n"]) == (pytest.approx(0.4), 2)
+    assert cell["std"] == pytest.approx(0.2828427, abs=1e-6)
+    assert seed_cell(["kept", "kept"]) == "kept" and seed_cell(["a", "b"]) == "a / b"
+    interval = seed_cell(
+        [{"value": 0.5, "low": 0.4, "high": 0.6, "n": 100}, {"value": 0.7, "low": 0.6, "high": 0.8}]
+    )
+    assert interval["mean"] == pytest.approx(0.6) and interval["n"] == 2
+    merged = over_seeds([{"t": {"r": {"x": 1.0}}}, {"t": {"r": {"x": 3.0, "y": 5.0}}}])
+    assert merged["t"]["r"]["x"]["mean"] == 2.0 and merged["t"]["r"]["y"]["n"] == 1
+
+
+def test_a_scenario_without_a_sweep_at_several_seeds_has_one_row(tmp_path):
+    scenario = scenario_file(tmp_path, '# s\nseeds = "4,5"\n')
+    assert scenario.seeds == (4, 5)
+    runs = [_final_run(tmp_path / "seed=4", 0.6, 0.0, 0.1), _final_run(tmp_path / "seed=5", 0.8, 0.0, 0.1)]
+    summary = write_sweep_summary(scenario, tmp_path, runs, seeds=scenario.seeds)
+    assert summary["tables"]["final metrics"]["s"]["accuracy"]["mean"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="expected 2 run directories"):
+        write_sweep_summary(scenario, tmp_path, runs[:1], seeds=scenario.seeds)
+
+
+def test_seeds_and_paper_tables_are_validated(tmp_path):
+    with pytest.raises(ConfigError, match="non-negative integers"):
+        scenario_file(tmp_path, '# s\nseeds = "1,x"\n')
+    with pytest.raises(ConfigError, match=r"\[paper"):
+        scenario_file(tmp_path, '# s\n[variants.a]\nroles = ""\n[paper."t".a]\nasr = "high"\n')

@@ -120,3 +120,11 @@ def test_detector_without_threshold_or_calibration_and_unknown_detector_are_conf
         make(detectors="norm", **{"calibration-rounds": 1})
     with pytest.raises(ConfigError, match="validation-size > 0"):
         make(detectors="accuracy", **{"calibration-rounds": 1})
+
+
+def test_ground_truth_of_a_single_round_attack_names_the_attackers_in_that_round_only():
+    truth = GroundTruth(malicious=frozenset({"3"}), start_round=5, end_round=5)
+    open_ended = GroundTruth(malicious=frozenset({"3"}), start_round=5)
+
+    assert [truth.at(r) for r in (4, 5, 6)] == [frozenset(), frozenset({"3"}), frozenset()]
+    assert open_ended.at(9) == frozenset({"3"})

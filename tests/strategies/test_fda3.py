@@ -1,10 +1,11 @@
-"""FDA³ strategy, in process: it averages gradients, steps Adam, and pushes schemes per round."""
+"""FDA³ strategy, in process: it averages gradients, steps Adam, averages buffer changes, pushes schemes."""
 
 import numpy as np
 import pytest
 import torch
 
 from clients.adversarial import SCHEMES_KEY
+from fedsec.attacks.monitor import AttackMonitor
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
 from strategies import build_strategy
@@ -71,3 +72,94 @@ def test_bad_assignments_fail_at_build_time_naming_the_key():
         make(**{"fda3-assign": "fgsmm:0-3"})
     with pytest.raises(ConfigError, match="'fda3-assign'"):
         make(**{"fda3-assign": "fgsm:0-1"})  # partitions 2 and 3 get no scheme
+
+
+def test_buffers_move_by_the_devices_mean_change_while_parameters_take_the_adam_step():
+    from strategies.fda3 import FDA3
+
+    weights = [*WEIGHTS, np.array([0.0, 1.0], np.float32), np.array(4, np.int64)]
+    monitor = AttackMonitor.from_config(known=["fgsm"], assign="fgsm:0-1", num_partitions=2)
+    strategy = FDA3(monitor=monitor, initial_arrays=weights, server_learning_rate=0.01, buffers=(2, 3))
+    configure(strategy, 1, weights, nodes=2)
+    replies = [
+        [np.ones_like(WEIGHTS[0]), np.ones_like(WEIGHTS[1]), np.array([0.2, -0.4], np.float32), np.array(2)],
+        [np.ones_like(WEIGHTS[0]), -np.ones_like(WEIGHTS[1]), np.array([0.4, 0.0], np.float32), np.array(2)],
+    ]
+    after = aggregate(strategy, 1, [train_reply(i, r) for i, r in enumerate(replies)])
+    np.testing.assert_allclose(after[0], WEIGHTS[0] - 0.01, atol=1e-6)  # Adam's first step: lr·sign(g)
+    np.testing.assert_allclose(after[1], WEIGHTS[1], atol=1e-6)  # gradients cancel
+    np.testing.assert_allclose(after[2], [0.3, 0.8], atol=1e-6)  # buffer + mean change, no Adam
+    assert int(after[3]) == 6
+    with pytest.raises(ValueError, match="buffers"):
+        FDA3(monitor=monitor, initial_arrays=weights, server_learning_rate=0.01, buffers=(4,))
+
+
+def write_cifar_batches(root, *, per_batch: int, seed: int = 0) -> None:
+    """Tiny CIFAR-10 python batches in the real on-disk layout (``cifar-10-batches-py/``)."""
+    import pickle
+
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = (np.arange(per_batch) % 10).tolist()
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        with (base / name).open("wb") as fh:
+            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels}, fh)
+    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer")]
+    names += [n.encode() for n in ("dog", "frog", "horse", "ship", "truck")]
+    with (base / "batches.meta").open("wb") as fh:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072}, fh)
+
+
+def test_fda3_cifar10_runs_on_real_batches_and_moves_the_servers_batchnorm_statistics(tmp_path):
+    from clients import build_client
+    from clients.adversarial import INITIAL_DIGEST_KEY, weights_digest
+    from fedsec.experiment import load_bundle, new_model
+    from fedsec.training import get_weights
+    from simulations.scenarios import load_scenario
+
+    write_cifar_batches(tmp_path / "data", per_batch=12)
+    config = load_scenario("fda3-cifar10").config(
+        {
+            "data-root": str(tmp_path / "data"),
+            "cache-dir": str(tmp_path / "cache"),
+            "num-clients": 2,
+            "roles": "fda3-device:0-1",
+            "fda3-assign": "even:fgsm",
+            "pretrain-size": 20,
+            "validation-size": 0,
+            "fda3-buffer-size": 6,
+            "fda3-batch-size": 6,
+        }
+    )
+    assert (config.dataset, config.model) == ("cifar10", "resnet18")
+    bundle = load_bundle(config)
+    assert (len(bundle.train), len(bundle.test), bundle.input_shape) == (60, 12, (3, 32, 32))
+    initial = get_weights(new_model(config, bundle))
+    names = list(new_model(config, bundle).state_dict())
+    strategy = build_strategy(config, initial_arrays=initial)
+    buffers = strategy.inner.buffers
+    assert [names[i] for i in buffers][:3] == [
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+    ]
+    messages = configure(strategy, 1, initial, nodes=2)
+    fit_config = dict(messages[0].content["config"])
+    fit_config[INITIAL_DIGEST_KEY] = weights_digest(initial)
+    replies = []
+    for pid in range(2):
+        device = build_client(config, partition_id=pid, num_partitions=2, role="fda3-device")
+        arrays, _, _ = device.fit(initial, fit_config)
+        replies.append(arrays)
+    after = aggregate(strategy, 1, [train_reply(i, r) for i, r in enumerate(replies)])
+    mean = names.index("bn1.running_mean")
+    assert np.abs(after[mean] - initial[mean]).max() > 1e-4  # statistics moved on the server ...
+    np.testing.assert_allclose(
+        after[mean], initial[mean] + (replies[0][mean] + replies[1][mean]) / 2, atol=1e-6
+    )
+    counter = names.index("bn1.num_batches_tracked")
+    assert int(after[counter]) == int(initial[counter]) + 2  # two forward passes (natural, adversarial)
+    weight = names.index("conv1.weight")
+    np.testing.assert_allclose(np.abs(after[weight] - initial[weight]).max(), 0.001, rtol=1e-3)  # Adam: lr

@@ -240,6 +240,10 @@ def test_constructor_validates_parameters(global_weights):
         ("consensus", -0.5),
         ("per_class", -1),
         ("score", "loss"),
+        ("d_iter", -1),
+        ("d_iter", 600),  # GAN iterations need generator="gan"
+        ("gan_generator", "vae"),
+        ("discriminator_init", "mean"),
     ]:
         with pytest.raises(ValueError, match=name):
             AuditStrategy(**{**common, name: value})
@@ -262,3 +266,73 @@ def test_the_gan_survives_a_checkpoint(global_weights):
         np.testing.assert_array_equal(got, want)
     untouched = make(global_weights, **{"audit-start-round": 3, "gan-steps": 2})
     assert "discriminator" not in strategy_state(untouched)["inner"]["own"]  # made in the first round
+
+
+def hand_made(weights: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[np.ndarray]]:
+    """M (array k all 0.01·(k + 1)), three clients M + c (c = 0.3, -0.1, 0.4), and M + mean(u) = M + 0.2."""
+    previous = [np.full(w.shape, 0.01 * (k + 1), dtype=w.dtype) for k, w in enumerate(weights)]
+    clients = [[(m + c).astype(m.dtype) for m in previous] for c in (0.3, -0.1, 0.4)]
+    expected = [(m + 0.2).astype(m.dtype) for m in previous]
+    return previous, clients, expected
+
+
+def assert_discriminator_starts_from(disc: torch.nn.Module, expected: list[np.ndarray]) -> None:
+    """Every shared tensor, and the first K rows of the final layer, equal ``expected`` (state-dict order)."""
+    tensors = list(disc.state_dict().values())
+    assert len(tensors) == len(expected)
+    for got, want in zip(tensors, expected, strict=True):
+        got = got.detach().cpu().numpy()
+        if got.shape != want.shape:  # the final layer: K real rows + the fake row
+            assert got.shape[0] == want.shape[0] + 1
+            got = got[: want.shape[0]]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("init", "target"), [("aggregate", "aggregate"), ("previous", "previous")])
+def test_discriminator_starts_from_the_configured_model(global_weights, init, target):
+    """gan-discriminator-init: aggregate starts D at M(t-1) + mean(u_t) (Alg. 1 l. 6); previous at M(t-1)."""
+    previous, clients, aggregate_model = hand_made(global_weights)
+    audit_strategy = make(previous, **{"gan-discriminator-init": init}).inner
+    assert isinstance(audit_strategy, AuditStrategy)
+    disc = audit_strategy.start_discriminator(clients)
+    assert_discriminator_starts_from(disc, aggregate_model if target == "aggregate" else previous)
+    # the next round refreshes the same discriminator (its fake row carries on) from the new round's models
+    fake_row = list(disc.state_dict().values())[-1][-1].clone()
+    later = [[(a + 1.0).astype(a.dtype) for a in c] for c in clients]
+    audit_strategy.start_discriminator(later)
+    if target == "aggregate":
+        assert_discriminator_starts_from(disc, [(a + 1.0).astype(a.dtype) for a in aggregate_model])
+    else:
+        assert_discriminator_starts_from(disc, previous)
+    assert torch.equal(list(disc.state_dict().values())[-1][-1], fake_row)
+
+
+def test_gan_d_iter_sets_the_first_audited_round_in_gan_iterations(global_weights):
+    """gan-d-iter 5 at gan-steps 2: rounds 1-2 (2 and 4 iterations) are warm-up, round 3 (6) is audited."""
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(global_weights, recorder, **{"gan-d-iter": 5, "gan-steps": 2, "audit-start-round": 9})
+    assert guarded.inner.start_round == 3
+    _, results = round_results(global_weights)
+    audits = []
+    for server_round in (1, 2, 3):
+        aggregate(guarded, server_round, results)
+        audits.append(recorder.end_round(server_round, accuracy=0.0, loss=0.0)["audit"])
+    assert audits == ["warm-up", "warm-up", "gan"]
+    with pytest.raises(ConfigError, match="gan-d-iter"):
+        make(global_weights, audit="inversion", **{"gan-d-iter": 5, "auxiliary-size": 0})
+
+
+def test_the_paper_generator_audits_at_the_dataset_size_and_drops_the_poisoned_model(global_weights):
+    from fedsec.models.gan import PaperGenerator
+
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make(
+        global_weights, recorder, **{"gan-generator": "paper", "gan-discriminator-init": "aggregate"}
+    )
+    audit_strategy = guarded.inner
+    assert isinstance(audit_strategy, AuditStrategy) and isinstance(audit_strategy.generator, PaperGenerator)
+    assert audit_strategy.audit_data(1).shape == (64, *audit_strategy.input_shape)
+    _, results = round_results(global_weights)
+    aggregate(guarded, 1, results)
+    record = recorder.end_round(1, accuracy=0.0, loss=0.0)
+    assert list(record["dropped"]) == ["4"] and record["audit_accuracy"]["4"] < 0.5

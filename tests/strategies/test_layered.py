@@ -72,6 +72,33 @@ def test_round_two_drops_updates_against_the_previous_global_update_and_records_
     assert all(record["layered_cosine"][str(i)] < 0 for i in (7, 8, 9))
     assert all(record["layered_cosine"][str(i)] > 0.9 for i in range(7))
     np.testing.assert_allclose(g2, g1 + np.mean(updates[:7], axis=0), atol=1e-5)
+    assert record["layered_step1"] == {"status": "applied", "applied": True, "negative": 3, "updates": 10}
+
+
+def test_every_round_records_whether_step_1_ran_and_how_many_updates_were_negative():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    strategy = layered(recorder, cluster=False)
+    g1 = run_round(strategy, 1, np.zeros(D), noisy(A, 5, 10))
+    first = recorder.end_round(1, accuracy=0, loss=0)
+    assert first["layered_step1"] == {
+        "status": "no-reference",
+        "applied": False,
+        "negative": None,
+        "updates": 5,
+    }
+
+    # 3 of 5 against the previous global update: the majority, so step 1 is skipped and all are kept
+    updates = [*noisy(A, 2, 11), -A, -A, -2 * A]
+    merged = run_round(strategy, 2, g1, updates)
+    second = recorder.end_round(2, accuracy=0, loss=0)
+    assert second["layered_step1"] == {
+        "status": "skipped-stale",
+        "applied": False,
+        "negative": 3,
+        "updates": 5,
+    }
+    assert "dropped" not in second and second["kept"]["layered"] == ["0", "1", "2", "3", "4"]
+    np.testing.assert_allclose(merged, g1 + np.mean(updates, axis=0), atol=1e-5)
 
 
 def test_round_one_skips_the_negative_step():

@@ -184,3 +184,35 @@ def test_possible_malicious_per_round_validates():
             {"num-clients": 10, "roles": "label-flip:7-9", "fraction-fit": 0.5, "malicious-per-round": 2}
         )
     )
+
+
+def twenty_clients(strategy: str, f: int, fraction: float = 0.5) -> RunConfig:
+    return RunConfig.from_run_config(
+        {"num-clients": 20, "fraction-fit": fraction, "strategy": strategy, "num-malicious-clients": f}
+    )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "f", "fraction", "message"),
+    [
+        ("krum", 4, 0.5, r"needs n >= 2f \+ 3 = 11 .* samples n = 10: set num-malicious-clients <= 3"),
+        ("multikrum", 4, 0.5, "samples n = 10"),
+        ("bulyan", 2, 0.5, r"needs n >= 4f \+ 3 = 11 .* set num-malicious-clients <= 1"),
+        ("flower-krum", 9, 1.0, r"2f \+ 3 = 21 .* samples n = 20"),
+    ],
+)
+def test_krum_and_bulyan_f_is_checked_against_the_clients_sampled_per_round(strategy, f, fraction, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(twenty_clients(strategy, f, fraction))
+
+
+@pytest.mark.parametrize(("strategy", "f"), [("krum", 3), ("bulyan", 1), ("fedavg", 9), ("krum", 0)])
+def test_krum_and_bulyan_within_their_bound_validate(strategy, f):
+    validate(twenty_clients(strategy, f))  # 10 sampled: Krum f <= 3, Bulyan f <= 1; other rules: any f
+
+
+def test_multikrum_keeps_n_minus_f_of_the_sampled_clients():
+    from strategies.registry import _multikrum_keep
+
+    assert _multikrum_keep(twenty_clients("multikrum", 3)) == 7  # 10 sampled - 3, not 20 - 3
+    assert _multikrum_keep(twenty_clients("multikrum", 3, fraction=1.0)) == 17

@@ -11,11 +11,18 @@ from torch import nn
 from torch.nn import functional
 
 from fedsec.defenses.abl import (
+    PHASE_EVERY_ROUND,
+    PHASE_ISOLATION,
+    PHASE_UNLEARNING,
     AblResult,
+    abl_phase,
     anti_backdoor_learning,
+    data_fingerprint,
     isolate_lowest_loss,
+    lga_isolation,
     lga_loss,
     per_sample_losses,
+    unlearn,
     unlearning_loss,
     unlearning_targets,
 )
@@ -204,3 +211,96 @@ def test_anti_backdoor_learning_end_to_end_isolates_and_unlearns_the_trigger():
             batch_size=10,
             generator=torch.Generator(),
         )
+
+
+# ---------------------------------------------------------------------------- schedules
+
+
+def test_phased_schedule_is_lga_through_t_te_then_unlearning():
+    phases = [abl_phase(r, schedule="phased", isolation_rounds=3) for r in range(1, 7)]
+    assert phases == [PHASE_ISOLATION] * 3 + [PHASE_UNLEARNING] * 3
+    assert abl_phase(1, schedule="phased", isolation_rounds=0) == PHASE_UNLEARNING
+    assert {abl_phase(r, schedule="every-round", isolation_rounds=3) for r in range(1, 7)} == {
+        PHASE_EVERY_ROUND
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"server_round": 1, "schedule": "sometimes", "isolation_rounds": 2}, "schedule"),
+        ({"server_round": -1, "schedule": "phased", "isolation_rounds": 2}, "server_round"),
+        ({"server_round": 1, "schedule": "phased", "isolation_rounds": 1.5}, "isolation_rounds"),
+    ],
+)
+def test_abl_phase_errors_name_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        abl_phase(**kwargs)
+
+
+def test_the_two_halves_reproduce_anti_backdoor_learning_exactly():
+    x, y, _ = planted_data(seed=2)
+    settings = {"gamma": 0.5, "fraction": 0.2, "batch_size": 10}
+    whole = linear_model(seed=2)
+    result = anti_backdoor_learning(
+        whole,
+        x,
+        y,
+        isolation_epochs=2,
+        unlearning_epochs=1,
+        clean_epochs=1,
+        optimizer=make_optimizer("sgd", whole.parameters(), lr=0.1),
+        generator=torch.Generator().manual_seed(4),
+        **settings,
+    )
+    halves = linear_model(seed=2)
+    opt = make_optimizer("sgd", halves.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(4)
+    isolated, isolation_loss = lga_isolation(
+        halves, x, y, epochs=2, optimizer=opt, generator=generator, **settings
+    )
+    final = unlearn(
+        halves,
+        x,
+        y,
+        isolated,
+        clean_epochs=1,
+        unlearning_epochs=1,
+        optimizer=opt,
+        batch_size=10,
+        generator=generator,
+    )
+    np.testing.assert_array_equal(isolated, result.isolated)
+    assert (isolation_loss, final) == (result.isolation_loss, result.final_loss)
+    for a, b in zip(whole.parameters(), halves.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_unlearn_checks_the_isolated_indices():
+    x, y, _ = planted_data()
+    model = linear_model()
+    with pytest.raises(ValueError, match="outside"):
+        unlearn(
+            model,
+            x,
+            y,
+            np.array([len(x)]),
+            clean_epochs=0,
+            unlearning_epochs=1,
+            optimizer=make_optimizer("sgd", model.parameters(), lr=0.1),
+            batch_size=10,
+            generator=torch.Generator(),
+        )
+
+
+def test_data_fingerprint_changes_with_any_sample_or_label():
+    x, y, _ = planted_data()
+    same = data_fingerprint(x.clone(), y.clone())
+    assert data_fingerprint(x, y) == same
+    x2 = x.clone()
+    x2[5, 3] += 1e-3
+    y2 = y.clone()
+    y2[0] = (y2[0] + 1) % NUM_CLASSES
+    assert data_fingerprint(x2, y) != same
+    assert data_fingerprint(x, y2) != same
+    assert data_fingerprint(x[:-1], y[:-1]) != same

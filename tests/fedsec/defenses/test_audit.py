@@ -15,6 +15,7 @@ from fedsec.defenses.audit import (
     cap_per_class,
     class_balance_loss,
     consensus_mask,
+    first_audit_round,
     majority_vote,
     predict_all,
     train_gan,
@@ -428,3 +429,19 @@ def test_a_per_class_cap_gives_a_rare_class_its_weight_in_the_overall_accuracy()
     np.testing.assert_allclose(capped.accuracies, [1, 1, 1, 1, 0.9])
     assert audit(predictions, theta=0.92, per_class=5).kept == (0, 1, 2, 3)
     assert audit(predictions, theta=0.92).kept == (0, 1, 2, 3, 4)  # uncapped: 0.95
+
+
+@pytest.mark.parametrize(
+    ("d_iter", "steps", "expected"),
+    [(600, 100, 6), (400, 100, 4), (601, 100, 7), (50, 100, 1), (0, 100, 1), (1000, 1, 1000)],
+)
+def test_first_audit_round_is_the_first_round_with_d_iter_gan_iterations(d_iter, steps, expected):
+    first = first_audit_round(d_iter, steps)
+    assert first == expected
+    assert first * steps >= d_iter and (first == 1 or (first - 1) * steps < d_iter)
+
+
+@pytest.mark.parametrize(("args", "name"), [((-1, 100), "d_iter"), ((600, 0), "steps_per_round")])
+def test_first_audit_round_rejects_bad_arguments(args, name):
+    with pytest.raises(ValueError, match=name):
+        first_audit_round(*args)

@@ -372,3 +372,36 @@ def test_median_norm_clip_by_hand():
     np.testing.assert_allclose(factors, [3.0 / 5.0, 1.0, 0.3, 1.0])
     clipped = updates * factors[:, None]
     assert np.linalg.norm(clipped, axis=1).max() == pytest.approx(3.0)
+
+
+def test_step1_record_applied_skipped_no_reference_and_off_on_hand_made_updates():
+    minority = np.array([[1.0, 1.0, 0.0], [1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [-1.0, -1.0, 0.0]])
+    applied = layered_selection(minority, previous_global_update=np.ones(3), cluster=False)
+    assert (applied.step1, applied.negative) == ("applied", 1)
+    assert list(applied.dropped) == [3]
+
+    no_negative = layered_selection(minority[:3], previous_global_update=np.ones(3), cluster=False)
+    assert (no_negative.step1, no_negative.negative) == ("applied", 0)  # ran, found nothing to drop
+
+    majority = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [1.0, 1.0, 0.0]])
+    skipped = layered_selection(majority, previous_global_update=np.ones(3), cluster=False)
+    assert (skipped.step1, skipped.negative) == ("skipped-stale", 2)
+    assert skipped.kept == (0, 1, 2) and skipped.dropped == {}
+
+    half = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    exactly_half = layered_selection(half, previous_global_update=np.ones(3), cluster=False)
+    assert (exactly_half.step1, exactly_half.negative) == ("applied", 2)  # half is not "more than half"
+    assert exactly_half.kept == (2, 3)
+
+    for previous in (None, np.zeros(3)):
+        first = layered_selection(minority, previous_global_update=previous, cluster=False)
+        assert (first.step1, first.negative) == ("no-reference", None)
+
+    off = layered_selection(minority, previous_global_update=np.ones(3), drop_negative=False, cluster=False)
+    assert (off.step1, off.negative) == ("off", 1)  # still counted, nothing dropped
+    assert off.kept == (0, 1, 2, 3)
+
+
+def test_selection_refuses_an_unknown_step1_status():
+    with pytest.raises(ValueError, match="step1"):
+        Selection(kept=(0,), dropped={}, step1="maybe")
