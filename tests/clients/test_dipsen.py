@@ -93,3 +93,16 @@ def test_dp_sgd_client_reports_epsilon_learns_and_differs_from_plain_training():
     unclipped, _, plain_metrics = plain.fit(start, {"server-round": 1})
     assert "dp-epsilon" not in plain_metrics
     assert not all(np.array_equal(a, b) for a, b in zip(trained, unclipped, strict=True))
+
+
+def test_privacy_table_charges_the_smallest_client_at_least_as_much_as_the_median_one():
+    from clients.privacy import privacy_table
+    from fedsec.experiment import load_bundle
+
+    config = CONFIG.replace(dp_sgd_clip=1.0, dp_sgd_noise=1.1, num_server_rounds=3, local_epochs=1)
+    table = privacy_table(config, load_bundle(config), column="DiPSeN")
+    smallest, median = (table[f"ε ({who} client, every round)"]["DiPSeN"] for who in ("smallest", "median"))
+    assert 0 < median <= smallest < float("inf")
+    n = int(table["samples (smallest client)"]["DiPSeN"])
+    assert table["steps (smallest client)"]["DiPSeN"] == 3 * -(-n // 32)  # rounds × ceil(n / batch)
+    assert table["noise multiplier σ"] == {"DiPSeN": 1.1} and table["δ"] == {"DiPSeN": 1e-5}
