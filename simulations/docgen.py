@@ -13,10 +13,12 @@ page asks for them with a marker block::
     <!-- /results -->
 
 and ``fedsec docs`` rewrites what is between the markers: the command, the runs' final metrics
-and the named paper-style tables (all of them without ``tables=``).  ``<!-- bench: NAME -->`` …
-``<!-- /bench -->`` blocks hold the tables and notes of ``docs/results/NAME/bench.json``
-(``fedsec bench``).  ``tests/test_docs.py`` fails
-when a committed page differs from what this module generates.
+and the named paper-style tables (all of them without ``tables=``); ``rounds="asr,accuracy"``
+adds, per metric, a table of its value per round for every run (runs repeated over seeds: their
+mean ± std).  Paper numbers recorded with the runs stand in ``COLUMN (paper)`` columns.
+``<!-- bench: NAME -->`` … ``<!-- /bench -->`` blocks hold the tables and notes of
+``docs/results/NAME/bench.json`` (``fedsec bench``).  ``tests/test_docs.py`` fails when a
+committed page differs from what this module generates.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fedsec.config import RunConfig
 
@@ -92,7 +95,8 @@ PAGES: dict[str, Callable[[], str]] = {"docs/configuration.md": configuration_ma
 
 
 _BLOCK = re.compile(
-    r"(?P<open><!-- results: (?P<name>[\w./-]+)(?: tables=\"(?P<tables>[^\"]*)\")? -->\n)"
+    r"(?P<open><!-- results: (?P<name>[\w./-]+)(?: tables=\"(?P<tables>[^\"]*)\")?"
+    r"(?: rounds=\"(?P<rounds>[^\"]*)\")? -->\n)"
     r"(?P<body>.*?)(?P<close><!-- /results -->)",
     flags=re.DOTALL,
 )
@@ -111,7 +115,29 @@ def _command(base: Path) -> str:
     return path.read_text().strip() if path.is_file() else "?"
 
 
-def results_block(name: str, tables: Sequence[str] | None, root: Path | None = None) -> str:
+def per_round_table(runs: Sequence[tuple[str, dict[str, Any], list[dict[str, Any]]]], metric: str) -> str:
+    """``metric`` per round (rows) for every run (columns); runs repeated over seeds (``…/seed=S``)
+    share one column holding their mean ± std at each round."""
+    from simulations.report import markdown_table, seed_group
+    from simulations.sweep import seed_cell
+
+    groups: dict[str, list[dict[int, Any]]] = {}
+    for label, _, metrics in runs:
+        groups.setdefault(seed_group(label), []).append({r["round"]: r.get(metric) for r in metrics})
+    rounds = sorted({rnd for members in groups.values() for member in members for rnd in member})
+    rows = []
+    for rnd in rounds:
+        cells = []
+        for members in groups.values():
+            values = [member.get(rnd) for member in members]
+            cells.append(values[0] if len(values) == 1 else seed_cell(values))
+        rows.append([rnd, *cells])
+    return markdown_table(["round", *groups], rows)
+
+
+def results_block(
+    name: str, tables: Sequence[str] | None, root: Path | None = None, rounds: Sequence[str] = ()
+) -> str:
     """The Markdown for the recorded runs in ``docs/results/NAME`` (see the module docstring)."""
     from simulations.report import _runs_of, markdown_table, paper_table
 
@@ -139,6 +165,10 @@ def results_block(name: str, tables: Sequence[str] | None, root: Path | None = N
         if table not in stored:
             raise KeyError(f"docs/results/{name} has no table {table!r}; it has: {', '.join(stored)}")
         parts += ["", f"**{table}**", "", paper_table(stored[table], (summary.get("paper") or {}).get(table))]
+    for metric in rounds:
+        if not any(r.get(metric) is not None for _, _, m in runs for r in m):
+            raise KeyError(f"docs/results/{name}: no run recorded {metric!r} per round")
+        parts += ["", f"**{metric} per round**", "", per_round_table(runs, metric)]
     return "\n".join(parts) + "\n"
 
 
@@ -171,7 +201,8 @@ def fill_results(text: str, root: Path | None = None) -> str:
     def block(match: re.Match[str]) -> str:
         wanted = match["tables"]
         tables = [t.strip() for t in wanted.split(",") if t.strip()] if wanted is not None else None
-        return match["open"] + results_block(match["name"], tables, root) + match["close"]
+        rounds = [m.strip() for m in (match["rounds"] or "").split(",") if m.strip()]
+        return match["open"] + results_block(match["name"], tables, root, rounds) + match["close"]
 
     return _BLOCK.sub(block, text)
 

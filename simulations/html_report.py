@@ -16,14 +16,21 @@ and the attack × defense heatmap is a table whose cells are coloured by value. 
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fedsec.config import RunConfig
 from fedsec.results import read_summary
-from simulations.report import RunEntry, _is_sweep, _runs_of, format_value, run_labels, with_paper
+from simulations.report import (
+    RunEntry,
+    _is_sweep,
+    _runs_of,
+    format_value,
+    run_labels,
+    seed_group,
+    with_paper,
+)
 
 #: The page ``fedsec run`` writes into every run's output directory.
 REPORT_FILE = "report.html"
@@ -45,10 +52,6 @@ td.attacker { font-weight: bold; outline: 2px solid #000; outline-offset: -3px; 
 figure { display: inline-block; margin: 0 1em 1em 0; } figcaption { font-size: 0.9em; }
 details { margin: 0.3em 0; }
 """
-
-
-#: A run label's seed part (``dba/layered/seed=42`` → ``dba/layered``).
-SEED_LABEL = re.compile(r"/?seed=\d+$")
 
 
 def _esc(value: Any) -> str:
@@ -159,17 +162,17 @@ def seed_curves(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, 
     (``… (mean of N seeds)``); other curves as they are."""
     groups: dict[str, list[Sequence[tuple[int, float]]]] = {}
     for label, points in series.items():
-        groups.setdefault(SEED_LABEL.sub("", label), []).append(points)
+        groups.setdefault(seed_group(label), []).append(points)
     out: dict[str, list[tuple[int, float]]] = {}
     for label, members in groups.items():
         if len(members) == 1:
-            out[label if label else "run"] = list(members[0])
+            out[label] = list(members[0])
             continue
         by_round: dict[int, list[float]] = {}
         for points in members:
             for rnd, value in points:
                 by_round.setdefault(rnd, []).append(value)
-        name = f"{label or 'run'} (mean of {len(members)} seeds)"
+        name = f"{label} (mean of {len(members)} seeds)"
         out[name] = [(rnd, sum(v) / len(v)) for rnd, v in sorted(by_round.items())]
     return out
 

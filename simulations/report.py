@@ -9,6 +9,7 @@ rows and columns named as in the paper.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from typing import Any
 from fedsec.results import plot_metric, read_metrics, read_summary
 
 IGNORED_FOR_LABELS = {"out-dir", "scenario"}
+
+#: A run label's seed part (``dba/layered/seed=42`` → ``dba/layered``).
+SEED_LABEL = re.compile(r"/?seed=\d+$")
+
+
+def seed_group(label: str) -> str:
+    """The run a seed's run repeats (its label without ``/seed=S``; "run" if nothing is left)."""
+    return SEED_LABEL.sub("", label) or "run"
 
 
 def is_seed_cell(value: Any) -> bool:

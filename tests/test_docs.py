@@ -99,3 +99,15 @@ def test_bench_blocks_hold_the_recorded_bench_tables(tmp_path):
     assert "| cnn | 100 | 1 | krum+guard | 50.0 |" in text and "- a note" in text
     with pytest.raises(FileNotFoundError, match=r"docs/results/none holds no bench\.json"):
         docgen.bench_block("none", tmp_path)
+
+
+def test_per_round_tables_give_runs_repeated_over_seeds_one_mean_std_column():
+    runs = [
+        ("dba/layered/seed=1", {}, [{"round": 1, "asr": 0.2}, {"round": 2, "asr": 0.4}]),
+        ("dba/layered/seed=2", {}, [{"round": 1, "asr": 0.4}, {"round": 2, "asr": 0.4}]),
+        ("dba/flame", {}, [{"round": 1, "asr": 0.9}]),
+    ]
+    lines = docgen.per_round_table(runs, "asr").splitlines()
+    assert lines[0] == "| round | dba/layered | dba/flame |"
+    assert lines[2] == "| 1 | 0.3000 ± 0.1414 (n=2) | 0.9000 |"
+    assert lines[3] == "| 2 | 0.4000 ± 0.0000 (n=2) | – |"
