@@ -7,7 +7,10 @@ accounting: ``flwr.serverapp.RdpAccountant`` (Flower 1.42, backed by Google's
 sampled Gaussian release per local step.  Each step draws a batch of ``B`` of
 the client's ``n`` samples without replacement (a shuffled pass is accounted as
 such draws, the usual approximation), so the accountant uses sampling without
-replacement with the replace-one neighbouring relation.  The ε is sample-level
+replacement with the replace-one neighbouring relation.  Under that relation one
+sample's change moves the clipped gradient sum by up to ``2C`` (its old clipped
+gradient out, a new one in), so the accountant's noise multiplier (noise std over
+sensitivity) is ``σC / 2C = σ / 2``.  The ε is sample-level
 privacy of one client's data; it assumes the client trained in every round so
 far, an upper bound on what a sampled client spent.
 """
@@ -77,7 +80,8 @@ def dp_sgd_epsilon(
         orders=RDP_ORDERS,
     )
     event = GaussianPrivacyEvent(
-        noise_multiplier=float(noise_multiplier),
+        # noise std σ·C over the replace-one sensitivity 2C of the clipped sum
+        noise_multiplier=float(noise_multiplier) / 2.0,
         sample_size=min(batch_size, dataset_size),
         population_size=dataset_size,
     )

@@ -118,6 +118,12 @@ def poison_sets(config: RunConfig, train_data: TensorSplit) -> tuple[TensorSplit
         return targeted_examples(config), train_data
     source = config.attack_source
     targeted = targeted_subset(train_data, source=source, target=config.attack_target)
+    if len(targeted) == 0:
+        raise ConfigError(
+            f"a stealthy attacker's partition holds no sample of class attack-source={source}, so the "
+            "class-level target (targeted-samples = 0) has nothing to poison: choose another "
+            "attack-source or partitioning, or a one-image target (targeted-samples >= 1)"
+        )
     return targeted, train_data.subset(np.flatnonzero(train_data.y.numpy() != source))
 
 

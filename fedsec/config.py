@@ -591,12 +591,18 @@ class RunConfig:
             raise ConfigError(
                 f"config keys 'attack-source' and 'attack-target' must differ, both are {self.attack_source}"
             )
+        if self.perfect_knowledge_hook and self.edge_defense and self.abl_schedule == "phased":
+            raise ConfigError(
+                "config key 'perfect-knowledge-hook' rebuilds benign clients without their node state, "
+                "but edge-defense with abl-schedule = 'phased' keeps the isolated set in it: the "
+                "colluders' 'perfect' estimate would differ from what benign nodes send"
+            )
         if self.attack_end_round and self.attack_end_round < self.attack_start_round:
             raise ConfigError(
                 f"config key 'attack-end-round' must be 0 or >= attack-start-round "
                 f"({self.attack_start_round}), got {self.attack_end_round}"
             )
-        if "paper" in self.robust_harness.split(","):
+        if "paper" in {h.strip() for h in self.robust_harness.split(",")}:
             extra = sorted({a.strip() for a in self.robust_attacks.split(",") if a.strip()} - PAPER_ATTACKS)
             if extra:
                 raise ConfigError(

@@ -1,6 +1,7 @@
 """The DiPSeN client: reproducible noise per round, learns, leaves the global RNG alone."""
 
 import numpy as np
+import pytest
 import torch
 
 from clients import build_client
@@ -73,6 +74,24 @@ def test_epsilon_is_finite_and_falls_as_sigma_grows():
     assert dp_sgd_epsilon(noise_multiplier=1.0, **{**common, "steps": 400}) > epsilons[1]  # composition
     assert dp_sgd_epsilon(noise_multiplier=0.0, **common) == float("inf")
     assert dp_sgd_epsilon(noise_multiplier=1.0, **{**common, "steps": 0}) == 0.0
+
+
+def test_epsilon_charges_the_replace_one_sensitivity_of_the_clipped_sum():
+    # With the whole dataset in every batch, each step is a plain Gaussian mechanism: noise std σC on a
+    # sum that replacing one sample moves by up to 2C, i.e. dp-accounting's noise multiplier σ / 2.
+    import dp_accounting
+    from dp_accounting import rdp
+
+    from clients.privacy import RDP_ORDERS, dp_sgd_epsilon
+
+    sigma, steps, delta = 1.1, 30, 1e-5
+    reference = rdp.RdpAccountant(list(RDP_ORDERS))
+    reference.compose(dp_accounting.GaussianDpEvent(sigma / 2), count=steps)
+    ours = dp_sgd_epsilon(noise_multiplier=sigma, batch_size=50, dataset_size=50, steps=steps, delta=delta)
+    assert ours == pytest.approx(reference.get_epsilon(delta), rel=1e-6)
+    halved = rdp.RdpAccountant(list(RDP_ORDERS))
+    halved.compose(dp_accounting.GaussianDpEvent(sigma), count=steps)
+    assert ours > 1.5 * halved.get_epsilon(delta)  # the add/remove-one reading would understate ε
 
 
 def test_dp_sgd_client_reports_epsilon_learns_and_differs_from_plain_training():

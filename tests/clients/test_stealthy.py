@@ -133,3 +133,15 @@ def test_eq4_trains_on_its_own_data_stays_within_c_of_the_benign_mean_and_pushes
     )
     other, _, _ = boosted.fit(start, {"server-round": 1})
     assert not np.allclose(flatten(other), flatten(sent), atol=1e-4)  # a different attack than boosted-step
+
+
+def test_a_class_level_attacker_without_source_samples_fails_with_the_keys_to_change():
+    from fedsec.data.datasets import TensorSplit
+
+    config = RunConfig(attack_source=5, attack_target=7, targeted_samples=0)
+    no_fives = TensorSplit(torch.zeros(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 6]))
+    with pytest.raises(ConfigError, match="attack-source=5"):
+        poison_sets(config, no_fives)
+    with_fives = TensorSplit(torch.zeros(3, 1, 28, 28), torch.tensor([5, 1, 5]))
+    targeted, rest = poison_sets(config, with_fives)
+    assert targeted.y.tolist() == [7, 7] and rest.y.tolist() == [1]

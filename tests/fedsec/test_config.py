@@ -90,3 +90,15 @@ def test_momentum_with_adam_is_refused_up_front():
     with pytest.raises(ConfigError, match="'momentum' applies to optimizer 'sgd' only"):
         RunConfig.from_run_config({"optimizer": "adam"})
     assert RunConfig.from_run_config({"optimizer": "adam", "momentum": 0.0}).optimizer == "adam"
+
+
+def test_cross_key_checks_read_lists_with_spaces_and_refuse_a_stateless_perfect_knowledge_estimate():
+    def parse(**values):
+        return RunConfig.from_run_config(values)
+
+    with pytest.raises(ConfigError, match="robust-harness"):
+        parse(**{"robust-harness": "logits, paper", "robust-attacks": "fgsm, jsma"})
+    assert parse(**{"robust-harness": "logits, paper", "robust-attacks": "fgsm, pgd"}).robust_harness
+    with pytest.raises(ConfigError, match="perfect-knowledge-hook"):
+        parse(**{"perfect-knowledge-hook": True, "edge-defense": "abl", "abl-schedule": "phased"})
+    assert parse(**{"perfect-knowledge-hook": True, "edge-defense": "abl"}).perfect_knowledge_hook
