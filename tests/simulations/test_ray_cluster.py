@@ -5,11 +5,14 @@ socket paths must fit in 107 bytes) and stop them afterwards.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,7 +91,35 @@ def ray_cluster() -> Iterator[tuple[str, Path]]:
         try:
             yield f"127.0.0.1:{port}", Path(temp) / "ray"
         finally:
-            subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+            # not `ray stop`: it stops every Ray cluster of the user on this machine, other runs' included
+            assert stop_cluster_under(f"{temp}/ray") == []
+
+
+def _pids_under(directory: str) -> list[int]:
+    """Processes whose command line names ``directory`` (a Ray cluster's temp dir: its GCS, raylet,
+    monitors and workers all do)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue  # exited meanwhile
+            if directory.encode() in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_cluster_under(directory: str, *, grace: float = 10.0) -> list[int]:
+    """SIGTERM, then SIGKILL, the processes of the Ray cluster under ``directory``; the ones left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _pids_under(directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while _pids_under(directory) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return _pids_under(directory)
 
 
 @pytest.mark.slow
