@@ -10,32 +10,10 @@ from flwr.common import ArrayRecord, RecordDict
 from clients import MALICIOUS_ROLES, build_client, malicious_partitions
 from clients.malicious import HISTORY_KEY, benign_partitions, global_trigger, simulated_benign_updates
 from fedsec.attacks.poisoning import max_l2_distance
-from fedsec.config import RunConfig
 from fedsec.data.poisoning import backdoor_test_set, dba_parts, targeted_subset
 from fedsec.errors import ConfigError
 from fedsec.training import evaluate, flatten, set_weights
-
-BASE = {
-    "dataset": "synthetic",
-    "model": "lenet",
-    "num-clients": 4,
-    "validation-size": 20,
-    "local-epochs": 2,
-    "attack-source": 5,
-    "attack-target": 7,
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def config(**overrides) -> RunConfig:
-    return RunConfig.from_run_config({**BASE, **overrides})
+from tests.clients.attacker_config import config, one_thread  # noqa: F401 (autouse fixture)
 
 
 def fit(client, weights, server_round=1):

@@ -14,28 +14,7 @@ from fedsec.errors import ConfigError
 from fedsec.experiment import load_bundle, server_data
 from fedsec.training import evaluate, flatten, set_weights
 from simulations.server_app import attack_test_sets
-
-BASE = {
-    "dataset": "synthetic",
-    "model": "lenet",
-    "num-clients": 4,
-    "validation-size": 20,
-    "local-epochs": 2,
-    "attack-source": 5,
-    "attack-target": 7,
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def config(**overrides) -> RunConfig:
-    return RunConfig.from_run_config({**BASE, **overrides})
+from tests.clients.attacker_config import config, one_thread  # noqa: F401 (autouse fixture)
 
 
 def rows(x: torch.Tensor) -> set[bytes]:
