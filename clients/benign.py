@@ -153,6 +153,16 @@ class BenignClient(NumPyClient):
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         return get_weights(self.model)
 
+    def local_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimizer of the run's kind and settings over the client's model."""
+        return make_optimizer(
+            self.config.optimizer,
+            self.model.parameters(),
+            lr=self.config.learning_rate,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+        )
+
     def local_train(
         self,
         parameters: NDArrays,
@@ -171,13 +181,7 @@ class BenignClient(NumPyClient):
         data = self.train_data if data is None else data
         epochs = self.config.local_epochs if epochs is None else epochs
         set_weights(self.model, parameters)
-        optimizer = make_optimizer(
-            self.config.optimizer,
-            self.model.parameters(),
-            lr=self.config.learning_rate,
-            momentum=self.config.momentum,
-            weight_decay=self.config.weight_decay,
-        )
+        optimizer = self.local_optimizer()
         generator = torch_generator(self.config.seed, self.partition_id, server_round)
         if self.defense is not None and loss_fn is None:
             return self.defense.train(

@@ -25,7 +25,7 @@ from fedsec.data import TensorSplit
 from fedsec.device import rng_devices
 from fedsec.dpsgd import dp_sgd_train, steps_per_epoch
 from fedsec.experiment import derive_seed, torch_generator
-from fedsec.training import LossFn, make_optimizer, set_weights
+from fedsec.training import LossFn, set_weights
 
 
 class DiPSeNClient(BenignClient):
@@ -50,13 +50,7 @@ class DiPSeNClient(BenignClient):
         self, parameters: NDArrays, server_round: int, data: TensorSplit, epochs: int | None
     ) -> float:
         set_weights(self.model, parameters)
-        optimizer = make_optimizer(
-            self.config.optimizer,
-            self.model.parameters(),
-            lr=self.config.learning_rate,
-            momentum=self.config.momentum,
-            weight_decay=self.config.weight_decay,
-        )
+        optimizer = self.local_optimizer()
         return dp_sgd_train(
             self.model,
             data.x,
