@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install run test lint unit deploy bench docs data certs clean
+.PHONY: install run test test-all lint unit deploy bench docs data certs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ install: $(STAMP)  ## create .venv and install fedsec with pinned torch/torchvis
 run: $(STAMP)  ## the main job: a real federated run of $(SCENARIO) with a results table and plot
 	$(VENV)/bin/fedsec run $(SCENARIO) $(ARGS)
 
-test: $(STAMP) lint  ## ruff + mypy + the whole test suite (unit, in-process and slow end-to-end)
+test: $(STAMP) lint  ## ruff + mypy + the CI suite: unit, in-process and the slow end-to-end runs not marked `extended` (< 15 min)
+	$(PY) -m pytest -m "not extended" $(PYTEST_ARGS)
+
+test-all: $(STAMP) lint  ## ruff + mypy + every test, the `extended` end-to-end runs included (~19 min on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)  ## the fast tests only

@@ -141,6 +141,7 @@ def recipe_commands() -> list[list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_the_real_device_recipe_runs_on_loopback(tmp_path):
     superlink, supernode, federation, run = recipe_commands()
     assert (

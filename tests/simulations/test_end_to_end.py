@@ -56,6 +56,7 @@ def check_run(out: Path, completed: subprocess.CompletedProcess[str], rounds: in
     assert leftover_processes(out) == []
 
 
+@pytest.mark.extended
 def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_round(tmp_path):
     from fedsec.config import RunConfig
     from strategies.sampling import SeededSampler

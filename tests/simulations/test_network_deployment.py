@@ -55,6 +55,7 @@ def namespaces():
         sh("ip", "netns", "delete", name, check=False)
 
 
+@pytest.mark.extended
 def test_a_tls_deployment_with_node_authentication_across_two_network_namespaces(namespaces, tmp_path):
     server, device = namespaces
     certs = tmp_path / "certs"

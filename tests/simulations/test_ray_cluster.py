@@ -123,6 +123,7 @@ def stop_cluster_under(directory: str, *, grace: float = 10.0) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_sweep_on_a_users_ray_cluster_runs_every_client_there_with_one_superlink(tmp_path, ray_cluster):
     address, ray_temp = ray_cluster
     out = tmp_path / "sweep"
