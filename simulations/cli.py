@@ -50,7 +50,7 @@ from simulations.scenarios import (
     parse_seeds,
     with_sweep,
 )
-from simulations.sweep import write_sweep_summary
+from simulations.sweep import completed_with, write_sweep_summary
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -76,10 +76,14 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise FedsecError(f"--out {out} is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()):
+    keep = getattr(args, "keep_completed", False)
+    if keep and getattr(args, "force", False):
+        raise FedsecError("give either --force (replace --out) or --keep-completed (reuse its finished runs)")
+    if out.is_dir() and any(out.iterdir()) and not keep:
         if not getattr(args, "force", False):
             raise FedsecError(
-                f"--out {out} is not empty; choose a new directory, or add --force to replace it"
+                f"--out {out} is not empty; choose a new directory, add --keep-completed to reuse its "
+                "finished runs of the same configs, or --force to replace it"
             )
         shutil.rmtree(out)
     return out
@@ -299,8 +303,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if not args.scenario:
         raise FedsecError("give a scenario (fedsec scenarios lists them), or --resume OUT")
     plan = prepare_runs(args)
-    with _federation(args, plan.base, runs=len(plan.configs)) as session:
-        for config in plan.configs:
+    todo = pending_runs(plan.configs, console) if getattr(args, "keep_completed", False) else plan.configs
+    with _federation(args, plan.base, runs=len(todo)) as session:
+        for config in todo:
             _follow(console, config, launcher.run_simulation, timeout=args.timeout, session=session)
     if plan.summarised:
         summary = write_sweep_summary(
@@ -310,6 +315,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"sweep summary: {plan.base / 'summary.json'} ({len(summary['runs'])} runs)")
         console.print(f"report: {write_html([plan.base], plan.base / REPORT_FILE)}")
     return 0
+
+
+def pending_runs(configs: Sequence[RunConfig], console: Console) -> list[RunConfig]:
+    """``--keep-completed``: the configs whose directory holds no completed run of the same config."""
+    todo = []
+    for config in configs:
+        if completed_with(config, launcher.run_config_text(config)):
+            console.print(f"kept: {config.out_dir} (completed with the same run config)")
+        else:
+            todo.append(config)
+    return todo
 
 
 @contextlib.contextmanager
@@ -432,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     run = scenario_command("run", "run a scenario on Flower's Ray simulation engine")
+    run.add_argument(
+        "--keep-completed",
+        action="store_true",
+        help="with a non-empty --out (an interrupted sweep): reuse each run there that completed with the "
+        "same run config, rerun the rest",
+    )
     run.add_argument("--clients", type=int, help="shorthand for --set num-clients=N")
     run.add_argument(
         "--ray-address",

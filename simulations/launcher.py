@@ -448,11 +448,16 @@ def _healthy(port: int, certificates: Path | None = None) -> bool:
         return False
 
 
-def write_run_config(config: RunConfig, path: Path) -> Path:
-    """Write ``config`` as the TOML override file ``flwr run --run-config`` reads."""
+def run_config_text(config: RunConfig) -> str:
+    """``config`` as the TOML override text ``flwr run --run-config`` reads."""
     import tomli_w
 
-    path.write_text(tomli_w.dumps(config.to_run_config()))
+    return tomli_w.dumps(config.to_run_config())
+
+
+def write_run_config(config: RunConfig, path: Path) -> Path:
+    """Write ``config`` as the TOML override file ``flwr run --run-config`` reads."""
+    path.write_text(run_config_text(config))
     return path
 
 

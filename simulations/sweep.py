@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedsec.config import ConfigValue
+from fedsec.errors import FedsecError
 from fedsec.results import SUMMARY_FILE, read_summary
 from simulations.scenarios import Scenario
 
@@ -154,3 +156,25 @@ def write_sweep_summary(
         summary["paper"] = scenario.paper
     (base / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def completed_with(config: Any, run_config_text: str) -> bool:
+    """Whether ``config.out_dir`` already holds a completed run of exactly this run config.
+
+    ``run_config_text`` is the ``run_config.toml`` that submitting ``config`` would write.
+    A directory holding a *completed* run of another config is refused (records never mix);
+    one holding an unfinished attempt is cleared so the run starts clean.
+    """
+    out = Path(config.out_dir)
+    summary = out / SUMMARY_FILE
+    recorded = out / "run_config.toml"
+    if summary.exists() and read_summary(out).get("status") == "completed":
+        if recorded.exists() and recorded.read_text() == run_config_text:
+            return True
+        raise FedsecError(
+            f"{out} holds a completed run of another run config; --keep-completed reuses only identical "
+            "runs: choose a new --out, or --force to replace it"
+        )
+    if out.exists():
+        shutil.rmtree(out)
+    return False

@@ -1,5 +1,6 @@
 """The fedsec CLI: bad input ends in one clear line and a non-zero exit; listing and reports work."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,49 @@ def test_seeds_repeat_every_run_of_a_grid_and_conflict_with_a_single_seed(tmp_pa
     repeated = build_parser().parse_args(["run", "quickstart", "--seeds", "1,1"])
     with pytest.raises(FedsecError, match="listed twice"):
         prepare_runs(repeated)
+
+
+def _completed_run(config, accuracy=0.5):
+    from simulations.launcher import write_run_config
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_config(config, out / "run_config.toml")
+    recorder = RunRecorder(out_dir=out, scenario="quickstart", config={"seed": config.seed})
+    recorder.end_round(1, accuracy=accuracy, loss=1 - accuracy)
+    recorder.finish(status="completed")
+
+
+def test_keep_completed_reuses_identical_finished_runs_and_reruns_the_rest(tmp_path, capsys, monkeypatch):
+    from simulations import cli
+
+    started = []
+
+    def follow(console, config, run, **kwargs):
+        started.append((Path(config.out_dir).name, Path(config.out_dir).exists()))
+        _completed_run(config, accuracy=0.9)
+        return 0
+
+    monkeypatch.setattr(cli, "_follow", follow)
+    argv = ["run", "quickstart", "--seeds", "1,2,3", "--out", str(tmp_path)]
+    first, interrupted, _ = cli.prepare_runs(cli.build_parser().parse_args(argv)).configs
+    _completed_run(first, accuracy=0.5)
+    Path(interrupted.out_dir).mkdir()
+    (Path(interrupted.out_dir) / "metrics.jsonl").write_text('{"round": 0, "accuracy": 0.1}\n')
+
+    assert main(argv) == 2 and "--keep-completed" in capsys.readouterr().err
+    assert main([*argv, "--keep-completed"]) == 0
+    assert "kept: " + first.out_dir in " ".join(capsys.readouterr().out.split())
+    # seed 1 is not rerun; seed 2's unfinished attempt is cleared before it runs again
+    assert started == [("seed=2", False), ("seed=3", False)]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["runs"] and (tmp_path / "seed=1" / "summary.json").exists()
+    cell = next(iter(next(iter(summary["tables"].values())).values()))["accuracy"]
+    assert cell["values"] == [0.5, 0.9, 0.9]  # the kept run's record is what the summary uses
+
+    other = ["run", "quickstart", "--seeds", "1", "--set", "local-epochs=3", "--out", str(tmp_path)]
+    assert main([*other, "--keep-completed"]) == 2
+    assert "completed run of another run config" in capsys.readouterr().err
+    assert main([*argv, "--keep-completed", "--force"]) == 2
+    assert "either --force" in capsys.readouterr().err
+    assert len(started) == 2
