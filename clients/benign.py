@@ -20,7 +20,7 @@ from flwr.common import NDArrays, Scalar
 from torch import nn
 
 from fedsec.config import RunConfig
-from fedsec.data import TensorSplit
+from fedsec.data import DatasetBundle, TensorSplit
 from fedsec.device import resolve_device
 from fedsec.experiment import client_data, derive_seed, load_bundle, new_model, torch_generator
 from fedsec.training import (
@@ -73,6 +73,14 @@ class LocalDefense(Protocol):
         ...
 
 
+def local_splits(
+    config: RunConfig, bundle: DatasetBundle, *, partition_id: int, num_partitions: int
+) -> tuple[TensorSplit, TensorSplit]:
+    """A partition's local ``(train, eval)`` splits, as its client holds them."""
+    data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
+    return split_local(data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id))
+
+
 def client_parts(
     config: RunConfig, *, partition_id: int, num_partitions: int, state: RecordDict | None = None
 ) -> dict[str, Any]:
@@ -82,9 +90,8 @@ def client_parts(
     phased ABL isolation there.
     """
     bundle = load_bundle(config)
-    data = client_data(config, bundle, partition_id=partition_id, num_partitions=num_partitions)
-    train_data, eval_data = split_local(
-        data, fraction=LOCAL_EVAL_FRACTION, seed=derive_seed(config.seed, partition_id)
+    train_data, eval_data = local_splits(
+        config, bundle, partition_id=partition_id, num_partitions=num_partitions
     )
     defense = None
     if config.edge_defense:

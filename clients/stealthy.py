@@ -46,7 +46,7 @@ from flwr.common import NDArrays, Scalar
 from torch import nn
 
 from clients.attacker import HISTORY_KEY, POISON_STREAM, MaliciousClient, attacker_parts
-from clients.benign import BenignClient, client_parts
+from clients.benign import BenignClient, client_parts, local_splits
 from fedsec.attacks.poisoning import apply_update, project_l2, select_lambda
 from fedsec.attacks.stealth import StealthObjective, known_clients, stealth_direction
 from fedsec.config import RunConfig
@@ -149,6 +149,33 @@ def known_benign_partitions(config: RunConfig, num_partitions: int, server_round
         ) from exc
 
 
+def _require_hook(config: RunConfig) -> None:
+    if not config.perfect_knowledge_hook:
+        raise ConfigError(
+            "colluders with perfect (or hook-based limited) knowledge need the simulation-only hook: "
+            "set perfect-knowledge-hook = true in the scenario (never available in deployment)"
+        )
+
+
+def check_stealthy_roles(config: RunConfig, num_partitions: int) -> None:
+    """Raise, before a run starts, the ``ConfigError`` its stealthy colluders would raise in their first
+    attack round: the knowledge hook switched off, ``lk-known-clients`` out of range, or a colluder's
+    partition without a sample of ``attack-source`` for the class-level target."""
+    roles = parse_roles(config.roles, num_partitions)
+    stealthy = {p: STEALTH_VARIANTS[r] for p, r in roles.items() if r in STEALTH_VARIANTS}
+    kinds = {s.knowledge for s in stealthy.values()}
+    hooked_lk = "limited" in kinds and config.lk_known_clients > 0
+    if "perfect" in kinds or hooked_lk:
+        _require_hook(config)
+    if hooked_lk:
+        known_benign_partitions(config, num_partitions, server_round=1)
+    if stealthy and not config.targeted_samples:
+        bundle = load_bundle(config)
+        for partition in sorted(stealthy):
+            train, _ = local_splits(config, bundle, partition_id=partition, num_partitions=num_partitions)
+            poison_sets(config, train)
+
+
 def simulated_benign_updates(
     config: RunConfig, parameters: NDArrays, server_round: int, partitions: list[int], num_partitions: int
 ) -> list[np.ndarray]:
@@ -159,11 +186,7 @@ def simulated_benign_updates(
     seeded shuffling), which is possible only where every partition lives in
     one place.  Refused unless ``perfect-knowledge-hook`` is on.
     """
-    if not config.perfect_knowledge_hook:
-        raise ConfigError(
-            "colluders with perfect (or hook-based limited) knowledge need the simulation-only hook: "
-            "set perfect-knowledge-hook = true in the scenario (never available in deployment)"
-        )
+    _require_hook(config)
     updates = []
     for partition in partitions:
         honest = BenignClient(**client_parts(config, partition_id=partition, num_partitions=num_partitions))

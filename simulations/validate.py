@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from clients import CLIENT_ROLES, malicious_partitions
+from clients.stealthy import check_stealthy_roles
 from clients.malicious import sampled_per_round
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
@@ -43,6 +44,7 @@ def validate(config: RunConfig) -> None:
         check_malicious_per_round(config)
     check_byzantine_bound(config)
     check_data(config)
+    check_stealthy_roles(config, config.num_clients)
     flower = logging.getLogger("flwr")
     level = flower.level
     flower.setLevel(logging.ERROR)  # Flower's strategies log their settings; this build is only a check

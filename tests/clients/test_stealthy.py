@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clients import build_client
-from clients.benign import client_parts
+from clients.benign import client_parts, local_splits
 from clients.stealthy import known_benign_partitions, poison_sets, simulated_benign_updates
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
@@ -124,3 +124,25 @@ def test_a_class_level_attacker_without_source_samples_fails_with_the_keys_to_ch
     with_fives = TensorSplit(torch.zeros(3, 1, 28, 28), torch.tensor([5, 1, 5]))
     targeted, rest = poison_sets(config, with_fives)
     assert targeted.y.tolist() == [7, 7] and rest.y.tolist() == [1]
+
+
+def test_validate_refuses_before_the_run_what_a_colluder_would_refuse_in_its_first_attack_round():
+    from simulations.validate import validate
+
+    validate(config(roles="colluding-pk:2-3", **{"perfect-knowledge-hook": True}))  # a sound config passes
+    with pytest.raises(ConfigError, match="perfect-knowledge-hook = true"):
+        validate(config(roles="colluding-pk:2-3"))
+    with pytest.raises(ConfigError, match="lk-known-clients"):
+        validate(config(roles="colluding-lk:3", **{"lk-known-clients": 4, "perfect-knowledge-hook": True}))
+    # one class per client: most partitions hold no 5, so their class-level target would be empty
+    split = config(partitioning="pathological", **{"classes-per-partition": 1, "num-clients": 10})
+    bundle = load_bundle(split)
+    fives = {
+        p: bool((local_splits(split, bundle, partition_id=p, num_partitions=10)[0].y == 5).any())
+        for p in range(10)
+    }
+    lacking, holding = [p for p in fives if not fives[p]], [p for p in fives if fives[p]]
+    assert lacking and holding
+    with pytest.raises(ConfigError, match="no sample of class attack-source=5"):
+        validate(split.replace(roles=f"snal2:{lacking[0]}"))
+    validate(split.replace(roles=f"snal2:{holding[0]}"))
