@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 
 from clients import CLIENT_ROLES, malicious_partitions
-from clients.stealthy import check_stealthy_roles
 from clients.malicious import sampled_per_round
+from clients.stealthy import check_stealthy_roles
 from fedsec.config import RunConfig
 from fedsec.errors import ConfigError
 from fedsec.roles import parse_roles
