@@ -38,8 +38,9 @@ from fedsec.results import (
     write_atomically,
 )
 from simulations import launcher
+from simulations.flower_session import FlowerSession
 from simulations.html_report import REPORT_FILE, write_html
-from simulations.launcher import FlowerSession
+from simulations.processes import LaunchError
 from simulations.report import render_report
 from simulations.scenarios import (
     SEEDS_KEY,
@@ -213,7 +214,7 @@ def _follow(
         except KeyboardInterrupt:
             close_unfinished(out, config, status="interrupted", reason="interrupted (SIGINT or SIGTERM)")
             raise
-        except launcher.LaunchError as error:
+        except LaunchError as error:
             close_unfinished(out, config, status="failed", reason=str(error))
             raise
     print_final(console, out)
@@ -520,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill` stops the Flower processes too, like Ctrl-C; the handlers are restored on return
     try:
         return int(args.handler(args, console))
-    except launcher.LaunchError as error:
+    except LaunchError as error:
         print(f"fedsec: run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
     except (FedsecError, FileNotFoundError, ValueError) as error:
