@@ -30,7 +30,7 @@ from fedsec.experiment import load_bundle, new_model, server_data
 from fedsec.results import read_metrics, read_summary
 from fedsec.training import evaluate, set_weights
 from simulations import server_app
-from simulations.launcher import TAG_VARIABLE, free_port, kill_tagged
+from simulations.processes import TAG_VARIABLE, free_port, kill_tagged
 from tests.flower_fakes import FakeGrid, app_nodes, server_context
 
 ROOT = Path(__file__).resolve().parents[1]

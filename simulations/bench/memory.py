@@ -25,13 +25,15 @@ from fedsec.config import ConfigValue, RunConfig
 from fedsec.results import read_metrics
 from simulations import launcher
 from simulations.bench.common import Context, scenario_config
+from simulations.flower_session import FlowerSession
+from simulations.processes import LaunchError, tagged_pids
 
 FLOWER_PROCESSES = ("flower-superlink", "flwr-simulation", "raylet")
 
 
 def foreign_flower_processes(own_tag: str | None = None) -> list[int]:
     """PIDs of Flower/Ray processes that are not this bench's (they would skew its timings)."""
-    own = set(launcher.tagged_pids(own_tag)) if own_tag else set()
+    own = set(tagged_pids(own_tag)) if own_tag else set()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in own:
@@ -117,7 +119,7 @@ class MemorySampler:
     def sample(self) -> None:
         rss_total = pss_total = 0
         roles: dict[str, int] = {}
-        pids = launcher.tagged_pids(self.tag)
+        pids = tagged_pids(self.tag)
         for pid in pids:
             status = _status_kb(pid)
             if "VmRSS" not in status:
@@ -159,7 +161,7 @@ class MemorySampler:
 
 
 @dataclass
-class MeteredSession(launcher.FlowerSession):
+class MeteredSession(FlowerSession):
     """A FlowerSession that counts the ``flwr`` CLI calls it makes (polling) and their CPU time."""
 
     cli_calls: int = 0
@@ -195,7 +197,7 @@ class SimulationResult:
 def simulate(config: RunConfig) -> SimulationResult:
     """Run ``config`` like :func:`simulations.launcher.run_simulation`, sampling memory and timing startup.
 
-    It opens the :class:`~simulations.launcher.FlowerSession` itself (instead of calling
+    It opens the :class:`~simulations.flower_session.FlowerSession` itself (instead of calling
     ``run_simulation``) to know the session's process tag, which the memory sampler needs.
     """
     out = Path(config.out_dir)
@@ -212,7 +214,7 @@ def simulate(config: RunConfig) -> SimulationResult:
             outcome = launcher.submit_and_wait(session, config, federation_config=federation)
             status = outcome.status
             startup, total = outcome.startup_seconds, outcome.seconds
-        except launcher.LaunchError as error:
+        except LaunchError as error:
             status, startup, total = f"failed: {error}", math.nan, time.perf_counter() - start
         sampler.sample()
     records = read_metrics(out) if (out / "metrics.jsonl").exists() else []

@@ -118,7 +118,8 @@ def test_deploy_with_incomplete_certificates_names_the_missing_files(tmp_path, c
 
 
 def test_only_keeps_the_matching_runs_of_a_grid_and_refuses_a_pattern_matching_none(tmp_path):
-    from simulations.cli import build_parser, prepare_runs
+    from simulations.cli import build_parser
+    from simulations.plan import prepare_runs
 
     args = build_parser().parse_args(
         ["run", "layered-mnist", "--only", "dba/*,none/none", "--out", str(tmp_path)]
@@ -139,7 +140,8 @@ def test_only_keeps_the_matching_runs_of_a_grid_and_refuses_a_pattern_matching_n
 
 
 def test_set_wins_over_the_keys_of_a_grids_variants_and_defenses(tmp_path):
-    from simulations.cli import build_parser, prepare_runs
+    from simulations.cli import build_parser
+    from simulations.plan import prepare_runs
 
     only = "dba/layered,dba/layered-paper,dba/server"
     argv = ["run", "layered-mnist", "--only", only, "--out", str(tmp_path)]
@@ -158,7 +160,8 @@ def test_set_wins_over_the_keys_of_a_grids_variants_and_defenses(tmp_path):
 
 
 def test_set_sweep_runs_one_config_per_value_in_place_of_the_scenarios_own_runs(tmp_path):
-    from simulations.cli import build_parser, prepare_runs
+    from simulations.cli import build_parser
+    from simulations.plan import prepare_runs
 
     args = build_parser().parse_args(
         ["run", "quickstart", "--set", "sweep=seed=1,2,3", "--out", str(tmp_path)]
@@ -237,7 +240,8 @@ def test_data_problems_stop_the_run_before_flower_starts(settings, message, caps
 
 
 def test_seeds_repeat_every_run_of_a_grid_and_conflict_with_a_single_seed(tmp_path):
-    from simulations.cli import build_parser, prepare_runs
+    from simulations.cli import build_parser
+    from simulations.plan import prepare_runs
 
     args = build_parser().parse_args(
         ["run", "layered-mnist", "--only", "dba/flame", "--seeds", "7,3", "--out", str(tmp_path)]
@@ -277,6 +281,7 @@ def _completed_run(config, accuracy=0.5):
 
 def test_keep_completed_reuses_identical_finished_runs_and_reruns_the_rest(tmp_path, capsys, monkeypatch):
     from simulations import cli
+    from simulations.plan import prepare_runs
 
     started = []
 
@@ -287,7 +292,7 @@ def test_keep_completed_reuses_identical_finished_runs_and_reruns_the_rest(tmp_p
 
     monkeypatch.setattr(cli, "_follow", follow)
     argv = ["run", "quickstart", "--seeds", "1,2,3", "--out", str(tmp_path)]
-    first, interrupted, _ = cli.prepare_runs(cli.build_parser().parse_args(argv)).configs
+    first, interrupted, _ = prepare_runs(cli.build_parser().parse_args(argv)).configs
     _completed_run(first, accuracy=0.5)
     Path(interrupted.out_dir).mkdir()
     (Path(interrupted.out_dir) / "metrics.jsonl").write_text('{"round": 0, "accuracy": 0.1}\n')

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.launcher import TAG_FILE, tagged_pids
+from simulations.processes import TAG_FILE, tagged_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 

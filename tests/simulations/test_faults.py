@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from fedsec.results import read_metrics, read_summary
-from simulations.launcher import TAG_FILE, tagged_pids
+from simulations.processes import TAG_FILE, tagged_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -19,15 +19,9 @@ import numpy as np
 import pytest
 
 from fedsec.results import read_metrics, read_summary
-from simulations.launcher import (
-    TAG_VARIABLE,
-    FlowerSession,
-    kill_tagged,
-    simulation_federation,
-    submit,
-    tagged_pids,
-    wait_for_run,
-)
+from simulations.flower_session import FlowerSession
+from simulations.launcher import simulation_federation, submit, wait_for_run
+from simulations.processes import TAG_VARIABLE, kill_tagged, tagged_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 FOREIGN_APP = Path(__file__).resolve().parent / "foreign_app"

@@ -1,12 +1,13 @@
-"""The launcher's dealings with the ``flwr`` CLI, with ``subprocess.run`` stubbed (no Flower process)."""
+"""The launcher's and Flower session's ``flwr`` calls, with ``subprocess.run`` stubbed (no Flower process)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from simulations import launcher
-from simulations.launcher import FlowerSession, LaunchError
+from simulations import flower_session, launcher, processes
+from simulations.flower_session import FlowerSession
+from simulations.processes import LaunchError
 
 
 class FakeCompleted:
@@ -16,7 +17,7 @@ class FakeCompleted:
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Every ``subprocess.run`` of the launcher, answered from the reply texts in ``calls[1]``."""
+    """Every ``subprocess.run`` of the Flower session, answered from the reply texts in ``calls[1]``."""
     record: list[dict] = []
 
     def run(args, **kwargs):
@@ -24,8 +25,8 @@ def calls(monkeypatch):
         return FakeCompleted(replies.pop(0))
 
     replies: list[str] = []
-    monkeypatch.setattr(launcher.subprocess, "run", run)
-    monkeypatch.setattr(launcher, "_bin", lambda name: name)
+    monkeypatch.setattr(flower_session.subprocess, "run", run)
+    monkeypatch.setattr(flower_session, "console_script", lambda name: name)
     return record, replies
 
 
@@ -60,7 +61,7 @@ def test_waiting_for_a_run_has_an_overall_timeout(tmp_path, calls, monkeypatch):
 
 def test_every_flower_process_gets_the_app_and_the_working_directory_on_its_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    env = launcher.flower_environment(tmp_path / "home", "tag")
+    env = processes.flower_environment(tmp_path / "home", "tag")
     paths = env["PYTHONPATH"].split(":")
-    assert paths[:2] == [str(launcher.APP_DIR), str(Path.cwd())]
-    assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1" and env[launcher.TAG_VARIABLE] == "tag"
+    assert paths[:2] == [str(processes.APP_DIR), str(Path.cwd())]
+    assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1" and env[processes.TAG_VARIABLE] == "tag"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fedsec.results import read_metrics, read_summary
-from simulations.launcher import TAG_VARIABLE, kill_tagged
+from simulations.processes import TAG_VARIABLE, kill_tagged
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_IP, DEVICE_IP = "10.213.0.1", "10.213.0.2"

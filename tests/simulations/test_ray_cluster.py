@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from fedsec.errors import FedsecError
-from simulations import cli, launcher
-from simulations.launcher import TAG_FILE, LaunchError, ray_cluster_answers, simulation_session, tagged_pids
+from simulations import cli, launcher, processes
+from simulations.flower_session import ray_cluster_answers
+from simulations.launcher import simulation_session
+from simulations.processes import TAG_FILE, LaunchError, tagged_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -70,7 +72,7 @@ def test_an_address_where_no_ray_answers_is_refused_before_anything_starts(tmp_p
 def ray_cluster() -> Iterator[tuple[str, Path]]:
     """A Ray head node as a user starts one (``ray start --head``); its address and temp dir."""
     with tempfile.TemporaryDirectory(prefix="rc", dir="/tmp") as temp:
-        port = launcher.free_port()
+        port = processes.free_port()
         env = {**os.environ, "RAY_TMPDIR": temp}
         start = [
             RAY,
