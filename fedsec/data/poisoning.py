@@ -1,6 +1,6 @@
 """Data poisoning transforms: label flipping, pixel triggers, DBA and clean-label backdoors.
 
-Every function takes a :class:`~fedsec.data.datasets.TensorSplit` and returns a new one;
+Every function takes a :class:`~fedsec.data.containers.TensorSplit` and returns a new one;
 the input is never modified.  Randomness comes from an explicit ``seed``.
 
 * Targeted label flipping and the objective set of targeted poisoning (Chen et al.,
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsec.data.datasets import TensorSplit
+from fedsec.data.containers import TensorSplit
 from fedsec.device import model_device, rng_devices
 
 __all__ = [
