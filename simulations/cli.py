@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedsec.config import ConfigValue, RunConfig, parse_assignment
+from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue, parse_assignment
 from fedsec.errors import FedsecError
 from fedsec.results import (
     ACCURACY_PLOT,
