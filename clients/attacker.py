@@ -19,7 +19,7 @@ from flwr.common import NDArrays, Scalar
 
 from clients.benign import BenignClient, client_parts
 from fedsec.config import RunConfig
-from fedsec.data.poisoning import Trigger, pixel_pattern
+from fedsec.data.triggers import Trigger, pixel_pattern
 from fedsec.experiment import derive_seed
 
 #: Key of the previous global model in the node's Flower ``Context.state``.

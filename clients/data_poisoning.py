@@ -28,13 +28,9 @@ from clients.attacker import MaliciousClient, attacker_parts, global_trigger, po
 from fedsec.attacks.poisoning import apply_update, boost
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
-from fedsec.data.poisoning import (
-    Trigger,
-    clean_label_poison,
-    dba_parts,
-    flip_labels,
-    poison_with_trigger,
-)
+from fedsec.data.clean_label import clean_label_poison
+from fedsec.data.poisoning import flip_labels
+from fedsec.data.triggers import Trigger, dba_parts, poison_with_trigger
 from fedsec.roles import parse_roles
 from fedsec.training import LossFn, get_weights, set_weights
 

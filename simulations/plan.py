@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsec.config import ConfigValue, RunConfig, parse_assignment
+from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue, parse_assignment
 from fedsec.errors import FedsecError
 from fedsec.results import SUMMARY_FILE, read_summary
 from simulations.scenarios import (

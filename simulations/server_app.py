@@ -101,7 +101,8 @@ def attack_test_sets(config: RunConfig, bundle: DatasetBundle, test: TensorSplit
     """
     from clients import MALICIOUS_ROLES
     from clients.malicious import global_trigger, targeted_examples
-    from fedsec.data.poisoning import backdoor_test_set, targeted_subset
+    from fedsec.data.poisoning import targeted_subset
+    from fedsec.data.triggers import backdoor_test_set
 
     roles = set(parse_roles(config.roles, config.num_clients).values())
     objectives = {MALICIOUS_ROLES[r] for r in roles if r in MALICIOUS_ROLES}

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsec.config import ConfigValue
+from fedsec.config_values import ConfigValue
 from fedsec.errors import FedsecError
 from fedsec.results import SUMMARY_FILE, read_summary
 from simulations.scenarios import Scenario

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fedsec.attacks.poisoning import _is_int, _is_real, _vector
-from fedsec.data.datasets import TensorSplit
+from fedsec.data.containers import TensorSplit
 
 __all__ = [
     "KNOWLEDGE_DRAWS",

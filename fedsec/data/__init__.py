@@ -14,14 +14,9 @@ Papers: the data setups of FDA³, DiPSeN, multi-party targeted model poisoning,
 the layered backdoor defense and PDGAN.
 """
 
-from fedsec.data.datasets import (
-    DATASETS,
-    DEFAULT_DATASET,
-    DatasetBundle,
-    TensorSplit,
-    load_dataset,
-    read_idx,
-)
+from fedsec.data.containers import DatasetBundle, TensorSplit
+from fedsec.data.datasets import DATASETS, DEFAULT_DATASET, load_dataset
+from fedsec.data.formats import read_idx
 from fedsec.data.partition import PARTITIONERS, client_partition, partition_indices, server_splits
 from fedsec.data.tabular import load_csv
 

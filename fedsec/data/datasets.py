@@ -1,10 +1,11 @@
 """Dataset registry and loaders: every dataset fedsec trains on, as in-memory tensors.
 
-All loaders return a :class:`DatasetBundle` of float32 images in ``[0, 1]`` with
-shape ``(N, C, H, W)`` and int64 labels. Nothing is ever downloaded: each loader
-reads data that was installed from a package registry or placed under a root
-directory by the user, and raises :class:`~fedsec.errors.DataUnavailableError`
-saying exactly what to install or where to put which files.
+All loaders return a :class:`~fedsec.data.containers.DatasetBundle` of float32
+images in ``[0, 1]`` with shape ``(N, C, H, W)`` and int64 labels. Nothing is ever
+downloaded: each loader reads data that was installed from a package registry or
+placed under a root directory by the user, and raises
+:class:`~fedsec.errors.DataUnavailableError` saying exactly what to install or
+where to put which files.
 
 Registered datasets
 -------------------
@@ -14,20 +15,21 @@ Registered datasets
 ``fashion-mnist``
     The 70k Fashion-MNIST IDX files of Debian's ``dataset-fashion-mnist``
     (``/usr/share/datasets/fashion-mnist/``) or of a user-given root; 60k/10k as
-    shipped. The IDX files are parsed here with numpy (``.gz`` or unpacked), which
-    avoids torchvision's MD5 check that rejects Debian's recompressed archives.
+    shipped. The IDX files are parsed with numpy (``.gz`` or unpacked) by
+    :mod:`fedsec.data.formats`, which avoids torchvision's MD5 check that rejects
+    Debian's recompressed archives.
 ``mnist``
     Full MNIST through ``torchvision.datasets.MNIST(root, download=False)``, which
     reads the unpacked IDX files in ``<root>/MNIST/raw/`` (it checks only that they
     exist, not their MD5).
 ``cifar10``
     CIFAR-10 from the pickled python batches in ``<root>/cifar-10-batches-py/``.
-    The batches are unpickled here rather than through ``torchvision.datasets.CIFAR10``
-    because torchvision verifies the MD5 of every batch file even with
-    ``download=False``, which rejects any re-packed or test-written copy; the
-    on-disk format (a dict with ``data`` of shape ``(N, 3072)`` uint8 and
-    ``labels``) is the one torchvision reads. As with torchvision, only load
-    batches from a source you trust: they are pickles.
+    The batches are unpickled by :mod:`fedsec.data.formats` rather than through
+    ``torchvision.datasets.CIFAR10`` because torchvision verifies the MD5 of every
+    batch file even with ``download=False``, which rejects any re-packed or
+    test-written copy; the on-disk format (a dict with ``data`` of shape
+    ``(N, 3072)`` uint8 and ``labels``) is the one torchvision reads. As with
+    torchvision, only load batches from a source you trust: they are pickles.
 ``digits``
     scikit-learn's 1797 real 8x8 digits, values 0..16 scaled by 1/16; stratified
     80/20 split (1437 train / 360 test).
@@ -50,18 +52,25 @@ Fashion-MNIST and CIFAR-10.
 
 from __future__ import annotations
 
-import gzip
 import inspect
 import logging
-import pickle
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
+from fedsec.data.containers import DatasetBundle, TensorSplit, _split
+from fedsec.data.formats import (
+    CIFAR_FILES,
+    CIFAR_TRAIN_BATCHES,
+    IDX_FILES,
+    batch_entry,
+    find_idx_dir,
+    read_cifar_batches,
+    read_idx,
+    unpickle_batch,
+)
+from fedsec.data.tabular import load_csv_dataset
 from fedsec.errors import ConfigError, DataUnavailableError
 from fedsec.registry import Registry
 
@@ -71,23 +80,11 @@ __all__ = [
     "DATASETS",
     "DEFAULT_DATASET",
     "FASHION_MNIST_DEFAULT_DIR",
-    "DatasetBundle",
-    "TensorSplit",
     "load_dataset",
-    "read_idx",
 ]
 
 DEFAULT_DATASET = "mnist-5k"
 FASHION_MNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-_IDX_FILES: tuple[str, str, str, str] = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-_CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_FILES = (*_CIFAR_TRAIN_BATCHES, "test_batch", "batches.meta")
 
 _DIGIT_NAMES = tuple(str(i) for i in range(10))
 _FASHION_NAMES = (
@@ -116,116 +113,7 @@ _CIFAR_NAMES = (
 )
 
 
-# --------------------------------------------------------------------------- containers
-
-
-@dataclass(frozen=True, eq=False)
-class TensorSplit:
-    """Images and labels of one split, held in memory.
-
-    Parameters
-    ----------
-    x
-        float32 images of shape ``(N, C, H, W)`` with values in ``[0, 1]``.
-    y
-        int64 labels of shape ``(N,)``.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.x.ndim != 4:
-            raise ValueError(f"x must have shape (N, C, H, W), got {tuple(self.x.shape)}")
-        if self.y.ndim != 1:
-            raise ValueError(f"y must have shape (N,), got {tuple(self.y.shape)}")
-        if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(f"x and y disagree on N: {self.x.shape[0]} images, {self.y.shape[0]} labels")
-        if self.x.dtype != torch.float32:
-            raise ValueError(f"x must be float32, got {self.x.dtype}")
-        if self.y.dtype != torch.int64:
-            raise ValueError(f"y must be int64, got {self.y.dtype}")
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    def subset(self, indices: np.ndarray | Sequence[int]) -> TensorSplit:
-        """Return a new split holding copies of the samples at ``indices`` (in that order).
-
-        Parameters
-        ----------
-        indices
-            Integer positions into this split; may be empty.
-
-        Returns
-        -------
-        TensorSplit
-            Fresh tensors; writing to them never changes this split.
-        """
-        idx = np.asarray(indices)
-        if idx.size == 0:
-            idx = idx.astype(np.int64)
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(
-                f"indices must be a 1-D sequence of integers, got dtype {idx.dtype}, shape {idx.shape}"
-            )
-        n = len(self)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise IndexError(f"indices must be in 0..{n - 1} for a split of {n} samples")
-        t = torch.from_numpy(idx.astype(np.int64))
-        # Indexing with an index tensor (advanced indexing) always copies, never views.
-        return TensorSplit(x=self.x[t], y=self.y[t])
-
-    def labels(self) -> np.ndarray:
-        """The labels as a fresh int64 numpy array."""
-        return self.y.numpy().copy()
-
-
-@dataclass(frozen=True, eq=False)
-class DatasetBundle:
-    """A loaded dataset: train and test splits plus what a model needs to know about them.
-
-    Parameters
-    ----------
-    name
-        Registry name of the dataset.
-    train, test
-        The splits as shipped (or as split by the loader, for datasets shipped whole).
-    num_classes
-        Number of classes; labels are in ``range(num_classes)``.
-    input_shape
-        ``(C, H, W)`` of one image.
-    class_names
-        One human-readable name per class.
-    """
-
-    name: str
-    train: TensorSplit
-    test: TensorSplit
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    class_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        for split_name, split in (("train", self.train), ("test", self.test)):
-            if tuple(split.x.shape[1:]) != self.input_shape:
-                raise ValueError(
-                    f"{split_name} images have shape {tuple(split.x.shape[1:])}, expected {self.input_shape}"
-                )
-            if len(split) and (int(split.y.min()) < 0 or int(split.y.max()) >= self.num_classes):
-                raise ValueError(f"{split_name} labels must be in 0..{self.num_classes - 1}")
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _split(x: np.ndarray, y: np.ndarray) -> TensorSplit:
-    """Wrap numpy arrays (x already scaled to [0, 1], shape (N, C, H, W)) as a TensorSplit."""
-    xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    ys = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
-    return TensorSplit(x=xs, y=ys)
 
 
 def _stratified_train_test(
@@ -235,68 +123,6 @@ def _stratified_train_test(
 
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
     return x_tr, x_te, y_tr, y_te
-
-
-_IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (``.gz`` or unpacked) into a numpy array.
-
-    The format: two zero bytes, a type byte (``0x08`` = uint8, ...), a byte with the
-    number of dimensions, one big-endian uint32 per dimension, then the data.
-
-    Parameters
-    ----------
-    path
-        The file; names ending in ``.gz`` are decompressed.
-
-    Returns
-    -------
-    numpy.ndarray
-        A new array with the file's shape and dtype.
-
-    Raises
-    ------
-    DataUnavailableError
-        If the file is not a well-formed IDX file.
-    """
-    p = Path(path)
-    opener: Callable[..., Any] = gzip.open if p.name.endswith(".gz") else open
-    try:
-        with opener(p, "rb") as fh:
-            raw: bytes = fh.read()
-    except (OSError, EOFError) as exc:
-        raise DataUnavailableError(f"cannot read IDX file {p}: {exc}") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataUnavailableError(f"{p} is not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataUnavailableError(f"{p} is not an IDX file (truncated header)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataUnavailableError(
-            f"{p} is not a valid IDX file: header says {dims} ({expected} bytes), "
-            f"found {len(raw) - header} bytes"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).copy()
-
-
-def _find_idx_dir(candidates: Sequence[Path]) -> dict[str, Path] | None:
-    """The first directory among ``candidates`` holding all four IDX files (``.gz`` or not)."""
-    for directory in candidates:
-        found: dict[str, Path] = {}
-        for name in _IDX_FILES:
-            for candidate in (directory / name, directory / f"{name}.gz"):
-                if candidate.is_file():
-                    found[name] = candidate
-                    break
-        if len(found) == len(_IDX_FILES):
-            return found
-    return None
 
 
 def _images_labels(images: np.ndarray, labels: np.ndarray, what: str) -> TensorSplit:
@@ -355,21 +181,19 @@ def _load_fashion_mnist(*, root: str | None = None, seed: int = 0) -> DatasetBun
         candidates = [base, base / "FashionMNIST" / "raw"]
     else:
         candidates = [FASHION_MNIST_DEFAULT_DIR]
-    files = _find_idx_dir(candidates)
+    files = find_idx_dir(candidates)
     if files is None:
         where = " or ".join(str(c) for c in candidates)
         raise DataUnavailableError(
             f"dataset 'fashion-mnist' not found in {where}: install Debian's dataset-fashion-mnist "
             "(sudo apt-get install dataset-fashion-mnist, or `make data`) or set data-root to a directory "
-            f"holding {', '.join(_IDX_FILES)} (each may be .gz)"
+            f"holding {', '.join(IDX_FILES)} (each may be .gz)"
         )
-    logger.debug("reading fashion-mnist from %s", files[_IDX_FILES[0]].parent)
+    logger.debug("reading fashion-mnist from %s", files[IDX_FILES[0]].parent)
     train = _images_labels(
-        read_idx(files[_IDX_FILES[0]]), read_idx(files[_IDX_FILES[1]]), "fashion-mnist train"
+        read_idx(files[IDX_FILES[0]]), read_idx(files[IDX_FILES[1]]), "fashion-mnist train"
     )
-    test = _images_labels(
-        read_idx(files[_IDX_FILES[2]]), read_idx(files[_IDX_FILES[3]]), "fashion-mnist test"
-    )
+    test = _images_labels(read_idx(files[IDX_FILES[2]]), read_idx(files[IDX_FILES[3]]), "fashion-mnist test")
     return DatasetBundle(
         name="fashion-mnist",
         train=train,
@@ -383,7 +207,7 @@ def _load_fashion_mnist(*, root: str | None = None, seed: int = 0) -> DatasetBun
 def _mnist_missing(root: str | None) -> DataUnavailableError:
     where = f"{Path(root) / 'MNIST' / 'raw'}" if root is not None else "<data-root>/MNIST/raw/"
     return DataUnavailableError(
-        f"dataset 'mnist' needs the four raw IDX files {', '.join(_IDX_FILES)} (unpacked) under {where}; "
+        f"dataset 'mnist' needs the four raw IDX files {', '.join(IDX_FILES)} (unpacked) under {where}; "
         "put them there and set data-root" + ("" if root is not None else " (no data-root is set)")
     )
 
@@ -393,7 +217,7 @@ def _load_mnist(*, root: str | None = None, seed: int = 0) -> DatasetBundle:
     if root is None:
         raise _mnist_missing(None)
     raw = Path(root).expanduser() / "MNIST" / "raw"
-    if not all((raw / name).is_file() for name in _IDX_FILES):
+    if not all((raw / name).is_file() for name in IDX_FILES):
         raise _mnist_missing(str(Path(root).expanduser()))
     from torchvision import datasets
 
@@ -416,44 +240,6 @@ def _load_mnist(*, root: str | None = None, seed: int = 0) -> DatasetBundle:
     )
 
 
-def _unpickle(path: Path) -> dict[Any, Any]:
-    try:
-        with path.open("rb") as fh:
-            obj = pickle.load(fh, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise DataUnavailableError(f"cannot read CIFAR-10 batch {path}: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise DataUnavailableError(f"{path} is not a CIFAR-10 batch (expected a pickled dict)")
-    return obj
-
-
-def _get(d: dict[Any, Any], key: str, path: Path) -> Any:
-    """Look up ``key`` as str or bytes (python-2 pickles give either, depending on the encoding)."""
-    for k in (key, key.encode()):
-        if k in d:
-            return d[k]
-    raise DataUnavailableError(f"{path} is not a CIFAR-10 batch (no {key!r} entry)")
-
-
-def _read_cifar_batches(paths: Sequence[Path]) -> TensorSplit:
-    xs, ys = [], []
-    for path in paths:
-        batch = _unpickle(path)
-        data = np.asarray(_get(batch, "data", path), dtype=np.uint8)
-        labels = np.asarray(_get(batch, "labels", path), dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
-            raise DataUnavailableError(
-                f"{path}: data of shape {data.shape} and {labels.shape[0]} labels are not a CIFAR-10 batch"
-            )
-        xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(labels)
-    x = np.concatenate(xs).astype(np.float32) / 255.0
-    y = np.concatenate(ys)
-    if y.size and (y.min() < 0 or y.max() >= 10):
-        raise DataUnavailableError(f"CIFAR-10 labels must be in 0..9, found {y.min()}..{y.max()}")
-    return _split(x, y)
-
-
 def _load_cifar10(*, root: str | None = None, seed: int = 0) -> DatasetBundle:
     """CIFAR-10 (50k/10k) from the python batches in ``<root>/cifar-10-batches-py/``."""
     where = (
@@ -463,17 +249,17 @@ def _load_cifar10(*, root: str | None = None, seed: int = 0) -> DatasetBundle:
     )
     message = (
         f"dataset 'cifar10' needs cifar-10-python.tar.gz extracted so that {where}/ holds "
-        f"{', '.join(_CIFAR_FILES)}; put them there and set data-root"
+        f"{', '.join(CIFAR_FILES)}; put them there and set data-root"
     )
     if root is None:
         raise DataUnavailableError(message + " (no data-root is set)")
     base = Path(root).expanduser() / "cifar-10-batches-py"
-    if not all((base / name).is_file() for name in _CIFAR_FILES):
+    if not all((base / name).is_file() for name in CIFAR_FILES):
         raise DataUnavailableError(message)
-    meta = _unpickle(base / "batches.meta")
+    meta = unpickle_batch(base / "batches.meta")
     names = tuple(
         n.decode() if isinstance(n, bytes) else str(n)
-        for n in _get(meta, "label_names", base / "batches.meta")
+        for n in batch_entry(meta, "label_names", base / "batches.meta")
     )
     if len(names) != 10:
         logger.warning(
@@ -482,8 +268,8 @@ def _load_cifar10(*, root: str | None = None, seed: int = 0) -> DatasetBundle:
         names = _CIFAR_NAMES
     return DatasetBundle(
         name="cifar10",
-        train=_read_cifar_batches([base / n for n in _CIFAR_TRAIN_BATCHES]),
-        test=_read_cifar_batches([base / "test_batch"]),
+        train=read_cifar_batches([base / n for n in CIFAR_TRAIN_BATCHES]),
+        test=read_cifar_batches([base / "test_batch"]),
         num_classes=10,
         input_shape=(3, 32, 32),
         class_names=names,
@@ -549,8 +335,6 @@ def _load_csv(
     test_fraction: str | None = None,
 ) -> DatasetBundle:
     """A CSV table from the file ``root``; see :func:`fedsec.data.tabular.load_csv_dataset`."""
-    from fedsec.data.tabular import load_csv_dataset  # imported here: tabular builds on this module
-
     return load_csv_dataset(
         root=root,
         seed=seed,

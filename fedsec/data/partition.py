@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedsec.cache import cached_arrays
-from fedsec.data.datasets import DatasetBundle, TensorSplit
+from fedsec.data.containers import DatasetBundle, TensorSplit
 from fedsec.errors import ConfigError
 
 logger = logging.getLogger(__name__)

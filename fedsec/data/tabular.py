@@ -4,7 +4,7 @@ Ibitoye, Shafiq and Matrawy, "DiPSeN: Differentially Private Self-normalizing
 Neural Networks For Adversarial Robustness in Federated Learning" (2021),
 evaluate DiPSeN not only on images but also on network-flow records (the CTU-13
 botnet captures).  :func:`load_csv` turns such a table into a
-:class:`~fedsec.data.datasets.DatasetBundle` that every fedsec model accepts:
+:class:`~fedsec.data.containers.DatasetBundle` that every fedsec model accepts:
 
 1. read the file with the stdlib :mod:`csv` module (header row required);
 2. take the configured numeric feature columns (default: every column except the
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsec.data.datasets import DatasetBundle, _split
+from fedsec.data.containers import DatasetBundle, _split
 from fedsec.errors import ConfigError, DataUnavailableError
 
 __all__ = ["CSV_IMAGE_SHAPE", "MAX_FEATURES", "load_csv", "load_csv_dataset"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsec.data.datasets import TensorSplit
+from fedsec.data.containers import TensorSplit
 from fedsec.device import model_device
 from fedsec.models.gan import ImageGenerator
 

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from fedsec.data.datasets import TensorSplit
+from fedsec.data.containers import TensorSplit
 from fedsec.device import model_device
 
 __all__ = ["invert_classes"]

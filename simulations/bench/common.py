@@ -19,7 +19,8 @@ import torch
 from rich.console import Console
 
 from fedsec.bench import Budget, measure_samples
-from fedsec.config import ConfigValue, RunConfig
+from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue
 
 BENCH_FILE = "bench.json"
 MARKDOWN_FILE = "bench.md"

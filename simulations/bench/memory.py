@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fedsec.bench import steady_round_seconds
-from fedsec.config import ConfigValue, RunConfig
+from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue
 from fedsec.results import read_metrics
 from simulations import launcher
 from simulations.bench.common import Context, scenario_config

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedsec.config import ConfigValue, RunConfig
+from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue
 from simulations import launcher
 from simulations.bench.common import Context, rounded
 from simulations.bench.memory import sim_config

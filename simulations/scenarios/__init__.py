@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fedsec.config import ConfigValue, RunConfig
+from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue
 from fedsec.errors import ConfigError, UnknownNameError
 
 SCENARIO_DIR = Path(__file__).resolve().parent
@@ -276,7 +277,7 @@ def _parse_sweep(text: object, table: object, path: Path) -> Sweep | None:
         return None
     if not isinstance(text, str) or "=" not in text:
         raise ConfigError(f"scenario {path}: 'sweep' must look like \"KEY=V1,V2,...\", got {text!r}")
-    from fedsec.config import parse_assignment
+    from fedsec.config_values import parse_assignment
 
     key, _, raw_values = text.partition("=")
     values = tuple(parse_assignment(f"{key}={v}")[1] for v in raw_values.split(",") if v.strip())

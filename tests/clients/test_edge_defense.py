@@ -25,7 +25,7 @@ from clients.benign import BenignClient, client_parts
 from clients.edge_defense import ISOLATION_KEY, EdgeDefense, EdgeReport, edge_defense
 from fedsec.config import RunConfig
 from fedsec.data import TensorSplit
-from fedsec.data.poisoning import backdoor_test_set, pixel_pattern, poison_with_trigger
+from fedsec.data.triggers import backdoor_test_set, pixel_pattern, poison_with_trigger
 from fedsec.defenses.abl import PHASE_EVERY_ROUND, PHASE_ISOLATION, PHASE_UNLEARNING, data_fingerprint
 from fedsec.training import evaluate, get_weights, make_optimizer, train
 

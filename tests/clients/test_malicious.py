@@ -10,7 +10,8 @@ from flwr.common import ArrayRecord, RecordDict
 from clients import MALICIOUS_ROLES, build_client, malicious_partitions
 from clients.malicious import HISTORY_KEY, benign_partitions, global_trigger, simulated_benign_updates
 from fedsec.attacks.poisoning import max_l2_distance
-from fedsec.data.poisoning import backdoor_test_set, dba_parts, targeted_subset
+from fedsec.data.poisoning import targeted_subset
+from fedsec.data.triggers import backdoor_test_set, dba_parts
 from fedsec.errors import ConfigError
 from fedsec.training import evaluate, flatten, set_weights
 from tests.clients.attacker_config import config, one_thread  # noqa: F401 (autouse fixture)

@@ -115,7 +115,7 @@ def test_eq4_trains_on_its_own_data_stays_within_c_of_the_benign_mean_and_pushes
 
 
 def test_a_class_level_attacker_without_source_samples_fails_with_the_keys_to_change():
-    from fedsec.data.datasets import TensorSplit
+    from fedsec.data.containers import TensorSplit
 
     config = RunConfig(attack_source=5, attack_target=7, targeted_samples=0)
     no_fives = TensorSplit(torch.zeros(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 6]))

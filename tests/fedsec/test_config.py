@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsec.config import RunConfig, parse_assignment
+from fedsec.config import RunConfig
+from fedsec.config_values import parse_assignment
 from fedsec.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

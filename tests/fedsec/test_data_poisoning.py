@@ -7,17 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from fedsec.data.datasets import TensorSplit
-from fedsec.data.poisoning import (
-    Trigger,
-    backdoor_test_set,
-    clean_label_poison,
-    dba_parts,
-    flip_labels,
-    pixel_pattern,
-    poison_with_trigger,
-    targeted_subset,
-)
+from fedsec.data.clean_label import clean_label_poison
+from fedsec.data.containers import TensorSplit
+from fedsec.data.poisoning import flip_labels, targeted_subset
+from fedsec.data.triggers import Trigger, backdoor_test_set, dba_parts, pixel_pattern, poison_with_trigger
 
 SHAPE = (1, 8, 8)
 

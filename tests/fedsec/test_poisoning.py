@@ -22,7 +22,7 @@ from fedsec.attacks.poisoning import (
     unflatten,
 )
 from fedsec.attacks.stealth import StealthObjective, known_clients
-from fedsec.data.datasets import TensorSplit
+from fedsec.data.containers import TensorSplit
 from fedsec.training import make_optimizer, train
 
 # ---------------------------------------------------------------------------- update vectors

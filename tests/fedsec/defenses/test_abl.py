@@ -18,11 +18,13 @@ from fedsec.defenses.abl import (
     abl_phase,
     anti_backdoor_learning,
     data_fingerprint,
-    isolate_lowest_loss,
     lga_isolation,
+    unlearn,
+)
+from fedsec.defenses.abl_losses import (
+    isolate_lowest_loss,
     lga_loss,
     per_sample_losses,
-    unlearn,
     unlearning_loss,
     unlearning_targets,
 )

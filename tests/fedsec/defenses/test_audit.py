@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedsec.data.datasets import TensorSplit
+from fedsec.data.containers import TensorSplit
 from fedsec.defenses.audit import (
     audit,
     audit_accuracies,
