@@ -192,8 +192,55 @@ def bench_block(name: str, root: Path | None = None) -> str:
     )
 
 
+_HEADLINE = re.compile(
+    r"(?P<open><!-- headline: (?P<name>[\w./-]+) table=\"(?P<table>[^\"]+)\" cells=\"(?P<cells>[^\"]+)\" -->)"
+    r"(?P<body>.*?)(?P<close><!-- /headline -->)",
+    flags=re.DOTALL,
+)
+
+
+def _compact(value: Any) -> tuple[str, int]:
+    """A table cell in two decimals (``m ± s`` over seeds) and how many seeds it holds."""
+    if isinstance(value, dict) and "mean" in value:
+        return f"{value['mean']:.2f} ± {value['std']:.2f}", int(value.get("n", 1))
+    if isinstance(value, dict) and "value" in value:
+        value = value["value"]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.2f}", 1
+    return str(value), 1
+
+
+def headline(name: str, table: str, cells: str, root: Path | None = None) -> str:
+    """One line of chosen cells of a recorded table, for a README table cell.
+
+    ``cells`` is ``ROW::COLUMN[=LABEL]`` entries separated by ``;`` (a label replaces
+    ``ROW COLUMN`` in the text); the line ends with how many seeds each cell averages.
+    """
+    root = ROOT if root is None else root
+    path = root / "docs" / "results" / name / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"docs/results/{name} holds no summary.json")
+    stored = (json.loads(path.read_text()).get("tables") or {}).get(table)
+    if stored is None:
+        raise KeyError(f"docs/results/{name} has no table {table!r}")
+    parts, seeds = [], set()
+    for entry in (e.strip() for e in cells.split(";") if e.strip()):
+        spec, _, label = entry.partition("=")
+        row, _, column = spec.partition("::")
+        if column not in stored.get(row, {}):
+            raise KeyError(f"docs/results/{name}, table {table!r} has no cell ({row!r}, {column!r})")
+        text, n = _compact(stored[row][column])
+        parts.append(f"{label or f'{row} {column}'} {text}")
+        seeds.add(n)
+    runs = " / ".join(str(n) for n in sorted(seeds))
+    return "; ".join(parts) + (f" ({runs} seed{'s' if seeds != {1} else ''})")
+
+
 def fill_results(text: str, root: Path | None = None) -> str:
-    """``text`` with every results and bench block regenerated."""
+    """``text`` with every results, bench and headline block regenerated."""
+    text = _HEADLINE.sub(
+        lambda m: m["open"] + headline(m["name"], m["table"], m["cells"], root) + m["close"], text
+    )
     text = _BENCH_BLOCK.sub(
         lambda match: match["open"] + bench_block(match["name"], root) + match["close"], text
     )
@@ -213,7 +260,8 @@ def _pages(root: Path) -> dict[str, str]:
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         relative = str(path.relative_to(root))
         text = path.read_text() if path.is_file() else ""
-        if relative not in pages and ("<!-- results: " in text or "<!-- bench: " in text):
+        generated = any(f"<!-- {kind}: " in text for kind in ("results", "bench", "headline"))
+        if relative not in pages and generated:
             pages[relative] = fill_results(text, root)
     return pages
 

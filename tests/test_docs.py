@@ -111,3 +111,21 @@ def test_per_round_tables_give_runs_repeated_over_seeds_one_mean_std_column():
     assert lines[0] == "| round | dba/layered | dba/flame |"
     assert lines[2] == "| 1 | 0.3000 ± 0.1414 (n=2) | 0.9000 |"
     assert lines[3] == "| 2 | 0.4000 ± 0.0000 (n=2) | – |"
+
+
+def test_a_readme_headline_cell_shows_the_recorded_cells_and_goes_stale_with_its_record(tmp_path):
+    cell = {"mean": 0.4712, "std": 0.0577, "n": 3, "values": [0.42, 0.53, 0.47]}
+    recorded(tmp_path, "demo", accuracy=0.9, tables={"T": {"FL": {"BIM": cell, "clean": 0.938}}})
+    (tmp_path / "docs" / "configuration.md").write_text(docgen.configuration_markdown())
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        '| a | <!-- headline: demo table="T" cells="FL::BIM=FL BIM;FL::clean" -->old<!-- /headline --> |\n'
+    )
+    assert docgen.write_pages(tmp_path) == ["README.md"]
+    assert "-->FL BIM 0.47 ± 0.06; FL clean 0.94 (1 / 3 seeds)<!--" in readme.read_text()
+    assert readme.read_text().count("\n") == 1  # still one table row
+    summary = tmp_path / "docs" / "results" / "demo" / "summary.json"
+    summary.write_text(summary.read_text().replace("0.4712", "0.5"))
+    assert docgen.stale_pages(tmp_path) == ["README.md"]
+    with pytest.raises(KeyError, match=r"no cell \('FL', 'PGD'\)"):
+        docgen.headline("demo", "T", "FL::PGD", tmp_path)
