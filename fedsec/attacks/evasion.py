@@ -30,8 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -42,7 +41,8 @@ from torch import nn
 
 from fedsec.attacks.harness import ClippedProbabilityNLL, ClippedSoftmax
 from fedsec.attacks.specs import ATTACKS, NORMS, AttackRunner, AttackSpec
-from fedsec.device import art_device_type, model_device, rng_devices
+from fedsec.contexts import frozen_eval, seeded
+from fedsec.device import art_device_type, model_device
 from fedsec.errors import ConfigError
 
 __all__ = [
@@ -274,7 +274,7 @@ def generate(
     c, h, w = (int(d) for d in x_np.shape[1:])
     run_on = model_device(model) if device is None else torch.device(device)
     start = time.perf_counter()
-    with _attack_mode(model), _seeded(int(seed), run_on):
+    with frozen_eval(model), seeded(int(seed), run_on):
         classifier = art_classifier(
             target,
             input_shape=(c, h, w),
@@ -339,36 +339,3 @@ def _labels(y: torch.Tensor | None, *, n: int, num_classes: int) -> np.ndarray |
             f"y holds labels outside [0, {num_classes}): min {int(labels.min())}, max {int(labels.max())}"
         )
     return labels
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed numpy's and torch's global generators (and ``device``'s); restore their states on exit."""
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=rng_devices(device)):
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
-
-
-@contextmanager
-def _attack_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters for the attack; restore modes, flags and grads on exit."""
-    modes = [(module, module.training) for module in model.modules()]
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    model.eval()
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        for p, flag, grad in zip(params, flags, grads, strict=True):
-            p.requires_grad_(flag)
-            p.grad = grad

@@ -11,46 +11,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedsec.contexts import frozen_eval, seeded
 from fedsec.data.containers import TensorSplit
 from fedsec.data.poisoning import _check_class, _check_seed, _check_split, _is_int, _is_real, _labels
 from fedsec.data.triggers import Trigger, _check_input_shape, _check_trigger
-from fedsec.device import model_device, rng_devices
+from fedsec.device import model_device
 
 __all__ = ["clean_label_poison"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def _seeded_frozen(model: nn.Module, seed: int) -> Iterator[None]:
-    """Seed numpy's and torch's global RNGs and freeze ``model`` in eval mode; restore all on exit."""
-    np_state = np.random.get_state()
-    modes = [(module, module.training) for module in model.modules()]
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    with torch.random.fork_rng(devices=rng_devices(model_device(model))):
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
-            for module, mode in modes:
-                module.training = mode
-            for p, flag, grad in zip(params, flags, grads, strict=True):
-                p.requires_grad_(flag)
-                p.grad = grad
 
 
 def clean_label_poison(
@@ -173,7 +147,7 @@ def clean_label_poison(
     x_np = split.x.detach().cpu().numpy().astype(np.float32, copy=True)
     target_label = np.eye(num_classes, dtype=np.float32)[tgt]
     poisons: list[np.ndarray] = []
-    with _seeded_frozen(model, rng_seed):
+    with frozen_eval(model), seeded(rng_seed, model_device(model)):
         pgd = ProjectedGradientDescent(
             art_classifier(model, input_shape=shape, num_classes=int(num_classes)),
             norm=np.inf,
