@@ -1,6 +1,7 @@
 """Test-wide setup: the task identity Flower stamps on every message it creates."""
 
 import pytest
+import torch
 
 from simulations.local_grid import set_local_identity
 
@@ -13,3 +14,12 @@ def flower_task_identity():
     """
     set_local_identity()
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run fastest (and steadiest on shared cores) on one torch thread; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,13 +19,7 @@ K = 10
 CASES = [("lenet", (1, 28, 28)), ("cnn", (1, 8, 8))]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and steadiest on shared cores) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _final_keys(model: nn.Module) -> tuple[str, str]:
