@@ -71,6 +71,7 @@ from fedsec.defenses.abl import (
 )
 from fedsec.defenses.attention import attention_layers
 from fedsec.defenses.attention import distill as attention_distill
+from fedsec.numbers import is_int, is_real
 
 __all__ = [
     "EDGE_DEFENSES",
@@ -179,22 +180,22 @@ class EdgeDefense:
     def __post_init__(self) -> None:
         for name in ("isolation_epochs", "unlearning_epochs", "distill_epochs"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         for name in ("gamma", "distill_delta"):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
+            if not is_real(value) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not _is_real(self.fraction) or not 0.0 <= self.fraction < 1.0:
+        if not is_real(self.fraction) or not 0.0 <= self.fraction < 1.0:
             raise ValueError(f"fraction must be in [0, 1), got {self.fraction!r}")
         if not isinstance(self.distill, bool | np.bool_):
             raise ValueError(f"distill must be a bool, got {self.distill!r}")
         rate = self.distill_learning_rate
-        if rate is not None and (not _is_real(rate) or not math.isfinite(rate) or rate <= 0):
+        if rate is not None and (not is_real(rate) or not math.isfinite(rate) or rate <= 0):
             raise ValueError(f"distill_learning_rate must be None or a finite number > 0, got {rate!r}")
         if self.schedule not in ABL_SCHEDULES:
             raise ValueError(f"schedule must be one of {ABL_SCHEDULES}, got {self.schedule!r}")
-        if not _is_int(self.isolation_rounds) or self.isolation_rounds < 0:
+        if not is_int(self.isolation_rounds) or self.isolation_rounds < 0:
             raise ValueError(f"isolation_rounds must be an int >= 0, got {self.isolation_rounds!r}")
         if self.state is not None and not isinstance(self.state, RecordDict):
             raise ValueError(f"state must be None or a flwr RecordDict, got {type(self.state).__name__}")
@@ -456,11 +457,3 @@ def edge_defense(config: RunConfig, *, state: RecordDict | None = None) -> EdgeD
         isolation_rounds=config.abl_isolation_rounds,
         state=state,
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

@@ -42,7 +42,7 @@ from fedsec.config_values import (
 )
 from fedsec.errors import ConfigError
 
-PARTITION_SCHEMES = ("iid", "dirichlet", "pathological")
+PARTITION_SCHEMES: tuple[str, ...] = ("iid", "dirichlet", "pathological")
 
 #: Values of the ``device`` key (resolved by :func:`fedsec.device.resolve_device`).
 DEVICES = ("auto", "cpu", "cuda")

@@ -22,10 +22,14 @@ __all__ = ["frozen_eval", "seeded"]
 
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed numpy's and torch's global generators (and ``device``'s); restore their states on exit."""
+    """Seed numpy's and torch's global generators (and ``device``'s); restore their states on exit.
+
+    Any non-negative ``seed`` works (a 63-bit :func:`fedsec.experiment.derive_seed` included): numpy's
+    legacy generator takes its low 32 bits.
+    """
     np_state = np.random.get_state()
     with torch.random.fork_rng(devices=rng_devices(device)):
-        np.random.seed(seed)
+        np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
         try:
             yield

@@ -21,7 +21,6 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 from torch.optim.optimizer import ParamsT
 
 from fedsec.device import model_device
+from fedsec.numbers import is_int, is_real
 from fedsec.registry import Registry
 
 __all__ = [
@@ -128,11 +128,11 @@ def make_optimizer(
         If a hyper-parameter is out of range or ``params`` is empty (the message names it).
     """
     factory = OPTIMIZERS[name]
-    if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:
+    if not is_real(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not _is_real(momentum) or not 0.0 <= momentum < 1.0:
+    if not is_real(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not _is_real(weight_decay) or not math.isfinite(weight_decay) or weight_decay < 0:
+    if not is_real(weight_decay) or not math.isfinite(weight_decay) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     param_list = list(params)
     if not param_list:
@@ -224,11 +224,11 @@ def train(
         the offending step is not applied.
     """
     _check_data(x, y, labels=False)
-    if not _is_int(epochs) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
+    if max_steps is not None and (not is_int(max_steps) or max_steps < 1):
         raise ValueError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -335,7 +335,7 @@ def predict_logits(
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or len(x) == 0:
         raise ValueError("x must be a non-empty tensor")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     target = model_device(model) if device is None else torch.device(device)
     was_training = model.training
@@ -387,7 +387,7 @@ def evaluate(
         output width is not ``num_classes``, or a parameter is invalid.
     """
     _check_data(x, y, labels=True)
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     labels = y.detach().cpu().to(torch.int64).reshape(-1)
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
@@ -474,14 +474,6 @@ def flatten(weights: Sequence[np.ndarray]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _check_data(x: torch.Tensor, y: torch.Tensor, *, labels: bool) -> None:

@@ -31,10 +31,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsec.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from fedsec.config import RunConfig
+from fedsec.contexts import seeded
 from fedsec.data import DatasetBundle, TensorSplit
-from fedsec.device import resolve_device
+from fedsec.device import model_device, resolve_device
 from fedsec.errors import ConfigError
-from fedsec.experiment import client_data, load_bundle, new_model, server_data
+from fedsec.experiment import client_data, derive_seed, load_bundle, new_model, server_data
 from fedsec.results import RunRecorder
 from fedsec.roles import parse_roles
 from fedsec.training import evaluate, get_weights, set_weights
@@ -50,6 +51,10 @@ app = ServerApp()
 
 #: Loggers whose INFO lines go to Flower's log (``flwr log`` / ``flwr run --stream``).
 APP_LOGGERS = ("fedsec", "strategies", "simulations", "clients")
+
+
+#: The key that derives the server evaluation's random stream from the run seed (ASCII "eval").
+EVALUATION_STREAM = 0x6576616C
 
 
 class RunFailed(RuntimeError):
@@ -73,16 +78,21 @@ def make_evaluate_fn(
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         set_weights(model, arrays.to_numpy_ndarrays())
-        result = evaluate(model, test.x, test.y, num_classes=num_classes, batch_size=config.eval_batch_size)
         extra: dict[str, Any] = {}
-        for name, split in (attack_sets or {}).items():
-            extra[name] = evaluate(
-                model, split.x, split.y, num_classes=num_classes, batch_size=config.eval_batch_size
-            ).accuracy
-        if robust_sets:
-            from fedsec.evaluation import accuracy_on
+        # a model with a random forward pass (DiPSeN's noise layer) scores the same at the same seed and
+        # round, whatever ran before in this process (a resumed run included)
+        with seeded(derive_seed(config.seed, EVALUATION_STREAM, server_round), model_device(model)):
+            result = evaluate(
+                model, test.x, test.y, num_classes=num_classes, batch_size=config.eval_batch_size
+            )
+            for name, split in (attack_sets or {}).items():
+                extra[name] = evaluate(
+                    model, split.x, split.y, num_classes=num_classes, batch_size=config.eval_batch_size
+                ).accuracy
+            if robust_sets:
+                from fedsec.evaluation import accuracy_on
 
-            extra["robust"] = accuracy_on(model, robust_sets, num_classes=num_classes)
+                extra["robust"] = accuracy_on(model, robust_sets, num_classes=num_classes)
         recorder.end_round(server_round, accuracy=result.accuracy, loss=result.loss, **extra)
         return MetricRecord({"accuracy": float(result.accuracy), "loss": float(result.loss)})
 

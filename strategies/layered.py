@@ -31,6 +31,7 @@ from fedsec.data import TensorSplit
 from fedsec.defenses.attention import distill
 from fedsec.defenses.selection import layered_selection, median_norm_clip
 from fedsec.experiment import torch_generator
+from fedsec.numbers import is_int, is_real
 from fedsec.results import RunRecorder
 from fedsec.training import get_weights, make_optimizer, set_weights
 from fedsec.updates import flatten_arrays
@@ -235,15 +236,15 @@ class ServerDistillation(StrategyWrapper):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(clean, TensorSplit) or len(clean.y) == 0:
             raise ValueError("clean must be a non-empty TensorSplit (the server's clean set)")
-        if not _is_real(delta) or not math.isfinite(delta) or delta < 0:
+        if not is_real(delta) or not math.isfinite(delta) or delta < 0:
             raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
-        if not _is_int(epochs) or epochs < 1:
+        if not is_int(epochs) or epochs < 1:
             raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        if not _is_real(learning_rate) or not math.isfinite(learning_rate) or learning_rate <= 0:
+        if not is_real(learning_rate) or not math.isfinite(learning_rate) or learning_rate <= 0:
             raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.model = model.to(self.device)
@@ -282,11 +283,3 @@ class ServerDistillation(StrategyWrapper):
         if self.recorder is not None:
             self.recorder.note(server_round, server_distill_loss=float(loss))
         return to_arrayrecord(get_weights(self.model), keys), metrics
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +43,7 @@ from fedsec.attacks.specs import ATTACKS, NORMS, AttackRunner, AttackSpec
 from fedsec.contexts import frozen_eval, seeded
 from fedsec.device import art_device_type, model_device
 from fedsec.errors import ConfigError
+from fedsec.numbers import is_int, is_real
 
 __all__ = [
     "ATTACKS",
@@ -59,14 +59,6 @@ logger = logging.getLogger(__name__)
 
 
 _MAX_SEED = 2**32 - 1  # numpy's legacy global generator takes seeds in [0, 2**32)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------- ART glue
@@ -95,7 +87,7 @@ class ExpectationOverTransformation(nn.Module):
 
     def __init__(self, model: nn.Module, *, samples: int) -> None:
         super().__init__()
-        if not _is_int(samples) or samples < 1:
+        if not is_int(samples) or samples < 1:
             raise ValueError(f"samples must be an int >= 1, got {samples!r}")
         self.model = model
         self.samples = int(samples)
@@ -155,10 +147,10 @@ def art_classifier(
     if (
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
-        or not all(_is_int(d) and d > 0 for d in input_shape)
+        or not all(is_int(d) and d > 0 for d in input_shape)
     ):
         raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     device_type = art_device_type(model_device(model) if device is None else torch.device(device))
     if harness not in ("logits", "paper"):
@@ -253,13 +245,13 @@ def generate(
         raise ValueError(f"x must be a non-empty (N, C, H, W) tensor, got {shape}")
     if not torch.is_floating_point(x):
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not _is_int(seed) or not 0 <= seed <= _MAX_SEED:
+    if not is_int(seed) or not 0 <= seed <= _MAX_SEED:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
-    if not _is_int(eot_samples) or eot_samples < 1:
+    if not is_int(eot_samples) or eot_samples < 1:
         raise ValueError(f"eot_samples must be an int >= 1, got {eot_samples!r}")
 
     x_np = x.detach().cpu().numpy().astype(np.float32, copy=True)
@@ -311,12 +303,12 @@ def _merge_params(spec: AttackSpec, params: Mapping[str, float | int] | None) ->
                 f"allowed: {', '.join(sorted(spec.defaults))}"
             )
         default = spec.defaults[key]
-        if _is_int(default):
-            if not _is_int(value):
+        if is_int(default):
+            if not is_int(value):
                 raise ConfigError(f"parameter {key!r} of attack {spec.name!r} must be an int, got {value!r}")
             merged[key] = int(value)
         else:
-            if not _is_real(value) or not math.isfinite(float(value)):
+            if not is_real(value) or not math.isfinite(float(value)):
                 raise ConfigError(
                     f"parameter {key!r} of attack {spec.name!r} must be a finite number, got {value!r}"
                 )

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from fedsec.errors import ConfigError
+from fedsec.numbers import is_int
 from fedsec.roles import describe_ids, parse_ids, piece_error
 
 __all__ = ["ASSIGN_KEY", "DISTRIBUTIONS", "NEW_ATTACKS_KEY", "AttackMonitor", "NewAttack"]
@@ -54,10 +55,6 @@ DISTRIBUTIONS = ("round-robin", "even")
 """Reserved words of ``fda3-assign`` that spread a list of attacks over all partitions."""
 
 _NEW_ATTACK = re.compile(r"(?P<attack>[^@:]+)@(?P<round>[^@:]+):(?P<ids>[^@:]+)")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
@@ -83,14 +80,14 @@ class NewAttack:
     partitions: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not _is_int(self.round) or self.round < 1:
+        if not is_int(self.round) or self.round < 1:
             raise ValueError(f"round must be an integer >= 1, got {self.round!r}")
         if not isinstance(self.attack, str) or not self.attack:
             raise ValueError(f"attack must be a non-empty string, got {self.attack!r}")
         partitions = tuple(self.partitions)
         if not partitions:
             raise ValueError("partitions must list at least one partition id")
-        if not all(_is_int(p) and p >= 0 for p in partitions):
+        if not all(is_int(p) and p >= 0 for p in partitions):
             raise ValueError(f"partitions must be integers >= 0, got {partitions!r}")
         if len(set(partitions)) != len(partitions):
             raise ValueError(f"partitions must not repeat an id, got {partitions!r}")
@@ -137,7 +134,7 @@ class AttackMonitor:
 
         assignments: dict[int, tuple[str, ...]] = {}
         for pid in sorted(self.assignments):
-            if not _is_int(pid) or pid < 0:
+            if not is_int(pid) or pid < 0:
                 raise ValueError(f"assignments keys must be partition ids >= 0, got {pid!r}")
             schemes = self.assignments[pid]
             if isinstance(schemes, str):
@@ -217,7 +214,7 @@ class AttackMonitor:
 
     @staticmethod
     def _check_round(server_round: int) -> None:
-        if not _is_int(server_round) or server_round < 0:
+        if not is_int(server_round) or server_round < 0:
             raise ValueError(f"server_round must be an integer >= 0, got {server_round!r}")
 
     # ------------------------------------------------------------------ parsing
@@ -255,7 +252,7 @@ class AttackMonitor:
         ValueError
             If ``num_partitions`` < 1 or ``known`` is empty.
         """
-        if not _is_int(num_partitions) or num_partitions < 1:
+        if not is_int(num_partitions) or num_partitions < 1:
             raise ValueError(f"num_partitions must be an integer >= 1, got {num_partitions!r}")
         library = frozenset(known)
         if not library:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from fedsec.numbers import is_real
+
 __all__ = [
     "LambdaChoice",
     "apply_update",
@@ -54,14 +56,6 @@ SHRINK_TOLERANCE = 1e-6
 # ---------------------------------------------------------------------------- helpers
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
 def _vector(value: Any, name: str, *, size: int | None = None) -> np.ndarray:
     """``value`` as a fresh finite 1-D float64 array (optionally of length ``size``)."""
     try:
@@ -82,7 +76,7 @@ def _vectors(values: Sequence[Any], name: str, *, size: int) -> list[np.ndarray]
 
 
 def _radius(radius: Any, name: str = "radius", *, allow_inf: bool = True) -> float:
-    if not _is_real(radius) or math.isnan(float(radius)) or float(radius) < 0:
+    if not is_real(radius) or math.isnan(float(radius)) or float(radius) < 0:
         raise ValueError(f"{name} must be a number >= 0, got {radius!r}")
     if not allow_inf and math.isinf(float(radius)):
         raise ValueError(f"{name} must be finite, got {radius!r}")
@@ -215,7 +209,7 @@ def boost(update: np.ndarray, factor: float) -> np.ndarray:
     ValueError
         If ``factor`` is not a finite number > 0 or ``update`` is not a finite 1-D vector.
     """
-    if not _is_real(factor) or not math.isfinite(float(factor)) or float(factor) <= 0:
+    if not is_real(factor) or not math.isfinite(float(factor)) or float(factor) <= 0:
         raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
     return float(factor) * _vector(update, "update")
 
@@ -426,11 +420,11 @@ def select_lambda(
         raise ValueError("candidates must be a non-empty sequence of numbers > 0")
     lams: list[float] = []
     for lam in candidates:
-        if not _is_real(lam) or not math.isfinite(float(lam)) or float(lam) <= 0:
+        if not is_real(lam) or not math.isfinite(float(lam)) or float(lam) <= 0:
             raise ValueError(f"candidates must be finite numbers > 0, got {lam!r}")
         lams.append(float(lam))
     order = sorted(set(lams), reverse=True)
-    if not _is_real(radius) or math.isnan(float(radius)) or float(radius) <= 0:
+    if not is_real(radius) or math.isnan(float(radius)) or float(radius) <= 0:
         raise ValueError(f"radius must be a number > 0 (math.inf: no bound), got {radius!r}")
     r = float(radius)
     benign_list = [np.asarray(b) for b in benign]

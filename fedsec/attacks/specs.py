@@ -31,6 +31,7 @@ from art.estimators.classification import PyTorchClassifier
 from art.utils import random_targets, to_categorical
 
 from fedsec.errors import ConfigError
+from fedsec.numbers import is_real
 from fedsec.registry import Registry
 
 __all__ = ["ATTACKS", "NORMS", "AttackRunner", "AttackSpec"]
@@ -48,14 +49,6 @@ AttackRunner = Callable[
 _AttackT = TypeVar("_AttackT", bound=EvasionAttack)
 
 # ---------------------------------------------------------------------------- spec
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class AttackSpec:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         for key, value in self.defaults.items():
-            if not _is_real(value):
+            if not is_real(value):
                 raise ValueError(f"default {key!r} of attack {self.name!r} must be a number, got {value!r}")
         # A read-only copy, so neither the caller's dict nor anyone else can change the defaults.
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsec.attacks.poisoning import _is_int, _is_real, _vector
+from fedsec.attacks.poisoning import _vector
 from fedsec.data.containers import TensorSplit
+from fedsec.numbers import is_int, is_real
 
 __all__ = [
     "KNOWLEDGE_DRAWS",
@@ -108,15 +109,15 @@ class StealthObjective:
     ) -> None:
         if not isinstance(targeted, TensorSplit):
             raise ValueError(f"targeted must be a TensorSplit, got {type(targeted).__name__}")
-        if not _is_real(lam) or not math.isfinite(float(lam)) or float(lam) < 0:
+        if not is_real(lam) or not math.isfinite(float(lam)) or float(lam) < 0:
             raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-        if not _is_real(penalty) or not math.isfinite(float(penalty)) or float(penalty) < 0:
+        if not is_real(penalty) or not math.isfinite(float(penalty)) or float(penalty) < 0:
             raise ValueError(f"penalty must be a finite number >= 0, got {penalty!r}")
-        if not _is_real(scale) or not math.isfinite(float(scale)) or float(scale) <= 0:
+        if not is_real(scale) or not math.isfinite(float(scale)) or float(scale) <= 0:
             raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         if float(lam) > 0 and len(targeted) == 0:
             raise ValueError("targeted is empty but lam > 0: nothing to poison towards")
-        if not _is_int(targeted_batch) or targeted_batch < 1:
+        if not is_int(targeted_batch) or targeted_batch < 1:
             raise ValueError(f"targeted_batch must be an int >= 1, got {targeted_batch!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -242,9 +243,9 @@ def stealth_direction(
     moved as it goes and restored at the end; the summed step (flattened over
     ``model.parameters()``) is returned, to be boosted by λ_m.
     """
-    if not _is_int(steps) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not _is_real(step_norm) or not math.isfinite(float(step_norm)) or float(step_norm) < 0:
+    if not is_real(step_norm) or not math.isfinite(float(step_norm)) or float(step_norm) < 0:
         raise ValueError(f"step_norm must be a finite number >= 0, got {step_norm!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
@@ -314,13 +315,13 @@ def known_clients(benign: Sequence[int], k: int, *, draw: str, seed: int, server
     ids = [int(b) for b in benign]
     if len(set(ids)) != len(ids):
         raise ValueError(f"benign must hold distinct client ids, got {ids}")
-    if not _is_int(k) or not 1 <= k <= len(ids):
+    if not is_int(k) or not 1 <= k <= len(ids):
         raise ValueError(f"k must be an int in [1, {len(ids)}] (the benign clients), got {k!r}")
     if draw not in KNOWLEDGE_DRAWS:
         raise ValueError(f"draw must be one of {', '.join(KNOWLEDGE_DRAWS)}, got {draw!r}")
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if not _is_int(server_round) or server_round < 0:
+    if not is_int(server_round) or server_round < 0:
         raise ValueError(f"server_round must be an int >= 0, got {server_round!r}")
     if draw == "first":
         return sorted(ids[:k])

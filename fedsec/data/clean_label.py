@@ -18,9 +18,10 @@ from torch import nn
 
 from fedsec.contexts import frozen_eval, seeded
 from fedsec.data.containers import TensorSplit
-from fedsec.data.poisoning import _check_class, _check_seed, _check_split, _is_int, _is_real, _labels
+from fedsec.data.poisoning import _check_class, _check_seed, _check_split, _labels
 from fedsec.data.triggers import Trigger, _check_input_shape, _check_trigger
 from fedsec.device import model_device
+from fedsec.numbers import is_int, is_real
 
 __all__ = ["clean_label_poison"]
 
@@ -110,19 +111,19 @@ def clean_label_poison(
     shape = _check_input_shape(input_shape)
     if tuple(split.x.shape[1:]) != shape:
         raise ValueError(f"input_shape is {shape} but the images are {tuple(split.x.shape[1:])}")
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     tgt = _check_class(target, "target")
     if tgt >= num_classes:
         raise ValueError(f"target must be in [0, {num_classes}), got {tgt}")
-    if not _is_real(fraction) or not 0.0 < float(fraction) <= 1.0:
+    if not is_real(fraction) or not 0.0 < float(fraction) <= 1.0:
         raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
     for name, val in (("eps", eps), ("eps_step", eps_step)):
-        if not _is_real(val) or not math.isfinite(float(val)) or float(val) <= 0:
+        if not is_real(val) or not math.isfinite(float(val)) or float(val) <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
-    if not _is_int(max_iter) or max_iter < 1:
+    if not is_int(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
-    if not _is_int(copies) or copies < 1:
+    if not is_int(copies) or copies < 1:
         raise ValueError(f"copies must be an int >= 1, got {copies!r}")
     rng_seed = _check_seed(seed)
     labels = _labels(split).astype(np.int64)

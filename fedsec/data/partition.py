@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedsec.cache import cached_arrays
+from fedsec.config import PARTITION_SCHEMES
 from fedsec.data.containers import DatasetBundle, TensorSplit
 from fedsec.errors import ConfigError
 
@@ -35,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PARTITIONERS", "client_partition", "partition_indices", "partition_sizes", "server_splits"]
 
-PARTITIONERS: tuple[str, ...] = ("iid", "dirichlet", "pathological")
+#: The partitioning schemes (one list: the config schema checks `partitioning` against the same tuple).
+PARTITIONERS: tuple[str, ...] = PARTITION_SCHEMES
 
 
 def _check_int(name: str, value: Any) -> int:

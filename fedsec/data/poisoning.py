@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fedsec.data.containers import TensorSplit
+from fedsec.numbers import is_int, is_real
 
 __all__ = ["flip_labels", "targeted_subset"]
 
@@ -31,14 +32,6 @@ _MAX_SEED = 2**32 - 1
 # ---------------------------------------------------------------------------- helpers
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
 def _check_split(split: Any, name: str = "split") -> TensorSplit:
     if not isinstance(split, TensorSplit):
         raise ValueError(f"{name} must be a TensorSplit, got {type(split).__name__}")
@@ -46,19 +39,19 @@ def _check_split(split: Any, name: str = "split") -> TensorSplit:
 
 
 def _check_class(value: Any, name: str) -> int:
-    if not _is_int(value) or value < 0:
+    if not is_int(value) or value < 0:
         raise ValueError(f"{name} must be a class index (an int >= 0), got {value!r}")
     return int(value)
 
 
 def _check_fraction(value: Any, name: str = "fraction") -> float:
-    if not _is_real(value) or not 0.0 <= float(value) <= 1.0:
+    if not is_real(value) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
 
 
 def _check_seed(value: Any) -> int:
-    if not _is_int(value) or not 0 <= value <= _MAX_SEED:
+    if not is_int(value) or not 0 <= value <= _MAX_SEED:
         raise ValueError(f"seed must be an int in [0, 2**32), got {value!r}")
     return int(value)
 
@@ -121,7 +114,7 @@ def chosen_targets(split: TensorSplit, *, source: int, target: int, count: int, 
     draw the same ones from the same seed.  ``count`` larger than the class
     takes the whole class.
     """
-    if not _is_int(count) or count < 1:
+    if not is_int(count) or count < 1:
         raise ValueError(f"count must be an int >= 1, got {count!r}")
     everything = targeted_subset(split, source=source, target=target)
     if count >= len(everything):

@@ -28,10 +28,9 @@ from fedsec.data.poisoning import (
     _check_fraction,
     _check_seed,
     _check_split,
-    _is_int,
-    _is_real,
     _labels,
 )
+from fedsec.numbers import is_int, is_real
 
 __all__ = [
     "TRIGGER_KINDS",
@@ -82,7 +81,7 @@ class Trigger:
             raise ValueError(f"mask must be a 2-D bool tensor (H, W), got {shape}")
         if not bool(self.mask.any()):
             raise ValueError("mask must have at least one True pixel")
-        if not _is_real(self.value) or not 0.0 <= float(self.value) <= 1.0:
+        if not is_real(self.value) or not 0.0 <= float(self.value) <= 1.0:
             raise ValueError(f"value must be a number in [0, 1], got {self.value!r}")
         object.__setattr__(self, "mask", self.mask.detach().cpu().clone())
         object.__setattr__(self, "value", float(self.value))
@@ -145,7 +144,7 @@ def _check_input_shape(input_shape: Any) -> tuple[int, int, int]:
     if (
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
-        or not all(_is_int(d) and d > 0 for d in input_shape)
+        or not all(is_int(d) and d > 0 for d in input_shape)
     ):
         raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
     c, h, w = (int(d) for d in input_shape)
@@ -200,9 +199,9 @@ def pixel_pattern(
     _, h, w = _check_input_shape(input_shape)
     if kind not in TRIGGER_KINDS:
         raise ValueError(f"kind must be one of {', '.join(TRIGGER_KINDS)}, got {kind!r}")
-    if not _is_int(size) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}")
-    if not _is_int(margin) or margin < 0:
+    if not is_int(margin) or margin < 0:
         raise ValueError(f"margin must be an int >= 0, got {margin!r}")
     mask = torch.zeros((h, w), dtype=torch.bool)
     if kind == "square":
@@ -276,7 +275,7 @@ def dba_parts(trigger: Trigger, k: int) -> list[Trigger]:
     """
     if not isinstance(trigger, Trigger):
         raise ValueError(f"trigger must be a Trigger, got {type(trigger).__name__}")
-    if not _is_int(k) or not 1 <= k <= trigger.pixels:
+    if not is_int(k) or not 1 <= k <= trigger.pixels:
         raise ValueError(f"k must be an int in [1, {trigger.pixels}] (the trigger's pixels), got {k!r}")
     mask = trigger.mask.numpy()
     comps = _components(mask)

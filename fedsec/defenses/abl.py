@@ -39,14 +39,13 @@ from torch import nn
 
 from fedsec.defenses.abl_losses import (
     _check_labelled,
-    _is_int,
-    _is_real,
     _lowest,
     lga_loss,
     per_sample_losses,
     unlearning_loss,
     unlearning_targets,
 )
+from fedsec.numbers import is_int, is_real
 from fedsec.training import train
 
 __all__ = [
@@ -102,9 +101,9 @@ def abl_phase(server_round: int, *, schedule: str, isolation_rounds: int) -> str
     """
     if schedule not in ABL_SCHEDULES:
         raise ValueError(f"schedule must be one of {ABL_SCHEDULES}, got {schedule!r}")
-    if not _is_int(server_round) or server_round < 0:
+    if not is_int(server_round) or server_round < 0:
         raise ValueError(f"server_round must be an int >= 0, got {server_round!r}")
-    if not _is_int(isolation_rounds) or isolation_rounds < 0:
+    if not is_int(isolation_rounds) or isolation_rounds < 0:
         raise ValueError(f"isolation_rounds must be an int >= 0, got {isolation_rounds!r}")
     if schedule == "every-round":
         return PHASE_EVERY_ROUND
@@ -220,9 +219,9 @@ def anti_backdoor_learning(
     """
     _check_labelled(x, y)
     # checked before any training (lga_isolation checks the rest)
-    if not _is_int(unlearning_epochs) or unlearning_epochs < 1:
+    if not is_int(unlearning_epochs) or unlearning_epochs < 1:
         raise ValueError(f"unlearning_epochs must be an int >= 1, got {unlearning_epochs!r}")
-    if not _is_int(clean_epochs) or clean_epochs < 0:
+    if not is_int(clean_epochs) or clean_epochs < 0:
         raise ValueError(f"clean_epochs must be an int >= 0, got {clean_epochs!r}")
     isolated, isolation_loss = lga_isolation(
         model,
@@ -291,11 +290,11 @@ def lga_isolation(
         If a parameter is invalid (the message names it).
     """
     _check_labelled(x, y)
-    if not _is_int(epochs) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"isolation_epochs must be an int >= 1, got {epochs!r}")
-    if not _is_real(fraction) or not 0.0 <= fraction < 1.0:
+    if not is_real(fraction) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     isolation = lga_loss(gamma)  # validates gamma
     train(
@@ -365,11 +364,11 @@ def unlearn(
         If a parameter is invalid (the message names it).
     """
     _check_labelled(x, y)
-    if not _is_int(unlearning_epochs) or unlearning_epochs < 1:
+    if not is_int(unlearning_epochs) or unlearning_epochs < 1:
         raise ValueError(f"unlearning_epochs must be an int >= 1, got {unlearning_epochs!r}")
-    if not _is_int(clean_epochs) or clean_epochs < 0:
+    if not is_int(clean_epochs) or clean_epochs < 0:
         raise ValueError(f"clean_epochs must be an int >= 0, got {clean_epochs!r}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     common: dict[str, Any] = {"batch_size": batch_size, "optimizer": optimizer, "generator": generator}
     targets = unlearning_targets(y, isolated)  # validates the indices

@@ -21,13 +21,13 @@ two-column targets ``[label, isolated_flag]`` built by :func:`unlearning_targets
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
+from fedsec.numbers import is_int, is_real
 from fedsec.training import LossFn, predict_logits
 
 __all__ = [
@@ -60,7 +60,7 @@ def lga_loss(gamma: float) -> LossFn:
     ValueError
         If ``gamma`` is negative, not finite or not a number.
     """
-    if not _is_real(gamma) or not math.isfinite(gamma) or gamma < 0:
+    if not is_real(gamma) or not math.isfinite(gamma) or gamma < 0:
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
     threshold = float(gamma)
 
@@ -94,7 +94,7 @@ def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bat
         If the data is empty or mismatched, or ``batch_size`` is invalid.
     """
     _check_labelled(x, y)
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     logits = predict_logits(model, x, batch_size=int(batch_size))
     return functional.cross_entropy(logits.float(), y.to(logits.device).long(), reduction="none")
@@ -127,7 +127,7 @@ def isolate_lowest_loss(
     ValueError
         If ``fraction`` is outside ``[0, 1)`` or the data / ``batch_size`` is invalid.
     """
-    if not _is_real(fraction) or not 0.0 <= fraction < 1.0:
+    if not is_real(fraction) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     return _lowest(per_sample_losses(model, x, y, batch_size=batch_size), float(fraction))
 
@@ -208,14 +208,6 @@ def _lowest(losses: torch.Tensor, fraction: float) -> np.ndarray:
     values = losses.detach().cpu().numpy()
     count = round(fraction * len(values))
     return np.sort(np.argsort(values, kind="stable")[:count]).astype(np.int64)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _check_labelled(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 from torch.utils.hooks import RemovableHandle
 
+from fedsec.numbers import is_int, is_real
 from fedsec.training import train
 
 __all__ = [
@@ -79,7 +79,7 @@ def attention_map(activation: torch.Tensor, *, size: tuple[int, int] | None = No
         if (
             not isinstance(size, tuple | list)
             or len(size) != 2
-            or not all(_is_int(s) and s >= 1 for s in size)
+            or not all(is_int(s) and s >= 1 for s in size)
         ):
             raise ValueError(f"size must be None or two ints >= 1, got {size!r}")
         target = (int(size[0]), int(size[1]))
@@ -278,7 +278,7 @@ class AttentionDistillationLoss:
     """
 
     def __init__(self, *, layers: Sequence[nn.Module] | nn.Module, delta: float) -> None:
-        if not _is_real(delta) or not math.isfinite(delta) or delta < 0:
+        if not is_real(delta) or not math.isfinite(delta) or delta < 0:
             raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
         blocks = attention_layers(layers) if isinstance(layers, nn.Module) else list(layers)
         if len(blocks) < 2:
@@ -374,11 +374,3 @@ def distill(
         )
     logger.debug("attention distillation: loss %.4f after %s epochs (delta %s)", result.loss, epochs, delta)
     return result.loss
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

@@ -43,6 +43,7 @@ from fedsec.defenses.gan_training import (
     first_audit_round,
     train_gan,
 )
+from fedsec.numbers import is_int, is_real
 from fedsec.training import predict_logits
 
 __all__ = [
@@ -66,14 +67,6 @@ logger = logging.getLogger(__name__)
 
 #: How :func:`audit` scores a client: overall agreement with the vote (the paper) or on its worst class.
 SCORES = ("accuracy", "worst-class")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------- auditing
@@ -176,7 +169,7 @@ def consensus_mask(predictions: np.ndarray, labels: np.ndarray, min_agreement: f
     ValueError
         If ``min_agreement`` is outside ``[0, 1]`` or the shapes disagree.
     """
-    if not _is_real(min_agreement) or not 0.0 <= float(min_agreement) <= 1.0:
+    if not is_real(min_agreement) or not 0.0 <= float(min_agreement) <= 1.0:
         raise ValueError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
     array = _check_predictions(predictions)
     reference = _check_labels(array, labels)
@@ -209,7 +202,7 @@ def cap_per_class(labels: np.ndarray, mask: np.ndarray, per_class: int) -> np.nd
     ValueError
         If ``per_class`` is not an int >= 0 or the shapes disagree.
     """
-    if not _is_int(per_class) or per_class < 0:
+    if not is_int(per_class) or per_class < 0:
         raise ValueError(f"per_class must be an int >= 0, got {per_class!r}")
     reference = np.asarray(labels)
     chosen = np.asarray(mask, dtype=bool).copy()
@@ -253,7 +246,7 @@ def worst_class_agreement(predictions: np.ndarray, labels: np.ndarray, *, min_co
     ValueError
         If ``min_count < 1`` or the shapes disagree.
     """
-    if not _is_int(min_count) or min_count < 1:
+    if not is_int(min_count) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
     array = _check_predictions(predictions)
     reference = _check_labels(array, labels)
@@ -343,9 +336,9 @@ def audit(
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
-    if not _is_real(theta) or not 0.0 <= float(theta) <= 1.0:
+    if not is_real(theta) or not 0.0 <= float(theta) <= 1.0:
         raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
-    if not _is_real(consensus) or not 0.0 <= float(consensus) <= 1.0:
+    if not is_real(consensus) or not 0.0 <= float(consensus) <= 1.0:
         raise ValueError(f"consensus must be a number in [0, 1], got {consensus!r}")
     array = _check_predictions(predictions)
     labels = majority_vote(array)

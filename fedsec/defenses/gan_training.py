@@ -17,25 +17,17 @@ import logging
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from fedsec.data.containers import TensorSplit
 from fedsec.device import model_device
 from fedsec.models.gan import ImageGenerator
+from fedsec.numbers import is_int, is_real
 
 __all__ = ["GanStats", "audit_set", "class_balance_loss", "first_audit_round", "train_gan"]
 
 logger = logging.getLogger(__name__)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 # ---------------------------------------------------------------------------- GAN training
@@ -161,15 +153,15 @@ def train_gan(
     FloatingPointError
         If a loss becomes NaN or infinite (the message gives the step).
     """
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if not _is_int(steps) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:
+    if not is_real(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not _is_real(class_balance) or not math.isfinite(class_balance) or class_balance < 0:
+    if not is_real(class_balance) or not math.isfinite(class_balance) or class_balance < 0:
         raise ValueError(f"class_balance must be a finite number >= 0, got {class_balance!r}")
     if not isinstance(rng, torch.Generator):
         raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
@@ -251,9 +243,9 @@ def first_audit_round(d_iter: int, steps_per_round: int) -> int:
     ValueError
         If ``d_iter`` is not an int >= 0 or ``steps_per_round`` not an int >= 1.
     """
-    if not _is_int(d_iter) or d_iter < 0:
+    if not is_int(d_iter) or d_iter < 0:
         raise ValueError(f"d_iter must be an int >= 0, got {d_iter!r}")
-    if not _is_int(steps_per_round) or steps_per_round < 1:
+    if not is_int(steps_per_round) or steps_per_round < 1:
         raise ValueError(f"steps_per_round must be an int >= 1, got {steps_per_round!r}")
     return max(1, -(-int(d_iter) // int(steps_per_round)))
 

@@ -20,14 +20,11 @@ from torch import nn
 
 from fedsec.data.containers import TensorSplit
 from fedsec.device import model_device
+from fedsec.numbers import is_int
 
 __all__ = ["invert_classes"]
 
 logger = logging.getLogger(__name__)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def invert_classes(
@@ -87,14 +84,14 @@ def invert_classes(
     if (
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
-        or not all(_is_int(d) and d > 0 for d in input_shape)
+        or not all(is_int(d) and d > 0 for d in input_shape)
     ):
         raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if not _is_int(per_class) or per_class < 1:
+    if not is_int(per_class) or per_class < 1:
         raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
-    if not _is_int(steps) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not isinstance(lr, int | float) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")

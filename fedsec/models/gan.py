@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from fedsec.models import build_model
+from fedsec.numbers import is_int
 
 __all__ = [
     "GENERATOR_ARCHITECTURES",
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ImageGenerator(nn.Module):
@@ -81,15 +78,15 @@ class ImageGenerator(nn.Module):
 
     def __init__(self, *, latent_dim: int, output_shape: tuple[int, int, int], seed: int) -> None:
         super().__init__()
-        if not _is_int(latent_dim) or latent_dim < 1:
+        if not is_int(latent_dim) or latent_dim < 1:
             raise ValueError(f"latent_dim must be an int >= 1, got {latent_dim!r}")
         if (
             not isinstance(output_shape, tuple | list)
             or len(output_shape) != 3
-            or not all(_is_int(d) and d > 0 for d in output_shape)
+            or not all(is_int(d) and d > 0 for d in output_shape)
         ):
             raise ValueError(f"output_shape must be three positive ints (C, H, W), got {output_shape!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         channels, height, width = (int(d) for d in output_shape)
         self.latent_dim = int(latent_dim)
@@ -123,7 +120,7 @@ class ImageGenerator(nn.Module):
         TypeError
             If ``generator`` is not a :class:`torch.Generator`.
         """
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -176,7 +173,7 @@ class Generator(ImageGenerator):
                 f"output_shape: H and W must be divisible by 4 (two stride-2 up-samplings), "
                 f"got {tuple(output_shape)!r}"
             )
-        if not _is_int(base_channels) or base_channels < 2 or base_channels % 2:
+        if not is_int(base_channels) or base_channels < 2 or base_channels % 2:
             raise ValueError(f"base_channels must be an even int >= 2, got {base_channels!r}")
         self.base_channels = int(base_channels)
         self._grid = (height // 4, width // 4)
@@ -243,7 +240,7 @@ class PaperGenerator(ImageGenerator):
         seed: int = 0,
     ) -> None:
         super().__init__(latent_dim=latent_dim, output_shape=output_shape, seed=seed)
-        if not _is_int(base_channels) or base_channels < 1:
+        if not is_int(base_channels) or base_channels < 1:
             raise ValueError(f"base_channels must be an int >= 1, got {base_channels!r}")
         self.base_channels = int(base_channels)
         widths = (latent_dim, 4 * base_channels, 2 * base_channels, base_channels)
@@ -343,7 +340,7 @@ def discriminator_from(
         ``num_classes`` outputs (the message names the mismatching tensor), or an
         argument is invalid.
     """
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     discriminator = build_model(model_name, input_shape=input_shape, num_classes=num_classes + 1, seed=seed)
     try:

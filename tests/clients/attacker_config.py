@@ -1,7 +1,4 @@
-"""The small synthetic federation the malicious-client tests share, and its one-thread fixture."""
-
-import pytest
-import torch
+"""The small synthetic federation the malicious-client tests share."""
 
 from fedsec.config import RunConfig
 
@@ -14,14 +11,6 @@ BASE = {
     "attack-source": 5,
     "attack-target": 7,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def config(**overrides) -> RunConfig:

@@ -10,7 +10,6 @@ quickly learned feature), which is the situation ABL's isolation relies on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -51,13 +50,7 @@ DEFENSE = EdgeDefense(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny networks run fastest (and steadiest on shared cores) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def quadrant_data(n: int, seed: int) -> TensorSplit:

@@ -14,7 +14,9 @@ from fedsec.data.poisoning import targeted_subset
 from fedsec.data.triggers import backdoor_test_set, dba_parts
 from fedsec.errors import ConfigError
 from fedsec.training import evaluate, flatten, set_weights
-from tests.clients.attacker_config import config, one_thread  # noqa: F401 (autouse fixture)
+from tests.clients.attacker_config import config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fit(client, weights, server_round=1):

@@ -14,7 +14,9 @@ from fedsec.errors import ConfigError
 from fedsec.experiment import load_bundle, server_data
 from fedsec.training import evaluate, flatten, set_weights
 from simulations.server_app import attack_test_sets
-from tests.clients.attacker_config import config, one_thread  # noqa: F401 (autouse fixture)
+from tests.clients.attacker_config import config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rows(x: torch.Tensor) -> set[bytes]:

@@ -134,3 +134,35 @@ def test_resuming_needs_a_checkpoint_and_an_unfinished_run(tmp_path):
     server_app.app(FakeGrid(app_nodes(done, 2)), server_context(done))
     with pytest.raises(FedsecError, match="already finished"):
         server_app.app(FakeGrid(app_nodes(done, 2)), server_context({**done, "resume": True}))
+
+
+def test_a_noisy_model_scores_the_same_at_a_round_whatever_ran_before_and_leaves_the_rng_alone(tmp_path):
+    """DiPSeN draws fresh noise in each forward pass; the server evaluation draws it from seed and round."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from fedsec.config import RunConfig
+    from fedsec.experiment import load_bundle, new_model, server_data
+    from fedsec.results import RunRecorder
+    from fedsec.training import get_weights
+    from simulations.server_app import make_evaluate_fn
+
+    config = RunConfig.from_run_config(
+        {"dataset": "synthetic", "model": "dipsen", "dipsen-sigma": 2.0, "validation-size": 30}
+    )
+    bundle = load_bundle(config)
+    model = new_model(config, bundle)
+    arrays = ArrayRecord(get_weights(model))
+    test = server_data(config, bundle)["test"]
+
+    def score(server_round: int, torch_seed: int) -> tuple[float, float]:
+        recorder = RunRecorder(out_dir=tmp_path / str(len(list(tmp_path.iterdir()))), scenario="t", config={})
+        torch.manual_seed(torch_seed)  # a different history of global draws before the evaluation
+        before = torch.random.get_rng_state()
+        metrics = make_evaluate_fn(config, model, test, bundle.num_classes, recorder)(server_round, arrays)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is untouched
+        return float(metrics["accuracy"]), float(metrics["loss"])
+
+    assert score(1, 0) == score(1, 123)
+    losses = {score(r, 0)[1] for r in (1, 2, 3)}
+    assert len(losses) == 3  # each round draws its own noise (the layer is not switched off)

@@ -33,17 +33,11 @@ POISON_CLASS = 7
 HONEST_EXAMPLES = [10, 20, 30, 40]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and steadiest on shared cores) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 @pytest.fixture(scope="module")
-def global_weights(_one_torch_thread) -> list[np.ndarray]:
+def global_weights(one_torch_thread_per_module) -> list[np.ndarray]:
     """A LeNet briefly trained on the synthetic data (the round's global model)."""
     config = RunConfig.from_run_config(BASE)
     bundle = load_bundle(config)
