@@ -25,6 +25,7 @@ from fedsec.data import TensorSplit
 from fedsec.device import rng_devices
 from fedsec.dpsgd import dp_sgd_train, steps_per_epoch
 from fedsec.experiment import derive_seed, torch_generator
+from fedsec.protocol import EPSILON_KEY
 from fedsec.training import LossFn, set_weights
 
 
@@ -73,7 +74,7 @@ class DiPSeNClient(BenignClient):
             n = len(self.train_data)
             steps = server_round * self.config.local_epochs * steps_per_epoch(n, self.config.batch_size)
             extra: dict[str, Any] = {
-                "dp-epsilon": dp_sgd_epsilon(
+                EPSILON_KEY: dp_sgd_epsilon(
                     noise_multiplier=self.config.dp_sgd_noise,
                     batch_size=self.config.batch_size,
                     dataset_size=n,

@@ -22,3 +22,5 @@ QUERY_KEY = "fedsec-query"
 PARTITION_QUERY = "partition-id"
 #: Train-config key carrying the round number (seeds the clients' local shuffling).
 ROUND_KEY = "server-round"
+#: Metric a DP-SGD client reports with every update: the ε spent so far (the server records the largest).
+EPSILON_KEY = "dp-epsilon"

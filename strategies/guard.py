@@ -38,6 +38,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedsec.protocol import EPSILON_KEY
 from fedsec.results import RunRecorder
 from fedsec.updates import UpdateMatrix, flatten_arrays, flatten_into, float_positions
 from fedsec.validation import ArraySpec, bounded_counts, layout_of, norm_outliers, screen_update
@@ -342,7 +343,7 @@ class GuardedStrategy(StrategyWrapper):
             self._note(server_round, aggregated=False, reason=reason)
             return None, metrics
         self.aggregated_rounds += 1
-        self._note(server_round, aggregated=True)
+        self._note(server_round, aggregated=True, extra=privacy_spent(kept))
         return checked, metrics
 
     def _checked_aggregate(self, arrays: ArrayRecord) -> tuple[ArrayRecord | None, str]:
@@ -365,11 +366,13 @@ class GuardedStrategy(StrategyWrapper):
             cast.append(value)
         return self.as_record(cast), ""
 
-    def _note(self, server_round: int, *, aggregated: bool, reason: str = "") -> None:
+    def _note(
+        self, server_round: int, *, aggregated: bool, reason: str = "", extra: dict[str, float] | None = None
+    ) -> None:
         if not aggregated:
             self.first_problem = self.first_problem or reason
         if self.recorder is not None:
-            fields: dict[str, Any] = {"aggregated": aggregated}
+            fields: dict[str, Any] = {"aggregated": aggregated, **(extra or {})}
             if reason:
                 fields["aggregation_error"] = reason
             self.recorder.note(server_round, **fields)
@@ -429,3 +432,18 @@ def _common_metrics(replies: list[Message]) -> list[Message]:
 
 def _short(keys: list[str]) -> str:
     return str(keys) if len(keys) <= 4 else f"[{', '.join(keys[:3])}, … ({len(keys)} keys)]"
+
+
+def privacy_spent(replies: Iterable[Message]) -> dict[str, float]:
+    """``{"dp_epsilon": ε}``, the largest ε any aggregated client reports spent so far (DP-SGD), else ``{}``.
+
+    A DP-SGD client (:mod:`clients.dipsen`) reports its cumulative ``dp-epsilon``
+    with every update; the round's guarantee is that of its least private client.
+    """
+    spent = [
+        float(value)
+        for reply in replies
+        for record in reply.content.metric_records.values()
+        if isinstance(value := record.get(EPSILON_KEY), int | float) and not isinstance(value, bool)
+    ]
+    return {"dp_epsilon": max(spent)} if spent else {}

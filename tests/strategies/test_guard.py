@@ -272,3 +272,21 @@ def test_an_error_the_superlink_sends_for_an_unreachable_node_is_booked_to_that_
     aggregate(guarded, [honest_reply, error])
     record = recorder.end_round(1, accuracy=0, loss=0)
     assert record["failed"] == {"1": "error code 2: Node Unavailable"} and record["failures"] == 1
+
+
+def test_a_round_records_the_largest_dp_epsilon_among_the_aggregated_clients_only(tmp_path):
+    recorder = RunRecorder(out_dir=tmp_path, scenario="t", config={})
+    guarded = make("fedavg", recorder)
+    rejected = honest(5.0)
+    rejected[0][0, 0] = np.inf
+    replies = [
+        train_reply(0, honest(1.0), metrics={"dp-epsilon": 1.5}),
+        train_reply(1, honest(3.0), metrics={"dp-epsilon": 2.5}),
+        train_reply(2, rejected, metrics={"dp-epsilon": 9.0}),  # not aggregated: its ε is not the round's
+    ]
+    assert aggregate(guarded, replies) is not None
+    assert recorder.end_round(1, accuracy=0.0, loss=0.0)["dp_epsilon"] == 2.5
+    arrays, _ = guarded.aggregate_train(2, [train_reply(0, honest(1.0)), train_reply(1, honest(2.0))])
+    second = recorder.end_round(2, accuracy=0.0, loss=0.0)
+    assert arrays is not None and second["aggregated"] is True
+    assert "dp_epsilon" not in second  # no DP-SGD client, no field
