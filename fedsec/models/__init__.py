@@ -37,8 +37,8 @@ from torch import nn
 
 from fedsec.errors import ConfigError
 from fedsec.models.cnn import FedAvgCNN, cnn
-from fedsec.models.dipsen import BasicCNN, DiPSeN, GaussianNoise, dipsen, dipsen_basic
-from fedsec.models.dipsen_paper import PaperBasicCNN, PaperDiPSeN, dipsen_paper, dipsen_paper_basic
+from fedsec.models.dipsen import BasicCNN, DiPSeN, GaussianNoise
+from fedsec.models.dipsen_paper import PaperBasicCNN, PaperDiPSeN
 from fedsec.models.lenet import LeNet5, lenet
 from fedsec.models.resnet import resnet18
 from fedsec.models.shapes import check_model_args
@@ -56,10 +56,6 @@ __all__ = [
     "PaperDiPSeN",
     "build_model",
     "cnn",
-    "dipsen",
-    "dipsen_basic",
-    "dipsen_paper",
-    "dipsen_paper_basic",
     "lenet",
     "model_options",
     "resnet18",
@@ -77,10 +73,10 @@ MODELS: Registry[ModelFactory] = Registry(
         "lenet": lenet,
         "cnn": cnn,
         "resnet18": resnet18,
-        "dipsen": dipsen,
-        "dipsen-basic": dipsen_basic,
-        "dipsen-paper": dipsen_paper,
-        "dipsen-paper-basic": dipsen_paper_basic,
+        "dipsen": DiPSeN,
+        "dipsen-basic": BasicCNN,
+        "dipsen-paper": PaperDiPSeN,
+        "dipsen-paper-basic": PaperBasicCNN,
     },
 )
 

@@ -43,7 +43,7 @@ from torch import nn
 
 from fedsec.models.shapes import check_model_args
 
-__all__ = ["BasicCNN", "DiPSeN", "GaussianNoise", "dipsen", "dipsen_basic"]
+__all__ = ["BasicCNN", "DiPSeN", "GaussianNoise", "NoisyCNN", "PlainCNN"]
 
 #: Smallest height/width the networks accept (two 2x2 poolings).
 MIN_SIZE = 4
@@ -132,17 +132,25 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def _check_dropout(dropout: object) -> float:
+    """An AlphaDropout rate in ``[0, 1)``."""
+    rate = _check_real("dropout", dropout)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    return rate
+
+
 def _flat_size(height: int, width: int) -> int:
     return 64 * (height // 4) * (width // 4)
 
 
-class DiPSeN(nn.Module):
-    """DiPSeN (Ibitoye et al., 2021) mapping ``(B, C, H, W)`` images to ``(B, K)`` logits.
+class NoisyCNN(nn.Module):
+    """The shape both DiPSeN layouts share: ``block1 -> noise -> block2 -> flatten -> dense -> head``.
 
-    Submodules: ``block1`` (conv 32), ``noise`` (:class:`GaussianNoise`, on in
-    train and eval mode), ``block2`` (conv 64), ``dense`` (the self-normalizing
-    layer: ``Linear(flat, 128)`` with LeCun normal weights ``N(0, 1/fan_in)`` and
-    zero bias, SELU, AlphaDropout), ``head`` (``Linear(128, K)``).
+    Checks the options, builds the :class:`GaussianNoise` layer and asks the
+    subclass for its four stages (:meth:`_stages`, in construction order, so a
+    seed gives the same initial weights as before the split); ``dense`` may be
+    ``nn.Identity()``.  Maps ``(B, C, H, W)`` images to ``(B, K)`` logits.
 
     Parameters
     ----------
@@ -153,9 +161,9 @@ class DiPSeN(nn.Module):
     sigma
         Noise multiplier ``σ >= 0`` of the noise layer (0 disables the noise).
     sensitivity
-        L2 sensitivity ``S_f > 0`` of block 1's output; the noise std is ``S_f·σ``.
+        The constant ``S_f > 0``; the noise std is ``S_f·σ``.
     dropout
-        AlphaDropout rate ``p`` in ``[0, 1)`` of the self-normalizing layer.
+        AlphaDropout rate ``p`` in ``[0, 1)`` of the self-normalizing part.
     test_noise
         Keep the noise on in ``eval()`` mode (the paper) or only in training.
 
@@ -164,6 +172,9 @@ class DiPSeN(nn.Module):
     ValueError
         If any parameter is invalid (the message names it).
     """
+
+    #: The model's name in error messages.
+    display_name = "DiPSeN"
 
     def __init__(
         self,
@@ -177,20 +188,19 @@ class DiPSeN(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width = check_model_args(
-            input_shape, num_classes, min_size=MIN_SIZE, model="DiPSeN"
+            input_shape, num_classes, min_size=MIN_SIZE, model=self.display_name
         )
-        dropout = _check_real("dropout", dropout)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        flat = _flat_size(height, width)
-        self.block1 = _block(channels, 32)
+        rate = _check_dropout(dropout)
+        stages = self._stages(channels, _flat_size(height, width), num_classes, rate)
+        self.block1 = stages[0]
         self.noise = GaussianNoise(sigma=sigma, sensitivity=sensitivity, at_inference=test_noise)
-        self.block2 = _block(32, 64)
-        linear = nn.Linear(flat, HIDDEN_UNITS)
-        nn.init.normal_(linear.weight, mean=0.0, std=math.sqrt(1.0 / flat))  # LeCun normal
-        nn.init.zeros_(linear.bias)
-        self.dense = nn.Sequential(linear, nn.SELU(), nn.AlphaDropout(dropout))
-        self.head = nn.Linear(HIDDEN_UNITS, num_classes)
+        self.block2, self.dense, self.head = stages[1:]
+
+    def _stages(
+        self, channels: int, flat: int, num_classes: int, dropout: float
+    ) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        """``(block1, block2, dense, head)``, built in that order."""
+        raise NotImplementedError
 
     @property
     def sigma(self) -> float:
@@ -204,12 +214,33 @@ class DiPSeN(nn.Module):
         return out
 
 
-class BasicCNN(nn.Module):
-    """The basic CNN DiPSeN is compared with (Ibitoye et al., 2021): no noise, ReLU dense layer.
+class DiPSeN(NoisyCNN):
+    """DiPSeN (Ibitoye et al., 2021) with fedsec's extra dense layer (options: :class:`NoisyCNN`).
 
-    Submodules: ``block1`` (conv 32), ``block2`` (conv 64), ``dense``
-    (``Linear(flat, 128)`` with PyTorch's default init, ReLU), ``head``
-    (``Linear(128, K)``).
+    Submodules: ``block1`` (conv 32), ``noise`` (:class:`GaussianNoise`, on in
+    train and eval mode), ``block2`` (conv 64), ``dense`` (the self-normalizing
+    layer: ``Linear(flat, 128)`` with LeCun normal weights ``N(0, 1/fan_in)`` and
+    zero bias, SELU, AlphaDropout), ``head`` (``Linear(128, K)``).
+    """
+
+    def _stages(
+        self, channels: int, flat: int, num_classes: int, dropout: float
+    ) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        block1 = _block(channels, 32)
+        block2 = _block(32, 64)
+        linear = nn.Linear(flat, HIDDEN_UNITS)
+        nn.init.normal_(linear.weight, mean=0.0, std=math.sqrt(1.0 / flat))  # LeCun normal
+        nn.init.zeros_(linear.bias)
+        dense = nn.Sequential(linear, nn.SELU(), nn.AlphaDropout(dropout))
+        return block1, block2, dense, nn.Linear(HIDDEN_UNITS, num_classes)
+
+
+class PlainCNN(nn.Module):
+    """The basic CNNs' shape: ``block1 -> block2 -> flatten -> dense -> head``, no noise, no options.
+
+    The subclass builds the four stages (:meth:`_stages`, in construction
+    order); ``dense`` may be ``nn.Identity()``.  Maps ``(B, C, H, W)`` images to
+    ``(B, K)`` logits.
 
     Parameters
     ----------
@@ -224,15 +255,21 @@ class BasicCNN(nn.Module):
         If ``input_shape`` or ``num_classes`` is invalid (the message names it).
     """
 
+    #: The model's name in error messages.
+    display_name = "the basic CNN"
+
     def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
         channels, height, width = check_model_args(
-            input_shape, num_classes, min_size=MIN_SIZE, model="the basic CNN"
+            input_shape, num_classes, min_size=MIN_SIZE, model=self.display_name
         )
-        self.block1 = _block(channels, 32)
-        self.block2 = _block(32, 64)
-        self.dense = nn.Sequential(nn.Linear(_flat_size(height, width), HIDDEN_UNITS), nn.ReLU())
-        self.head = nn.Linear(HIDDEN_UNITS, num_classes)
+        self.block1, self.block2, self.dense, self.head = self._stages(
+            channels, _flat_size(height, width), num_classes
+        )
+
+    def _stages(self, channels: int, flat: int, num_classes: int) -> tuple[nn.Module, ...]:
+        """``(block1, block2, dense, head)``, built in that order."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits (no softmax) for ``x`` of shape ``(B, C, H, W)``."""
@@ -241,26 +278,15 @@ class BasicCNN(nn.Module):
         return out
 
 
-def dipsen(
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    sigma: float = 0.1,
-    sensitivity: float = 1.0,
-    dropout: float = 0.05,
-    test_noise: bool = True,
-) -> DiPSeN:
-    """Build a :class:`DiPSeN` (registry ``dipsen``; options ``sigma, sensitivity, dropout, test_noise``)."""
-    return DiPSeN(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        sigma=sigma,
-        sensitivity=sensitivity,
-        dropout=dropout,
-        test_noise=test_noise,
-    )
+class BasicCNN(PlainCNN):
+    """The basic CNN DiPSeN is compared with (Ibitoye et al., 2021): no noise, ReLU dense layer.
 
+    Submodules: ``block1`` (conv 32), ``block2`` (conv 64), ``dense``
+    (``Linear(flat, 128)`` with PyTorch's default init, ReLU), ``head``
+    (``Linear(128, K)``).
+    """
 
-def dipsen_basic(*, input_shape: tuple[int, int, int], num_classes: int) -> BasicCNN:
-    """Build a :class:`BasicCNN` (registry factory ``dipsen-basic``; no options)."""
-    return BasicCNN(input_shape=input_shape, num_classes=num_classes)
+    def _stages(self, channels: int, flat: int, num_classes: int) -> tuple[nn.Module, ...]:
+        block1, block2 = _block(channels, 32), _block(32, 64)
+        dense = nn.Sequential(nn.Linear(flat, HIDDEN_UNITS), nn.ReLU())
+        return block1, block2, dense, nn.Linear(HIDDEN_UNITS, num_classes)
