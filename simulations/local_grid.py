@@ -1,7 +1,7 @@
 """A Flower ``Grid`` whose nodes are Python callables in this process (no SuperLink, no Ray).
 
 ``LocalGrid({node_id: handler})`` delivers every message to its node's handler
-and returns the replies; a handler that raises becomes an error reply, as
+when it is pushed and hands the reply out on the next pull; a handler that raises becomes an error reply, as
 Flower's engines report a crashed ClientApp.  ``strategy.start(grid=LocalGrid(...))``
 therefore runs Flower's own round loop against real client code; the bench
 times aggregation on it and the tests drive whole federations with it.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from uuid import uuid4
 
 from flwr.app import Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
@@ -48,6 +49,7 @@ class LocalGrid(Grid):
     def __init__(self, nodes: Mapping[int, Handler]) -> None:
         self.nodes = dict(nodes)
         self.sent: list[Message] = []
+        self._replies: dict[str, Message] = {}
 
     def set_run(self, run: Any) -> None:
         raise NotImplementedError("a LocalGrid belongs to no Flower run")
@@ -72,24 +74,29 @@ class LocalGrid(Grid):
         return list(self.nodes)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError("a LocalGrid answers at once: use send_and_receive")
+        """Deliver each message to its node at once (stamping a message id, as Flower's grids do)."""
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
+            self.sent.append(msg)
+            self._replies[msg.metadata.message_id] = self._answer(msg)
+            ids.append(msg.metadata.message_id)
+        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError("a LocalGrid answers at once: use send_and_receive")
+        """The replies to ``message_ids`` (each handed out once), in the order given."""
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = []
-        for msg in messages:
-            self.sent.append(msg)
-            handler = self.nodes[msg.metadata.dst_node_id]
-            try:
-                replies.append(handler(msg))
-            except Exception as error:  # noqa: BLE001 - a raising node is an error reply, as in Flower
-                reason = f"{type(error).__name__}: {error}"
-                replies.append(
-                    Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
-                )
-        return replies
+        return list(self.pull_messages(list(self.push_messages(messages))))
+
+    def _answer(self, msg: Message) -> Message:
+        handler = self.nodes[msg.metadata.dst_node_id]
+        try:
+            return handler(msg)
+        except Exception as error:  # noqa: BLE001 - a raising node is an error reply, as in Flower
+            reason = f"{type(error).__name__}: {error}"
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
 
     def count(self, message_type: str) -> int:
         """How many messages of ``message_type`` were delivered."""

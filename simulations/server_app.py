@@ -42,6 +42,7 @@ from fedsec.training import evaluate, get_weights, set_weights
 from simulations.tables import final_tables
 from simulations.validate import validate
 from strategies import GuardedStrategy, build_strategy
+from strategies.grids import PollingGrid
 from strategies.sampling import wait_for_nodes
 from strategies.wrapper import GroundTruth, restore_strategy_state, strategy_state
 
@@ -254,8 +255,11 @@ def main(grid: Grid, context: Context) -> None:
 
     With ``resume = true`` the run continues from the checkpoint in ``out-dir``
     after its last complete round, and ends where the uninterrupted run ends.
+    Replies are collected within milliseconds of arriving (:class:`~strategies.grids.PollingGrid`),
+    not at Flower's fixed pull interval (3 s under the deployment engine).
     """
     route_logs()
+    grid = PollingGrid(grid)
     config = resolve(RunConfig.from_run_config(context.run_config), grid)
     log(
         INFO,

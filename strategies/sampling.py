@@ -33,10 +33,10 @@ from collections.abc import Collection, Iterable
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from fedsec.experiment import derive_seed
 from fedsec.protocol import PARTITION_QUERY, QUERY_KEY
+from strategies.grids import DelegatingGrid
 from strategies.messages import CONFIG_KEY, PARTITION_KEY, integer_partition, metrics_of, partition_order
 
 __all__ = [
@@ -134,46 +134,18 @@ def wait_for_nodes(
         time.sleep(poll)
 
 
-class GridView(Grid):
+class GridView(DelegatingGrid):
     """``grid``, except that :meth:`get_node_ids` returns only ``node_ids`` (a round's sample)."""
 
     def __init__(self, grid: Grid, node_ids: Collection[int]) -> None:
-        self.grid = grid
+        super().__init__(grid)
         self.node_ids = list(node_ids)
-
-    def set_run(self, run: Run) -> None:
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.node_ids)
 
     def get_nodes(self) -> Iterable[NodeInfo]:
         return (NodeInfo(node_id=node_id) for node_id in self.node_ids)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return self.grid.send_and_receive(messages, timeout=timeout)
 
 
 class SeededSampler:
