@@ -25,6 +25,8 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedsec.numbers import is_real
+
 __all__ = ["DelegatingGrid", "PollingGrid"]
 
 
@@ -102,11 +104,15 @@ class PollingGrid(DelegatingGrid):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(grid)
-        for name, value, low in (("first", first, 0.0), ("longest", longest, first), ("growth", growth, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        for name, value in (("first", first), ("longest", longest), ("growth", growth)):
+            if not is_real(value) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-            if value < low or (name == "first" and value <= 0):
-                raise ValueError(f"{name} must be {'>' if name == 'first' else '>='} {low}, got {value!r}")
+        if first <= 0:
+            raise ValueError(f"first must be > 0, got {first!r}")
+        if longest < first:
+            raise ValueError(f"longest must be >= first ({first}), got {longest!r}")
+        if growth < 1:
+            raise ValueError(f"growth must be >= 1, got {growth!r}")
         self.first, self.longest, self.growth = float(first), float(longest), float(growth)
         self._clock, self._sleep = clock, sleep
 

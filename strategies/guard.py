@@ -38,6 +38,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedsec.numbers import is_real
 from fedsec.protocol import EPSILON_KEY
 from fedsec.results import RunRecorder
 from fedsec.updates import UpdateMatrix, flatten_arrays, flatten_into, float_positions
@@ -440,10 +441,5 @@ def privacy_spent(replies: Iterable[Message]) -> dict[str, float]:
     A DP-SGD client (:mod:`clients.dipsen`) reports its cumulative ``dp-epsilon``
     with every update; the round's guarantee is that of its least private client.
     """
-    spent = [
-        float(value)
-        for reply in replies
-        for record in reply.content.metric_records.values()
-        if isinstance(value := record.get(EPSILON_KEY), int | float) and not isinstance(value, bool)
-    ]
+    spent = [float(value) for reply in replies if is_real(value := metrics_of(reply).get(EPSILON_KEY))]
     return {"dp_epsilon": max(spent)} if spent else {}
