@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsec.config_rules import combination_problem
 from fedsec.config_values import (
-    PAPER_ATTACKS,
     ConfigValue,
     _absolute_or_empty,
     _at_least,
@@ -520,33 +520,9 @@ class RunConfig:
                     f"config key {key!r} must be one of: {', '.join(names)}, got {getattr(self, key)!r}"
                 )
 
-        if self.attack_source == self.attack_target:
-            raise ConfigError(
-                f"config keys 'attack-source' and 'attack-target' must differ, both are {self.attack_source}"
-            )
-        if self.perfect_knowledge_hook and self.edge_defense and self.abl_schedule == "phased":
-            raise ConfigError(
-                "config key 'perfect-knowledge-hook' rebuilds benign clients without their node state, "
-                "but edge-defense with abl-schedule = 'phased' keeps the isolated set in it: the "
-                "colluders' 'perfect' estimate would differ from what benign nodes send"
-            )
-        if self.attack_end_round and self.attack_end_round < self.attack_start_round:
-            raise ConfigError(
-                f"config key 'attack-end-round' must be 0 or >= attack-start-round "
-                f"({self.attack_start_round}), got {self.attack_end_round}"
-            )
-        if "paper" in {h.strip() for h in self.robust_harness.split(",")}:
-            extra = sorted({a.strip() for a in self.robust_attacks.split(",") if a.strip()} - PAPER_ATTACKS)
-            if extra:
-                raise ConfigError(
-                    f"config key 'robust-harness' includes 'paper', which runs fgsm, bim, pgd only; "
-                    f"robust-attacks also names {', '.join(extra)}"
-                )
-        if self.optimizer != "sgd" and self.momentum != 0.0:
-            raise ConfigError(
-                f"config key 'momentum' applies to optimizer 'sgd' only; set momentum=0 with "
-                f"optimizer={self.optimizer!r}"
-            )
+        problem = combination_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
 
     def attacks_in(self, server_round: int) -> bool:
         """Whether malicious clients attack in ``server_round`` (``attack-start-round`` to ``-end-round``)."""

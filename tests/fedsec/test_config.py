@@ -103,3 +103,24 @@ def test_cross_key_checks_read_lists_with_spaces_and_refuse_a_stateless_perfect_
     with pytest.raises(ConfigError, match="perfect-knowledge-hook"):
         parse(**{"perfect-knowledge-hook": True, "edge-defense": "abl", "abl-schedule": "phased"})
     assert parse(**{"perfect-knowledge-hook": True, "edge-defense": "abl"}).perfect_knowledge_hook
+
+
+@pytest.mark.parametrize(
+    ("refused", "allowed", "message"),
+    [
+        ({"attack-source": 3, "attack-target": 3}, {"attack-source": 3, "attack-target": 4}, "must differ"),
+        (
+            {"attack-start-round": 5, "attack-end-round": 4},
+            {"attack-start-round": 5, "attack-end-round": 5},
+            "'attack-end-round' must be 0 or >= attack-start-round",
+        ),
+        ({"optimizer": "adam", "momentum": 0.5}, {"optimizer": "sgd", "momentum": 0.5}, "'momentum'"),
+    ],
+)
+def test_each_rule_between_keys_refuses_its_combination_and_nothing_next_to_it(refused, allowed, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_run_config(refused)
+    config = RunConfig.from_run_config(allowed)
+    assert RunConfig().replace(**{k.replace("-", "_"): v for k, v in allowed.items()}) == config
+    with pytest.raises(ConfigError, match=message):  # replace() checks the same rules
+        config.replace(**{k.replace("-", "_"): v for k, v in refused.items()})
