@@ -261,9 +261,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from fedsec.bench import SECTIONS
     from simulations.bench import run_bench
 
-    run_bench(quick=args.quick, out=Path(args.out), console=console)
+    only = [name.strip() for name in (args.sections or ",".join(SECTIONS)).split(",") if name.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown or not only:
+        raise FedsecError(f"--sections must name some of: {', '.join(SECTIONS)}; got {args.sections!r}")
+    run_bench(quick=args.quick, out=Path(args.out), console=console, only=only)
     return 0
 
 
@@ -343,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes; finishes in under 5 minutes")
     bench.add_argument(
         "--out", default="bench", help="directory for bench.json and bench.md (default: bench/)"
+    )
+    bench.add_argument(
+        "--sections",
+        default="",
+        metavar="NAMES",
+        help="run only these sections, comma-separated (simulation, startup, aggregation, attacks, "
+        "memory, scale); default: all",
     )
     bench.set_defaults(handler=cmd_bench)
     return parser

@@ -6,13 +6,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from fedsec.bench import Budget, bench_document
+from fedsec.bench import SECTIONS, Budget, bench_document
 from simulations.bench.aggregation import bench_aggregation, fill_round_shares
 from simulations.bench.attacks import bench_attacks
 from simulations.bench.common import BENCH_FILE, MARKDOWN_FILE, BenchPlan, Context, machine
@@ -30,8 +31,21 @@ __all__ = ["run_bench"]
 QUIET = {"flwr": logging.WARNING, "strategies": logging.ERROR, "fedsec": logging.ERROR}
 
 
-def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
-    """Run every section, print the tables, write ``bench.json`` and ``bench.md`` to ``out``."""
+def run_bench(
+    *, quick: bool, out: Path, console: Console, only: Collection[str] = SECTIONS
+) -> dict[str, Any]:
+    """Run the sections named in ``only`` (all by default), print the tables, write ``bench.json``
+    and ``bench.md`` to ``out``; a section left out is empty there and named in the notes.
+
+    Raises
+    ------
+    ValueError
+        If ``only`` is empty or names an unknown section.
+    """
+    wanted = set(only)
+    unknown = sorted(wanted - set(SECTIONS))
+    if unknown or not wanted:
+        raise ValueError(f"bench sections must be some of: {', '.join(SECTIONS)}; got {sorted(wanted)}")
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     plan = BenchPlan.for_mode(quick=quick)
@@ -50,16 +64,24 @@ def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
     sections: dict[str, list[dict[str, Any]]] = {name: [] for name in COLUMNS}
     try:
         # Flower runs first: right after the caller checked that no other Flower run is alive.
-        sections["simulation"], sections["memory"] = bench_simulation(ctx)
-        sections["startup"] = bench_startup(ctx)
-        sections["memory"] += bench_memory(ctx)
-        sections["scale"] = bench_scale(ctx)
-        sections["aggregation"] = bench_aggregation(ctx)
-        # A defense's share of a round needs a round of its model: the simulation's, else its floor.
-        models = sorted({row["model"] for row in sections["aggregation"] if row.get("ms") is not None})
-        if ctx.budget.allows(30.0 * len(models)):
-            round_reference(ctx, models)
-        sections["attacks"] = bench_attacks(ctx)
+        if wanted & {"simulation", "memory"}:  # the 10-client runs give both sections rows
+            simulation, memory = bench_simulation(ctx)
+            sections["simulation"] = simulation if "simulation" in wanted else []
+            sections["memory"] = memory if "memory" in wanted else []
+        if "startup" in wanted:
+            sections["startup"] = bench_startup(ctx)
+        if "memory" in wanted:
+            sections["memory"] += bench_memory(ctx)
+        if "scale" in wanted:
+            sections["scale"] = bench_scale(ctx)
+        if "aggregation" in wanted:
+            sections["aggregation"] = bench_aggregation(ctx)
+            # A defense's share of a round needs a round of its model: the simulation's, else its floor.
+            models = sorted({row["model"] for row in sections["aggregation"] if row.get("ms") is not None})
+            if ctx.budget.allows(30.0 * len(models)):
+                round_reference(ctx, models)
+        if "attacks" in wanted:
+            sections["attacks"] = bench_attacks(ctx)
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
@@ -71,6 +93,9 @@ def run_bench(*, quick: bool, out: Path, console: Console) -> dict[str, Any]:
             f"start on {os.cpu_count()} cores): absolute times are inflated; the ratios, measured side by "
             "side, hold better."
         )
+    skipped = [name for name in SECTIONS if name not in wanted]
+    if skipped:
+        ctx.notes.append(f"sections not run (`fedsec bench --sections`): {', '.join(skipped)}.")
     if foreign:
         ctx.notes.append(f"{len(foreign)} Flower/Ray processes of another run were alive at the start.")
     document = bench_document(

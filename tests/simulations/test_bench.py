@@ -462,3 +462,35 @@ def test_startup_rows_report_the_first_run_and_the_mean_extra_run_per_mode_and_t
     assert "a run alone takes 17.0s" in note and "first run takes 27.0s" in note
     assert "each extra run 7.0s" in note and "3 runs: 90s alone, 60s shared" in note
     assert startup_findings([{"mode": "skipped", "runs": 1, "status": "skipped (time budget)"}]) == []
+
+
+def test_bench_sections_runs_only_the_named_sections_and_says_which_it_left_out(tmp_path, monkeypatch):
+    agg_rows = [
+        aggregation._agg_row("lenet", 61706, 10, "flower-fedavg", ms=2.0, reference_ms=2.0, repeats=3),
+        aggregation._agg_row("lenet", 61706, 10, "fedavg", ms=3.0, reference_ms=2.0, repeats=3),
+    ]
+
+    def must_not_run(ctx):
+        raise AssertionError("a section that was not asked for ran")
+
+    def reference_round(ctx, models):
+        ctx.round_seconds.update({model: 4.0 for model in models})
+
+    monkeypatch.setattr(bench_main, "bench_aggregation", lambda ctx: agg_rows)
+    monkeypatch.setattr(bench_main, "round_reference", reference_round)
+    for name in ("bench_simulation", "bench_startup", "bench_memory", "bench_scale", "bench_attacks"):
+        monkeypatch.setattr(bench_main, name, must_not_run)
+    monkeypatch.setattr(bench_main, "foreign_flower_processes", lambda own_tag=None: [])
+
+    assert main(["bench", "--quick", "--sections", " aggregation ", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert [name for name, rows in document["sections"].items() if rows] == ["aggregation"]
+    assert document["sections"]["aggregation"][1]["round_s"] == 4.0  # the reference round, not a simulation
+    left_out = next(note for note in document["notes"] if note.startswith("sections not run"))
+    assert all(name in left_out for name in ("simulation", "startup", "attacks", "memory", "scale"))
+    assert "aggregation" not in left_out
+
+    assert main(["bench", "--sections", "aggregation,rounds", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="bench sections must be some of"):
+        bench_main.run_bench(quick=True, out=tmp_path / "y", console=Console(file=io.StringIO()), only=())
