@@ -265,9 +265,6 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from simulations.bench import run_bench
 
     only = [name.strip() for name in (args.sections or ",".join(SECTIONS)).split(",") if name.strip()]
-    unknown = sorted(set(only) - set(SECTIONS))
-    if unknown or not only:
-        raise FedsecError(f"--sections must name some of: {', '.join(SECTIONS)}; got {args.sections!r}")
     run_bench(quick=args.quick, out=Path(args.out), console=console, only=only)
     return 0
 

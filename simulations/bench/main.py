@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from fedsec.bench import SECTIONS, Budget, bench_document
+from fedsec.errors import ConfigError
 from simulations.bench.aggregation import bench_aggregation, fill_round_shares
 from simulations.bench.attacks import bench_attacks
 from simulations.bench.common import BENCH_FILE, MARKDOWN_FILE, BenchPlan, Context, machine
@@ -39,13 +40,13 @@ def run_bench(
 
     Raises
     ------
-    ValueError
-        If ``only`` is empty or names an unknown section.
+    ConfigError
+        If ``only`` is empty or names an unknown section (before anything runs or is written).
     """
     wanted = set(only)
     unknown = sorted(wanted - set(SECTIONS))
     if unknown or not wanted:
-        raise ValueError(f"bench sections must be some of: {', '.join(SECTIONS)}; got {sorted(wanted)}")
+        raise ConfigError(f"bench sections must be some of: {', '.join(SECTIONS)}; got {sorted(wanted)}")
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     plan = BenchPlan.for_mode(quick=quick)
