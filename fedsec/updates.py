@@ -94,9 +94,10 @@ def flatten_into(
 class _Shared:
     """The full matrix and its Gram matrix (computed on first use), shared by every view of it.
 
-    The Gram matrix is kept as ``(G', s)`` with ``G = diag(s) G' diag(s)``: ``s`` is 1 unless some
-    row is so large that its squared norm would overflow, in which case every row is divided by its
-    largest absolute entry first (cosines stay exact, norms are ``s · sqrt(G'_ii)``).
+    The Gram matrix is kept as ``(G', s)`` with ``G = diag(s) G' diag(s)``: ``s`` is 1 unless the
+    product overflowed (some row so large that its squared norm does not fit the dtype), in which
+    case every row is divided by its largest absolute entry and the product redone (cosines stay
+    exact, norms are ``s · sqrt(G'_ii)``).
     """
 
     rows: np.ndarray
@@ -105,15 +106,13 @@ class _Shared:
     def scaled_gram(self) -> tuple[np.ndarray, np.ndarray]:
         if "gram" not in self.cache:
             rows = self.rows
-            largest = np.maximum(rows.max(axis=1), -rows.min(axis=1)).astype(np.float64)
-            limit = np.sqrt(np.finfo(rows.dtype).max / 16.0 / max(1, rows.shape[1]))
-            if float(largest.max(initial=0.0)) > limit:
+            product = rows @ rows.T  # one GEMM in the rows' precision
+            scales = np.ones(rows.shape[0], dtype=np.float64)
+            if not np.all(np.isfinite(product)):  # overflow (the rows are finite): scale, then redo
+                largest = np.maximum(rows.max(axis=1), -rows.min(axis=1)).astype(np.float64)
                 scales = np.where(largest > 0, largest, 1.0)
                 scaled = rows / scales[:, np.newaxis].astype(rows.dtype)
                 product = scaled @ scaled.T
-            else:
-                scales = np.ones(rows.shape[0], dtype=np.float64)
-                product = rows @ rows.T  # one GEMM in the rows' precision
             self.cache["gram"] = np.asarray(product, dtype=np.float64)
             self.cache["scales"] = scales
         return self.cache["gram"], self.cache["scales"]

@@ -3,7 +3,8 @@
 A federated server must not crash on, or average in, an update that is not a
 well-formed copy of the model: the wrong number of arrays, a wrong shape or
 dtype, or NaN/Inf values.  :func:`screen_update` checks one update against the
-global model's layout and returns the reason it is malformed (or ``None``);
+global model's layout and returns the reason it is malformed (or ``None``)
+(:func:`screen_layout` and :func:`nonfinite_problem` are its two halves);
 :func:`screen_updates` splits a round's updates into kept indices and
 ``{index: reason}`` for the rejected ones.  Pure numpy; the Flower wrapper in
 ``strategies.guard`` logs and records the decisions.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -34,7 +36,20 @@ def screen_update(arrays: Sequence[object], layout: Sequence[ArraySpec]) -> str 
     """Return why ``arrays`` is not a well-formed update for ``layout``, or ``None``.
 
     Checks, in order: the number of arrays, that each is a numpy array, its
-    dtype, its shape, and that every floating value is finite.
+    dtype, its shape (:func:`screen_layout`), and that every floating value is
+    finite (:func:`nonfinite_problem`).
+    """
+    problem = screen_layout(arrays, layout)
+    if problem is not None:
+        return problem
+    return nonfinite_problem(cast(Sequence[np.ndarray], arrays))
+
+
+def screen_layout(arrays: Sequence[object], layout: Sequence[ArraySpec]) -> str | None:
+    """Why ``arrays`` does not have ``layout`` (number of arrays, type, dtype, shape), or ``None``.
+
+    Reads no values: the finiteness check is :func:`nonfinite_problem` (or, for an
+    update already written into a row, one dot product of the row with itself).
     """
     if len(arrays) != len(layout):
         return f"expected {len(layout)} arrays, got {len(arrays)}"
@@ -45,6 +60,12 @@ def screen_update(arrays: Sequence[object], layout: Sequence[ArraySpec]) -> str 
             return f"array {index} has dtype {array.dtype}, expected {spec.dtype}"
         if tuple(array.shape) != spec.shape:
             return f"array {index} has shape {tuple(array.shape)}, expected {spec.shape}"
+    return None
+
+
+def nonfinite_problem(arrays: Sequence[np.ndarray]) -> str | None:
+    """``"array i has k non-finite values (NaN/Inf)"`` for the first floating array with any; else None."""
+    for index, array in enumerate(arrays):
         if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             return f"array {index} has {bad} non-finite values (NaN/Inf)"

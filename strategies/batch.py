@@ -24,7 +24,7 @@ from strategies.messages import (
     NUM_EXAMPLES_KEY,
     client_label,
     metrics_of,
-    ndarrays_of,
+    reply_views,
     to_arrayrecord,
     with_content,
 )
@@ -154,7 +154,7 @@ def batch_from_replies(
     good = [msg for msg in replies if not msg.has_error()]
     if not good:
         raise ValueError("a batch needs at least one reply without an error")
-    arrays = [ndarrays_of(msg) for msg in good]
+    arrays = [reply_views(msg) for msg in good]
     rows = flatten_updates(arrays, None if gradients else reference)
     counts = np.array([_count(msg) for msg in good], dtype=np.float64)
     return RoundBatch(

@@ -9,6 +9,8 @@ record) without touching the original.
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -20,6 +22,8 @@ __all__ = [
     "METRICS_KEY",
     "NUM_EXAMPLES_KEY",
     "PARTITION_KEY",
+    "array_view",
+    "array_views",
     "arrays_of",
     "client_label",
     "describe_error",
@@ -28,6 +32,7 @@ __all__ = [
     "ndarrays_of",
     "partition_order",
     "reply_partition",
+    "reply_views",
     "to_arrayrecord",
     "with_content",
 ]
@@ -74,6 +79,50 @@ def ndarrays_of(msg: Message) -> list[np.ndarray]:
     if record is None:
         raise ValueError("the reply carries no ArrayRecord")
     return record.to_numpy_ndarrays()
+
+
+def array_view(array: Array) -> np.ndarray:
+    """``array.numpy()`` without copying the values: a read-only view of the serialized bytes.
+
+    Flower serializes a numpy array with ``np.save`` (``stype`` ``numpy.ndarray``):
+    a ``.npy`` header, then the raw values.  For a C-ordered array of a plain
+    dtype whose bytes are exactly header + values, the values are read in place.
+    Anything else (another ``stype``, Fortran order, an object dtype, a malformed
+    or truncated payload, trailing bytes) goes through Flower's ``Array.numpy()``,
+    which decodes it the usual way or raises.
+    """
+    data = array.data
+    if array.stype == "numpy.ndarray" and isinstance(data, bytes):
+        stream = io.BytesIO(data)
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                return array.numpy()
+        except (ValueError, TypeError, SyntaxError):
+            return array.numpy()
+        count = math.prod(shape)
+        offset = stream.tell()
+        if not fortran_order and not dtype.hasobject and offset + count * dtype.itemsize == len(data):
+            view = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+            return view  # bytes are immutable: the view is read-only
+    return array.numpy()
+
+
+def array_views(record: ArrayRecord) -> list[np.ndarray]:
+    """Every array of ``record`` as :func:`array_view` gives it (read-only, values not copied), in order."""
+    return [array_view(array) for array in record.values()]
+
+
+def reply_views(msg: Message) -> list[np.ndarray]:
+    """The reply's arrays as read-only views of its payload (:func:`array_views`; raises if it has none)."""
+    record = arrays_of(msg)
+    if record is None:
+        raise ValueError("the reply carries no ArrayRecord")
+    return array_views(record)
 
 
 def reply_partition(msg: Message) -> int | None:

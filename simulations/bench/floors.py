@@ -20,7 +20,7 @@ from flwr.app import Message
 from fedsec.bench import measure
 from fedsec.robust import BLOCK
 from fedsec.updates import flatten_into
-from strategies.messages import arrays_of, ndarrays_of
+from strategies.messages import arrays_of, reply_views
 
 __all__ = [
     "FLOORS",
@@ -37,7 +37,8 @@ __all__ = [
 
 #: What each step of a floor does.
 STEP_TEXT = {
-    "decode": "ArrayRecord.to_numpy_ndarrays() of each reply, w_i − w written into one float32 (n, d) matrix",
+    "decode": "each reply's arrays read in place from its payload (no copy), w_i − w written into one "
+    "float32 (n, d) matrix",
     "gram": "X Xᵀ: one float32 matrix product (every pairwise cosine, distance and norm follows from it)",
     "combine": "v X: one weighted sum of the rows",
     "sort": "every coordinate's n values sorted (transposed blocks of columns, numpy's vectorised sort)",
@@ -68,7 +69,7 @@ def decode_matrix(replies: Sequence[Message], reference: Sequence[np.ndarray] | 
     d = sum(int(np.prod(shape)) for shape, _ in layout(replies[0]))
     matrix = np.empty((len(replies), d), dtype=np.float32)
     for row, msg in zip(matrix, replies, strict=True):
-        flatten_into(row, ndarrays_of(msg), reference)
+        flatten_into(row, reply_views(msg), reference)
     return matrix
 
 

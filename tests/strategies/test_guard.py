@@ -9,6 +9,7 @@ from fedsec.config import RunConfig
 from fedsec.errors import UnknownNameError
 from fedsec.results import RunRecorder
 from strategies import STRATEGIES, GuardedStrategy, build_strategy
+from strategies.robust import MatrixFedAvg
 from tests.flower_fakes import FakeGrid, error_reply, partition_handler, train_reply
 
 GLOBAL = [np.zeros((2, 2), np.float32), np.zeros(3, np.float32)]
@@ -207,6 +208,59 @@ def test_the_guard_rejects_an_update_no_genuine_client_can_send_and_records_why(
     assert 0.9 < merged[0][0, 0] < 1.1  # FedAvg of the six honest updates
     reason = recorder.end_round(1, accuracy=0, loss=0)["rejected"]["6"]
     assert "update norm" in reason and "exceeds 100×" in reason
+
+
+def test_an_update_whose_difference_to_the_model_overflows_is_rejected_and_the_round_goes_on():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    near_max = [np.full((2, 2), -3e38, np.float32), np.zeros(3, np.float32)]
+    guarded = configured(
+        build_strategy(
+            RunConfig.from_run_config({"num-clients": 7, "strategy": "fedavg"}),
+            initial_arrays=near_max,
+            recorder=recorder,
+        ),
+        global_arrays=near_max,
+    )
+    replies = [
+        train_reply(0, [near_max[0].copy(), np.full(3, 1.0, np.float32)]),
+        train_reply(1, [near_max[0].copy(), np.full(3, 3.0, np.float32)]),
+        train_reply(2, [np.full((2, 2), 3e38, np.float32), np.full(3, 9.0, np.float32)]),  # w − global = inf
+    ]
+    merged = aggregate(guarded, replies)
+    assert merged is not None  # one such update used to make the whole aggregate non-finite
+    np.testing.assert_allclose(merged[1], np.full(3, 2.0))
+    assert "overflows float32" in recorder.end_round(1, accuracy=0, loss=0)["rejected"]["2"]
+
+
+class KeepsUpdates(MatrixFedAvg):
+    """FedAvg that keeps every round's update matrix (a strategy may hold on to a batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[np.ndarray] = []
+
+    def aggregate_batch(self, server_round, batch):
+        self.kept.append(batch.updates.array())
+        return super().aggregate_batch(server_round, batch)
+
+
+def test_the_round_matrix_is_reused_only_when_no_strategy_holds_the_last_one():
+    keeper = KeepsUpdates()
+    guarded = configured(GuardedStrategy(inner=keeper))
+    aggregate(guarded, [train_reply(i, honest(1.0 + i)) for i in range(3)])
+    aggregate(guarded, [train_reply(i, honest(-5.0)) for i in range(3)])
+    first, second = keeper.kept
+    assert not np.shares_memory(first, second)  # round 2 did not overwrite the rows round 1 handed out
+    np.testing.assert_array_equal(first[:, 0], [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(second[:, 0], [-5.0, -5.0, -5.0])
+
+    plain = configured(GuardedStrategy(inner=MatrixFedAvg()))
+    addresses = []
+    for value in (1.0, 2.0):
+        aggregate(plain, [train_reply(i, honest(value)) for i in range(3)])
+        assert plain._buffer is not None
+        addresses.append(plain._buffer.__array_interface__["data"][0])
+    assert addresses[0] == addresses[1]  # nothing held it: the same memory, no new pages
 
 
 def test_a_lying_sample_count_is_clamped_or_rejected_and_cannot_carry_the_round():
