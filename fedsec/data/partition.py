@@ -34,7 +34,14 @@ from fedsec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARTITIONERS", "client_partition", "partition_indices", "partition_sizes", "server_splits"]
+__all__ = [
+    "PARTITIONERS",
+    "client_partition",
+    "partition_indices",
+    "partition_sizes",
+    "server_split_indices",
+    "server_splits",
+]
 
 #: The partitioning schemes (one list: the config schema checks `partitioning` against the same tuple).
 PARTITIONERS: tuple[str, ...] = PARTITION_SCHEMES
@@ -256,9 +263,27 @@ def server_splits(
         If a size is negative or not an integer, or the splits need more samples
         than ``train`` holds (the message names the split).
     """
+    remaining_idx, chosen = server_split_indices(train.y.numpy(), sizes=sizes, seed=seed)
+    remaining = train.subset(remaining_idx)
+    splits = {name: train.subset(idx) for name, idx in chosen.items()}
+    if chosen:
+        logger.debug(
+            "server splits %s; %s samples left for clients",
+            {k: len(v) for k, v in splits.items()},
+            len(remaining),
+        )
+    return remaining, splits
+
+
+def server_split_indices(
+    labels: np.ndarray, *, sizes: Mapping[str, int], seed: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`server_splits` as indices into the training data: ``(remaining, {name: indices})``.
+
+    Takes the training labels only, so nothing is copied; raises as :func:`server_splits` does.
+    """
     seed = _check_int("seed", seed)
-    labels = train.y.numpy()
-    n = len(train)
+    n = len(labels)
     taken = np.zeros(n, dtype=bool)
     rng = np.random.default_rng(seed)
     for name, size in sizes.items():
@@ -282,15 +307,7 @@ def server_splits(
         idx = _stratified_choice(labels, pool, int(size), rng)
         taken[idx] = True
         chosen[name] = idx
-    remaining = train.subset(np.flatnonzero(~taken))
-    splits = {name: train.subset(idx) for name, idx in chosen.items()}
-    if chosen:
-        logger.debug(
-            "server splits %s; %s samples left for clients",
-            {k: len(v) for k, v in splits.items()},
-            len(remaining),
-        )
-    return remaining, splits
+    return np.flatnonzero(~taken), chosen
 
 
 def client_partition(
@@ -345,7 +362,7 @@ def client_partition(
     remaining, parts = _client_parts(
         bundle, num_partitions, scheme, seed, alpha, classes_per_partition, server_sizes, cache_dir
     )
-    return remaining.subset(parts[partition_id])
+    return bundle.train.subset(remaining[parts[partition_id]])  # only this client's samples are copied
 
 
 def partition_sizes(
@@ -386,11 +403,16 @@ def _client_parts(
     classes_per_partition: int,
     server_sizes: Mapping[str, int],
     cache_dir: Path | None,
-) -> tuple[TensorSplit, tuple[np.ndarray, ...]]:
-    """What the server splits leave of ``bundle.train``, and every partition's indices into it."""
-    remaining, _ = server_splits(bundle.train, sizes=server_sizes, seed=seed)
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The indices into ``bundle.train`` the server splits leave, and every partition's indices into those.
+
+    Both are computed once per process (a client is built for every message; copying what the
+    server splits leave cost a copy of the whole training set per message).
+    """
+    labels = bundle.train.y.numpy().astype(np.int64)
+    remaining = _memoized_remaining(labels.tobytes(), tuple(sorted(server_sizes.items())), seed)
     parts = _memoized_partitions(
-        remaining.y.numpy().astype(np.int64).tobytes(),
+        labels[remaining].tobytes(),
         num_partitions,
         scheme,
         seed,
@@ -399,6 +421,14 @@ def _client_parts(
         None if cache_dir is None else str(cache_dir),
     )
     return remaining, parts
+
+
+@functools.lru_cache(maxsize=8)
+def _memoized_remaining(labels: bytes, sizes: tuple[tuple[str, int], ...], seed: int) -> np.ndarray:
+    """The remaining indices of :func:`server_split_indices` on the int64 ``labels`` bytes (read-only)."""
+    remaining, _ = server_split_indices(np.frombuffer(labels, dtype=np.int64), sizes=dict(sizes), seed=seed)
+    remaining.setflags(write=False)
+    return remaining
 
 
 @functools.lru_cache(maxsize=8)

@@ -483,6 +483,29 @@ def test_client_partitions_never_contain_server_samples() -> None:
         )
 
 
+def test_a_client_partition_is_its_share_of_what_the_server_splits_leave_sample_for_sample() -> None:
+    train, bundle = indexed_bundle()
+    sizes = {"validation": 100, "clean": 40}
+    remaining, _ = server_splits(train, sizes=sizes, seed=3)
+    for scheme in PARTITIONERS:
+        parts = partition_indices(
+            remaining.y.numpy(), num_partitions=4, scheme=scheme, seed=3, alpha=0.5, classes_per_partition=2
+        )
+        for pid, part in enumerate(parts):
+            client = client_partition(
+                bundle,
+                partition_id=pid,
+                num_partitions=4,
+                scheme=scheme,
+                seed=3,
+                alpha=0.5,
+                classes_per_partition=2,
+                server_sizes=sizes,
+            )
+            expected = remaining.subset(part)
+            assert torch.equal(client.x, expected.x) and torch.equal(client.y, expected.y)
+
+
 def test_client_partitions_are_computed_once_per_setting_and_still_follow_the_seed() -> None:
     _, bundle = indexed_bundle()
 
