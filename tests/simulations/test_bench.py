@@ -494,3 +494,30 @@ def test_bench_sections_runs_only_the_named_sections_and_says_which_it_left_out(
     assert not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="bench sections must be some of"):
         bench_main.run_bench(quick=True, out=tmp_path / "y", console=Console(file=io.StringIO()), only=())
+
+
+def test_the_memory_sampler_rereads_pss_only_when_rss_grew_or_when_asked(monkeypatch):
+    from simulations.bench import memory
+
+    rss = {"VmRSS": 1000, "VmHWM": 1000}
+    reads: list[int] = []
+
+    def pss_kb(pid):
+        reads.append(pid)
+        return rss["VmRSS"] // 2
+
+    monkeypatch.setattr(memory, "tagged_pids", lambda tag: [7])
+    monkeypatch.setattr(memory, "_status_kb", lambda pid: dict(rss))
+    monkeypatch.setattr(memory, "_argv", lambda pid: ["ray::ClientAppActor"])
+    monkeypatch.setattr(memory, "_pss_kb", pss_kb)
+    sampler = memory.MemorySampler("tag", pss_growth=0.05)
+    sampler.sample()
+    sampler.sample()  # RSS flat: the PSS reading is reused
+    rss["VmRSS"] = 1040  # grew 4%: still reused
+    sampler.sample()
+    assert len(reads) == 1 and sampler.peak_pss_kb == 500
+    rss["VmRSS"] = 1100  # grew 10% since the reading: read again
+    sampler.sample()
+    assert len(reads) == 2 and sampler.peak_pss_kb == 550 and sampler.peak_rss_kb == 1100
+    sampler.sample(fresh_pss=True)
+    assert len(reads) == 3

@@ -65,3 +65,53 @@ def test_every_flower_process_gets_the_app_and_the_working_directory_on_its_path
     paths = env["PYTHONPATH"].split(":")
     assert paths[:2] == [str(processes.APP_DIR), str(Path.cwd())]
     assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1" and env[processes.TAG_VARIABLE] == "tag"
+
+
+class SimulatedRun:
+    """time.monotonic/time.sleep for the launcher: each 1 s sleep brings a round record until ``rounds``,
+    then the ServerApp's summary."""
+
+    def __init__(self, out: Path, rounds: int) -> None:
+        self.now, self.out, self.rounds, self.written = 0.0, out, rounds, 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.written < self.rounds:
+            with (self.out / "metrics.jsonl").open("a") as fh:
+                fh.write(json.dumps({"round": self.written, "seconds": 1.0}) + "\n")
+            self.written += 1
+        else:
+            (self.out / "summary.json").write_text("{}")
+
+
+def test_while_rounds_keep_coming_flower_is_not_asked_for_the_status(tmp_path, calls, monkeypatch):
+    record, replies = calls
+    running = json.dumps({"success": True, "runs": [{"status": "running"}]})
+    finished = json.dumps({"success": True, "runs": [{"status": "finished:completed"}]})
+    replies.extend([running, finished, "the run's log"])
+    clock = SimulatedRun(tmp_path, rounds=100)  # 100 s of rounds, a record every second
+    monkeypatch.setattr(launcher, "time", clock)
+    session = FlowerSession(simulation=True, log_dir=tmp_path / "logs", home=tmp_path / "home")
+    seen = []
+    outcome = launcher.wait_for_run(session, "7", tmp_path, on_round=seen.append, poll=1.0)
+    asked = [call["args"][1] for call in record]
+    assert asked == ["ls", "ls", "log"]  # at the start, then once the summary is written; none in between
+    assert outcome.status == "finished:completed" and len(seen) == 100
+
+
+def test_a_run_that_stops_reporting_rounds_is_asked_about_every_status_interval(tmp_path, calls, monkeypatch):
+    record, replies = calls
+    running = json.dumps({"success": True, "runs": [{"status": "running"}]})
+    failed = json.dumps({"success": True, "runs": [{"status": "finished:failed"}]})
+    replies.extend([running, running, running, failed, "Traceback ...\nValueError: boom"])
+    clock = SimulatedRun(tmp_path, rounds=0)
+    clock.sleep = lambda seconds: setattr(clock, "now", clock.now + seconds)  # no records, no summary
+    monkeypatch.setattr(launcher, "time", clock)
+    session = FlowerSession(simulation=True, log_dir=tmp_path / "logs", home=tmp_path / "home")
+    with pytest.raises(LaunchError, match=r"finished:failed \(ValueError: boom\)"):
+        launcher.wait_for_run(session, "7", tmp_path, poll=1.0)
+    assert [call["args"][1] for call in record] == ["ls", "ls", "ls", "ls", "log"]
+    assert clock.now == pytest.approx(3 * launcher.STATUS_INTERVAL)
