@@ -4,15 +4,17 @@ The same rules as Flower's ``flwr.serverapp.strategy`` Krum, MultiKrum,
 FedMedian, FedTrimmedAvg and Bulyan (Blanchard et al. 2017; Yin et al. 2018;
 El Mhamdi et al. 2018), computed on a round's :class:`~fedsec.updates.UpdateMatrix`
 of updates ``δ_i = w_i − w`` instead of per-array Python loops: pairwise
-distances come from its one Gram matrix, medians and trimmed means from one
-``np.partition`` over the client axis.  Distances, medians and means are
+distances come from its one Gram matrix, medians and trimmed means from every
+coordinate's values sorted in transposed blocks of columns (shared between
+``threads`` threads where the caller allows more than one).  Distances, medians and means are
 translation invariant, so working on updates gives the aggregate of the
 weights minus ``w``.  Pure numpy; returns update vectors, never mutates inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -52,28 +54,47 @@ def multikrum_select(updates: UpdateMatrix, num_malicious: int, num_select: int)
 BLOCK = 8192
 
 
-def _blocks(updates: UpdateMatrix) -> Iterator[tuple[slice, np.ndarray]]:
-    """``(columns, block)``: the selected rows' values at ``columns``, transposed to ``(c, n)``."""
+def _blockwise(updates: UpdateMatrix, rule: Callable[[np.ndarray], np.ndarray], threads: int) -> np.ndarray:
+    """``rule(block)`` (one value per row) over every block of columns, transposed to ``(c, n)``, as ``(d,)``.
+
+    Each block is a C-ordered copy of the selected rows' values at its columns, which ``rule`` may
+    sort in place.  With ``threads > 1`` the blocks are shared between that many threads (numpy's
+    copies and sorts release the GIL, so they run in parallel); each block's result is the same.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     rows = updates._full_rows()
     everyone = updates.n == rows.shape[0] and np.array_equal(updates.index, np.arange(updates.n))
-    for start in range(0, updates.d, BLOCK):
+    out = np.empty(updates.d, dtype=rows.dtype)
+
+    def one(start: int) -> None:
         columns = slice(start, min(start + BLOCK, updates.d))
         part = rows[:, columns] if everyone else rows[updates.index, columns]
-        yield columns, np.array(part.T, order="C")  # a copy: sorted in place
+        out[columns] = rule(np.array(part.T, order="C"))
 
-
-def coordinate_median(updates: UpdateMatrix) -> np.ndarray:
-    """The coordinate-wise median of the updates (the mean of the two middle values for even ``n``)."""
-    n = updates.n
-    out = np.empty(updates.d, dtype=updates._full_rows().dtype)
-    for columns, block in _blocks(updates):
-        block.sort(axis=1)
-        middle = n // 2
-        out[columns] = block[:, middle] if n % 2 else (block[:, middle - 1] + block[:, middle]) / 2
+    starts = range(0, updates.d, BLOCK)
+    if threads == 1 or len(starts) == 1:
+        for start in starts:
+            one(start)
+    else:
+        with ThreadPoolExecutor(max_workers=int(threads)) as pool:
+            list(pool.map(one, starts))
     return out
 
 
-def trimmed_mean(updates: UpdateMatrix, beta: float) -> np.ndarray:
+def coordinate_median(updates: UpdateMatrix, *, threads: int = 1) -> np.ndarray:
+    """The coordinate-wise median of the updates (the mean of the two middle values for even ``n``)."""
+    n = updates.n
+    middle = n // 2
+
+    def rule(block: np.ndarray) -> np.ndarray:
+        block.sort(axis=1)
+        return block[:, middle] if n % 2 else (block[:, middle - 1] + block[:, middle]) / 2
+
+    return _blockwise(updates, rule, threads)
+
+
+def trimmed_mean(updates: UpdateMatrix, beta: float, *, threads: int = 1) -> np.ndarray:
     """The coordinate-wise mean after cutting ``int(beta · n)`` values from each end (``0 <= beta < 0.5``)."""
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 <= beta < 0.5:
         raise ValueError(f"beta must be a number in [0, 0.5), got {beta!r}")
@@ -82,14 +103,15 @@ def trimmed_mean(updates: UpdateMatrix, beta: float) -> np.ndarray:
     high = n - low
     if high <= low:
         raise ValueError(f"beta={beta} cuts every one of the {n} updates")
-    out = np.empty(updates.d, dtype=updates._full_rows().dtype)
-    for columns, block in _blocks(updates):
+
+    def rule(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
-        out[columns] = block[:, low:high].mean(axis=1)
-    return out
+        return block[:, low:high].mean(axis=1)
+
+    return _blockwise(updates, rule, threads)
 
 
-def bulyan(updates: UpdateMatrix, num_malicious: int) -> np.ndarray:
+def bulyan(updates: UpdateMatrix, num_malicious: int, *, threads: int = 1) -> np.ndarray:
     """Bulyan: Multi-Krum keeps ``θ = n − 2f`` updates, then per coordinate the mean of the ``β = θ − 2f``
     values closest to their median.
 
@@ -105,9 +127,9 @@ def bulyan(updates: UpdateMatrix, num_malicious: int) -> np.ndarray:
     theta = n - 2 * f
     beta = theta - 2 * f
     selected = updates.take(multikrum_select(updates, f, theta))
-    out = np.empty(updates.d, dtype=updates._full_rows().dtype)
     position = np.arange(theta)
-    for columns, block in _blocks(selected):
+
+    def rule(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
         middle = theta // 2
         median = block[:, middle] if theta % 2 else (block[:, middle - 1] + block[:, middle]) / 2
@@ -120,5 +142,6 @@ def bulyan(updates: UpdateMatrix, num_malicious: int) -> np.ndarray:
         # The window's mean as one masked row-wise dot product: prefix sums along the short client
         # axis (np.cumsum, axis=1) measured about 4x slower at n = 100.
         window = (position >= start) & (position < start + beta)
-        out[columns] = np.einsum("ij,ij->i", block, window.astype(block.dtype)) / beta
-    return out
+        return np.einsum("ij,ij->i", block, window.astype(block.dtype)) / beta
+
+    return _blockwise(selected, rule, threads)

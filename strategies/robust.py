@@ -6,7 +6,8 @@ compute what Flower's ``FedAvg``, ``Krum``/``MultiKrum``, ``FedMedian``,
 ``FedTrimmedAvg`` and ``Bulyan`` compute (tests compare them on the same
 replies), but on the batch the update guard decoded once
 (:mod:`strategies.batch`, math in :mod:`fedsec.robust`): no second decode, no
-per-array Python loops, distances from one Gram matrix.  Used without the guard
+per-array Python loops, distances from one Gram matrix, coordinate-wise rules
+in :func:`server_threads` threads.  Used without the guard
 they decode the replies themselves.  fedsec's registry names them ``fedavg``,
 ``krum``, ``multikrum``, ``fedmedian``, ``fedtrimmedavg`` and ``bulyan``;
 Flower's own stay available as ``flower-<name>``.
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -25,7 +27,13 @@ from flwr.serverapp.strategy import FedAvg
 from fedsec.robust import bulyan, coordinate_median, multikrum_select, trimmed_mean
 from strategies.batch import RoundBatch, batch_from_replies
 
-__all__ = ["MatrixBulyan", "MatrixFedAvg", "MatrixKrum", "MatrixMedian", "MatrixTrimmedAvg"]
+__all__ = ["MatrixBulyan", "MatrixFedAvg", "MatrixKrum", "MatrixMedian", "MatrixTrimmedAvg", "server_threads"]
+
+
+def server_threads() -> int:
+    """The threads the coordinate-wise rules may use: torch's intra-op count, which the ServerApp sets
+    from ``torch-threads`` (and ``fedsec bench`` per row)."""
+    return max(1, torch.get_num_threads())
 
 
 class MatrixFedAvg(FedAvg):
@@ -111,7 +119,8 @@ class MatrixMedian(MatrixFedAvg):
     def aggregate_batch(
         self, server_round: int, batch: RoundBatch
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return batch.apply(coordinate_median(batch.scaled_updates())), self.metrics(batch, range(len(batch)))
+        update = coordinate_median(batch.scaled_updates(), threads=server_threads())
+        return batch.apply(update), self.metrics(batch, range(len(batch)))
 
 
 class MatrixTrimmedAvg(MatrixFedAvg):
@@ -134,7 +143,7 @@ class MatrixTrimmedAvg(MatrixFedAvg):
     def aggregate_batch(
         self, server_round: int, batch: RoundBatch
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        update = trimmed_mean(batch.scaled_updates(), self.beta)
+        update = trimmed_mean(batch.scaled_updates(), self.beta, threads=server_threads())
         return batch.apply(update), self.metrics(batch, range(len(batch)))
 
 
@@ -153,5 +162,5 @@ class MatrixBulyan(MatrixFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if len(batch) < 4 * self.num_malicious_nodes + 3:
             return None, None
-        update = bulyan(batch.scaled_updates(), self.num_malicious_nodes)
+        update = bulyan(batch.scaled_updates(), self.num_malicious_nodes, threads=server_threads())
         return batch.apply(update), self.metrics(batch, range(len(batch)))

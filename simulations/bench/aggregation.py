@@ -223,7 +223,9 @@ def _cell_rows(cell: Cell, params: int, labels: Sequence[str]) -> list[dict[str,
     """Flower's FedAvg (the reference), then each label: fedsec, its floor, Flower's and ByzFL's version."""
     n, model, f = cell.n, cell.model, assumed_malicious(cell.n)
     beta = bench_config("fedtrimmedavg", n, model).trim_beta
-    steps = floors.time_steps(cell.replies, cell.initial, repeat=max(1, cell.ctx.plan.agg_repeat))
+    steps = floors.time_steps(
+        cell.replies, cell.initial, repeat=max(1, cell.ctx.plan.agg_repeat), threads=cell.threads
+    )
 
     def build_reference() -> Strategy:
         return flower_fedavg(n, cell.initial)

@@ -13,6 +13,7 @@ computes, so tests can check it against fedsec's own results.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from flwr.app import Message
@@ -41,7 +42,8 @@ STEP_TEXT = {
     "float32 (n, d) matrix",
     "gram": "X Xᵀ: one float32 matrix product (every pairwise cosine, distance and norm follows from it)",
     "combine": "v X: one weighted sum of the rows",
-    "sort": "every coordinate's n values sorted (transposed blocks of columns, numpy's vectorised sort)",
+    "sort": "every coordinate's n values sorted (transposed blocks of columns, numpy's vectorised sort, "
+    "the blocks shared between the row's threads)",
 }
 STEPS = tuple(STEP_TEXT)
 
@@ -92,22 +94,31 @@ def weighted_sum(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.asarray(weights, dtype=matrix.dtype) @ matrix
 
 
-def column_sort_median(matrix: np.ndarray, *, block: int = BLOCK) -> np.ndarray:
+def column_sort_median(matrix: np.ndarray, *, block: int = BLOCK, threads: int = 1) -> np.ndarray:
     """The coordinate-wise median, from every column sorted in transposed blocks (the mean of the two
-    middle values for even ``n``)."""
+    middle values for even ``n``); the blocks shared between ``threads`` threads."""
     n, d = matrix.shape
     out = np.empty(d, dtype=matrix.dtype)
     middle = n // 2
-    for start in range(0, d, block):
+
+    def one(start: int) -> None:
         part = np.array(matrix[:, start : start + block].T, order="C")
         part.sort(axis=1)
         columns = slice(start, start + part.shape[0])
         out[columns] = part[:, middle] if n % 2 else (part[:, middle - 1] + part[:, middle]) / 2
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        list(pool.map(one, range(0, d, block)))
     return out
 
 
 def time_steps(
-    replies: Sequence[Message], reference: Sequence[np.ndarray], *, repeat: int, steps: Sequence[str] = STEPS
+    replies: Sequence[Message],
+    reference: Sequence[np.ndarray],
+    *,
+    repeat: int,
+    steps: Sequence[str] = STEPS,
+    threads: int = 1,
 ) -> dict[str, float]:
     """Median seconds of each of ``steps`` on ``replies`` (the others on the decoded matrix), each after
     one untimed call.
@@ -124,7 +135,7 @@ def time_steps(
     calls: Mapping[str, Callable[[], object]] = {
         "gram": lambda: gram(matrix),
         "combine": lambda: weighted_sum(matrix, weights),
-        "sort": lambda: column_sort_median(matrix),
+        "sort": lambda: column_sort_median(matrix, threads=threads),
     }
     times.update({step: measure(calls[step], repeat=repeat, warmup=1) for step in steps if step != "decode"})
     return {step: times[step] for step in steps}

@@ -5,7 +5,7 @@ import pytest
 from flwr.app import ArrayRecord
 
 from fedsec.config import RunConfig
-from fedsec.robust import bulyan, krum_scores, trimmed_mean
+from fedsec.robust import BLOCK, bulyan, coordinate_median, krum_scores, trimmed_mean
 from fedsec.updates import UpdateMatrix
 from strategies import build_strategy
 from tests.flower_fakes import configure, train_reply
@@ -67,3 +67,22 @@ def test_the_matrix_strategies_work_without_the_guard_too():
     arrays, _ = krum.aggregate_train(1, replies(0))
     assert isinstance(arrays, ArrayRecord)
     np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], aggregate("flower-krum", 0)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        lambda u, t: coordinate_median(u, threads=t),
+        lambda u, t: trimmed_mean(u, 0.2, threads=t),
+        lambda u, t: bulyan(u, 2, threads=t),
+    ],
+    ids=["median", "trimmed-mean", "bulyan"],
+)
+def test_the_coordinate_wise_rules_give_the_same_bits_in_threads(rule):
+    rng = np.random.default_rng(5)
+    updates = UpdateMatrix(rng.standard_normal((13, 3 * BLOCK + 17)).astype(np.float32))
+    alone = rule(updates, 1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(rule(updates, threads), alone)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        rule(updates, 0)
