@@ -10,7 +10,8 @@ result into the reply:
 * ``msg.content["arrays"]`` (an ``ArrayRecord``) → ``parameters``;
 * ``msg.content["config"]`` (a ``ConfigRecord``) → ``config``;
 * the returned arrays → an ``ArrayRecord`` under the same keys as the ones received;
-* the returned metrics (numbers only) plus ``num-examples`` → a ``MetricRecord``.
+* the returned metrics (numbers only) plus ``num-examples`` (and, for a train
+  reply, ``fit-seconds``: the seconds ``fit`` took) → a ``MetricRecord``.
 
 :func:`partition_reply` answers the server's ``partition-id`` query (the
 seeded sampler orders nodes by it) without building a client.
@@ -19,6 +20,7 @@ seeded sampler orders nodes by it) without building a client.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +28,14 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.client import NumPyClient
 
-from fedsec.protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY
+from fedsec.protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    FIT_SECONDS_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    PARTITION_KEY,
+)
 
 __all__ = ["evaluate_reply", "message_config", "message_parameters", "partition_reply", "train_reply"]
 
@@ -70,7 +79,9 @@ def _metric_record(metrics: Mapping[str, Any], num_examples: int) -> MetricRecor
 def train_reply(client: NumPyClient, msg: Message) -> Message:
     """Run ``client.fit`` on a train message and build its reply."""
     parameters, keys = message_parameters(msg)
+    started = time.perf_counter()
     weights, num_examples, metrics = client.fit(parameters, message_config(msg))
+    metrics = {**metrics, FIT_SECONDS_KEY: time.perf_counter() - started}
     if len(keys) == len(weights):
         arrays = ArrayRecord({k: Array(np.asarray(w)) for k, w in zip(keys, weights, strict=True)})
     else:  # the server's guard rejects it (wrong number of arrays), with the reason in the records

@@ -41,6 +41,7 @@ __all__ = [
     "plain_pgd",
     "predict_seconds",
     "ratio",
+    "steady_fit_seconds",
     "steady_round_seconds",
 ]
 
@@ -127,6 +128,13 @@ def steady_round_seconds(records: Sequence[Mapping[str, Any]]) -> tuple[float | 
     first = by_round.get(1)
     later = [s for rnd, s in sorted(by_round.items()) if rnd >= 2]
     return first, (float(statistics.median(later)) if later else None)
+
+
+def steady_fit_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median over rounds >= 2 of ``fit_seconds`` (the seconds the round's clients spent in ``fit``,
+    summed), or None if no such round recorded it."""
+    values = [float(r["fit_seconds"]) for r in records if int(r["round"]) >= 2 and "fit_seconds" in r]
+    return float(statistics.median(values)) if values else None
 
 
 def predict_seconds(seconds: float, size: float, new_size: float, *, exponent: float) -> float:

@@ -22,5 +22,7 @@ QUERY_KEY = "fedsec-query"
 PARTITION_QUERY = "partition-id"
 #: Train-config key carrying the round number (seeds the clients' local shuffling).
 ROUND_KEY = "server-round"
+#: Metric every fedsec train reply carries: the seconds its client spent in ``fit`` (the records sum it).
+FIT_SECONDS_KEY = "fit-seconds"
 #: Metric a DP-SGD client reports with every update: the ε spent so far (the server records the largest).
 EPSILON_KEY = "dp-epsilon"

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
+
+from fedsec.updates import UpdateMatrix
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,30 @@ def bounded_counts(
                 clamped[index] = (count, limit)
                 used[index] = limit
     return used, rejected, clamped
+
+
+def finite_row(row: np.ndarray, arrays: list[np.ndarray]) -> str | np.floating[Any]:
+    """The squared norm of an update written into ``row`` (from ``arrays``), or why it is not finite.
+
+    One dot product of the row with itself checks every value (a NaN or Inf anywhere makes it
+    non-finite) and is the squared norm the norm bound needs.  Only when it is not finite are the
+    arrays searched for the reason; a finite update whose squared norm overflows is kept (its
+    squared norm is inf), one whose difference to the global model overflows is not.
+    """
+    square: np.floating[Any] = np.dot(row, row)
+    if np.isfinite(square):
+        return square
+    problem = nonfinite_problem(arrays)
+    if problem is not None:
+        return problem
+    if not np.all(np.isfinite(row)):
+        return f"the update minus the global model overflows {row.dtype}"
+    return square
+
+
+def row_norms(rows: np.ndarray, squares: list[np.floating[Any]]) -> np.ndarray:
+    """Each row's L2 norm from its squared norm (:func:`finite_row`); where that overflowed, scaled."""
+    norms = np.sqrt(np.asarray(squares, dtype=rows.dtype)).astype(np.float64)
+    for i in np.flatnonzero(~np.isfinite(norms)):
+        norms[i] = UpdateMatrix(rows[i : i + 1], checked=True).norms()[0]
+    return norms

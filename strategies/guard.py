@@ -42,15 +42,16 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.numbers import is_real
-from fedsec.protocol import EPSILON_KEY
+from fedsec.protocol import EPSILON_KEY, FIT_SECONDS_KEY
 from fedsec.results import RunRecorder
 from fedsec.updates import UpdateMatrix, flatten_arrays, flatten_into, float_positions
 from fedsec.validation import (
     ArraySpec,
     bounded_counts,
+    finite_row,
     layout_of,
-    nonfinite_problem,
     norm_outliers,
+    row_norms,
     screen_layout,
 )
 from strategies.batch import RoundBatch, aggregate
@@ -378,7 +379,7 @@ class GuardedStrategy(StrategyWrapper):
             self._note(server_round, aggregated=False, reason=reason)
             return None, metrics
         self.aggregated_rounds += 1
-        self._note(server_round, aggregated=True, extra=privacy_spent(kept))
+        self._note(server_round, aggregated=True, extra={**privacy_spent(kept), **fit_seconds(kept)})
         return checked, metrics
 
     def _checked_aggregate(self, arrays: ArrayRecord) -> tuple[ArrayRecord | None, str]:
@@ -479,28 +480,12 @@ def privacy_spent(replies: Iterable[Message]) -> dict[str, float]:
     return {"dp_epsilon": max(spent)} if spent else {}
 
 
-def finite_row(row: np.ndarray, arrays: list[np.ndarray]) -> str | np.floating[Any]:
-    """The squared norm of an update written into ``row`` (from ``arrays``), or why it is not finite.
+def fit_seconds(replies: Iterable[Message]) -> dict[str, float]:
+    """``{"fit_seconds": s}``, the seconds the aggregated clients report spending in ``fit``, summed.
 
-    One dot product of the row with itself checks every value (a NaN or Inf anywhere makes it
-    non-finite) and is the squared norm the norm bound needs.  Only when it is not finite are the
-    arrays searched for the reason; a finite update whose squared norm overflows is kept (its
-    squared norm is inf), one whose difference to the global model overflows is not.
+    What the clients computed, against which a round's wall time shows what the engine and the
+    server added (``fedsec bench``); informational, so a missing or nonsensical value counts 0.
     """
-    square: np.floating[Any] = np.dot(row, row)
-    if np.isfinite(square):
-        return square
-    problem = nonfinite_problem(arrays)
-    if problem is not None:
-        return problem
-    if not np.all(np.isfinite(row)):
-        return f"the update minus the global model overflows {row.dtype}"
-    return square
-
-
-def row_norms(rows: np.ndarray, squares: list[np.floating[Any]]) -> np.ndarray:
-    """Each row's L2 norm from its squared norm (:func:`finite_row`); where that overflowed, scaled."""
-    norms = np.sqrt(np.asarray(squares, dtype=rows.dtype)).astype(np.float64)
-    for i in np.flatnonzero(~np.isfinite(norms)):
-        norms[i] = UpdateMatrix(rows[i : i + 1], checked=True).norms()[0]
-    return norms
+    reported = [metrics_of(reply).get(FIT_SECONDS_KEY) for reply in replies]
+    spent = [float(value) for value in reported if is_real(value) and math.isfinite(value) and value >= 0]
+    return {"fit_seconds": round(sum(spent), 4)} if spent else {}

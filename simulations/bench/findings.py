@@ -30,17 +30,25 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
         if row.get("round_s") is None or row.get("floor_s") is None:
             continue
         gap = row["round_s"] - row["floor_s"]
-        notes.append(
+        note = (
             f"overhead, simulation {row['model']}: steady round {row['round_s']:.2f}s vs floor "
             f"{row['floor_s']:.2f}s ({row.get('floor_kind') or 'in process'}; ratio {row['ratio']:.2f}, "
-            f"{gap:+.2f}s a round)"
-            ". Rebuilding the 10 "
-            f"clients (re-partitioning the dataset and a new model), which client_fn does for every "
-            f"message, costs {row['client_build_s']:.2f} CPU-s a round: caching each partition and model per "
-            "actor process would remove that. The launcher's progress polling ran "
-            f"{row['cli_polls']} `flwr ls` processes using {row['cli_poll_cpu_s']:.0f} CPU-s on the same "
-            "2 cores: polling the SuperLink's API in process (or every few seconds) would remove that."
+            f"{gap:+.2f}s a round)."
         )
+        if row.get("actor_fit_s") is not None:
+            note += (
+                f" Each of the {row['actors']} Ray actors spent {row['actor_fit_s']:.2f}s of the round in "
+                f"its clients' fit() (in process, one thread: {row['floor_actor_train_s']:.2f}s), so "
+                f"{row['outside_fit_s']:.2f}s a round is outside fit(): Flower's engine handing the messages "
+                "to the actors (it looks for new ones every 0.1 s) and the replies back, the ClientApp's "
+                f"per-message work (building the clients: {row['client_build_s']:.2f} CPU-s a round), the "
+                "guard, the aggregation and the server's evaluation."
+            )
+        note += (
+            f" The launcher asked Flower for the run's status {row['cli_polls']} times "
+            f"({row['cli_poll_cpu_s']:.0f} CPU-s), only while no round record was arriving."
+        )
+        notes.append(note)
         notes.append(
             f"overhead, startup {row['model']}: {row['superlink_start_s']:.1f}s to start the SuperLink, "
             f"{row['startup_s']:.1f}s from `flwr run` to round 0 (Ray start, ServerApp import, data) and "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsec.bench import steady_round_seconds
+from fedsec.bench import steady_fit_seconds, steady_round_seconds
 from fedsec.config import RunConfig
 from fedsec.config_values import ConfigValue
 from fedsec.results import read_metrics
@@ -208,6 +208,7 @@ class SimulationResult:
     total_seconds: float
     round1_seconds: float | None
     round_seconds: float | None
+    fit_seconds: float | None  # the steady rounds' median of the clients' summed fit() seconds
     rounds: int
     memory: dict[str, Any]
     cli_calls: int
@@ -247,6 +248,7 @@ def simulate(config: RunConfig) -> SimulationResult:
         total_seconds=total,
         round1_seconds=first,
         round_seconds=steady,
+        fit_seconds=steady_fit_seconds(records),
         rounds=max((int(r["round"]) for r in records), default=0),
         memory=sampler.summary(),
         cli_calls=session.cli_calls,

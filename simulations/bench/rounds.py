@@ -8,6 +8,7 @@ is the simulation's overhead ratio.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -112,6 +113,10 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
             "ratio": None,
             "ratio_round1": None,
             "ratio_vs_2thread": None,
+            "actors": None,
+            "actor_fit_s": None,
+            "floor_actor_train_s": None,
+            "outside_fit_s": None,
             "cli_polls": None,
             "cli_poll_cpu_s": None,
             "status": "ok",
@@ -147,6 +152,8 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
         result = simulate(config)
         if result.round_seconds is not None:
             ctx.round_seconds[model_name] = result.round_seconds
+        actors = int(result.memory.get("actors") or min(n, os.cpu_count() or 1))
+        actor_fit = None if result.fit_seconds is None else result.fit_seconds / actors
         row.update(
             superlink_start_s=round(result.superlink_seconds, 2),
             startup_s=rounded(result.startup_seconds, 2),
@@ -155,6 +162,12 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
             ratio=rounded(ratio(result.round_seconds, floor_s), 3),
             ratio_round1=rounded(ratio(result.round1_seconds, floor_s), 3),
             ratio_vs_2thread=rounded(ratio(result.round_seconds, sequential), 3),
+            actors=actors,
+            actor_fit_s=rounded(actor_fit, 3),
+            floor_actor_train_s=round(one["train"] / actors, 3),
+            outside_fit_s=None
+            if actor_fit is None or result.round_seconds is None
+            else round(result.round_seconds - actor_fit, 3),
             cli_polls=result.cli_calls,
             cli_poll_cpu_s=round(result.cli_cpu_seconds, 1),
             status=result.status

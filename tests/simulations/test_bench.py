@@ -521,3 +521,14 @@ def test_the_memory_sampler_rereads_pss_only_when_rss_grew_or_when_asked(monkeyp
     assert len(reads) == 2 and sampler.peak_pss_kb == 550 and sampler.peak_rss_kb == 1100
     sampler.sample(fresh_pss=True)
     assert len(reads) == 3
+
+
+def test_steady_fit_seconds_is_the_median_over_the_rounds_after_the_first():
+    from fedsec.bench import steady_fit_seconds
+
+    records = [{"round": 1, "fit_seconds": 9.0}] + [
+        {"round": r, "fit_seconds": v} for r, v in ((2, 1.0), (3, 3.0), (4, 2.0))
+    ]
+    assert steady_fit_seconds(records) == 2.0
+    assert steady_fit_seconds(records[:1]) is None
+    assert steady_fit_seconds([{"round": 2, "seconds": 1.0}]) is None

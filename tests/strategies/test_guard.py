@@ -344,3 +344,18 @@ def test_a_round_records_the_largest_dp_epsilon_among_the_aggregated_clients_onl
     second = recorder.end_round(2, accuracy=0.0, loss=0.0)
     assert arrays is not None and second["aggregated"] is True
     assert "dp_epsilon" not in second  # no DP-SGD client, no field
+
+
+def test_a_round_records_the_seconds_its_aggregated_clients_spent_in_fit():
+    recorder = RunRecorder(out_dir=None, scenario="t", config={})
+    guarded = make("fedavg", recorder)
+    rejected = honest(5.0)
+    rejected[0][0, 0] = np.nan
+    replies = [
+        train_reply(0, honest(1.0), metrics={"fit-seconds": 0.25}),
+        train_reply(1, honest(3.0), metrics={"fit-seconds": 0.5}),
+        train_reply(2, honest(2.0), metrics={"fit-seconds": float("nan")}),  # nonsense counts 0
+        train_reply(3, rejected, metrics={"fit-seconds": 9.0}),  # not aggregated
+    ]
+    assert aggregate(guarded, replies) is not None
+    assert recorder.end_round(1, accuracy=0.0, loss=0.0)["fit_seconds"] == 0.75
