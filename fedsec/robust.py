@@ -127,7 +127,9 @@ def bulyan(updates: UpdateMatrix, num_malicious: int, *, threads: int = 1) -> np
     theta = n - 2 * f
     beta = theta - 2 * f
     selected = updates.take(multikrum_select(updates, f, theta))
-    position = np.arange(theta)
+    # Row ``s`` of ``windows`` marks the window of β sorted positions that starts at ``s``.
+    position, starts = np.arange(theta), np.arange(theta - beta + 1)[:, np.newaxis]
+    windows = ((position >= starts) & (position < starts + beta)).astype(selected._full_rows().dtype)
 
     def rule(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
@@ -138,10 +140,9 @@ def bulyan(updates: UpdateMatrix, num_malicious: int, *, threads: int = 1) -> np
         reach = np.maximum(
             median[:, np.newaxis] - block[:, : theta - beta + 1], block[:, beta - 1 :] - median[:, np.newaxis]
         )
-        start = np.argmin(reach, axis=1)[:, np.newaxis]
-        # The window's mean as one masked row-wise dot product: prefix sums along the short client
-        # axis (np.cumsum, axis=1) measured about 4x slower at n = 100.
-        window = (position >= start) & (position < start + beta)
-        return np.einsum("ij,ij->i", block, window.astype(block.dtype)) / beta
+        # The window's mean as one masked row-wise dot product, its mask a row of ``windows``
+        # (building the mask per block cost 3.5x the dot product; prefix sums along the short
+        # client axis, np.cumsum with axis=1, measured about 4x slower at n = 100).
+        return np.einsum("ij,ij->i", block, windows.take(np.argmin(reach, axis=1), axis=0)) / beta
 
     return _blockwise(selected, rule, threads)
