@@ -49,7 +49,7 @@ __all__ = [
 Timer = Callable[[], float]
 
 #: The sections of ``bench.json``, in the order the issue lists them.
-SECTIONS: tuple[str, ...] = ("simulation", "startup", "aggregation", "attacks", "memory", "scale")
+SECTIONS: tuple[str, ...] = ("simulation", "startup", "aggregation", "attacks", "memory", "imports", "scale")
 
 _SCALAR = (str, int, float, bool, type(None))
 

@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="NAMES",
         help="run only these sections, comma-separated (simulation, startup, aggregation, attacks, "
-        "memory, scale); default: all",
+        "memory, imports, scale); default: all",
     )
     bench.set_defaults(handler=cmd_bench)
     return parser

@@ -15,6 +15,8 @@ on a noisy machine.  One module per thing measured:
   attack against plain batched torch or ART at its default batch size.
 - :mod:`~simulations.bench.memory` — section 4, peak memory of a simulation's
   processes and per Ray actor (and the ``flwr run`` driver the other sections use).
+- :mod:`~simulations.bench.imports` — section 4b, RSS of a fresh interpreter after each
+  import a client process makes, then after the libraries only some roles import.
 - :mod:`~simulations.bench.scale` — section 5, 1000 simulated clients, a fraction
   sampled per round.
 

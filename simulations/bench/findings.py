@@ -73,6 +73,7 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
                 f"{row['server_rss_mb'] or 0:.0f} MB, Ray's own processes "
                 f"{row['ray_other_rss_mb'] or 0:.0f} MB."
             )
+    notes += import_findings(sections.get("imports", []))
     if sections["scale"] and sections["scale"][0].get("fraction_fit") is not None:
         notes.append(
             "scale: MNIST-5k leaves 3800 training examples, so 1000 clients hold 3-4 examples each; "
@@ -146,3 +147,32 @@ def startup_findings(rows: list[dict[str, Any]]) -> list[str]:
         f"creates the client actors per run). {shared['runs']} runs: {alone['total_s']:.0f}s alone, "
         f"{shared['total_s']:.0f}s shared."
     ]
+
+
+def import_findings(rows: list[dict[str, Any]]) -> list[str]:
+    """The note on section 4b: what a benign client's imports hold, the largest step, and what the
+    libraries imported on first use would add if a client imported them eagerly."""
+    steps = {row["step"]: row for row in rows if row.get("rss_mb") is not None}
+    client = steps.get("fedsec ClientApp")
+    if client is None or len(steps) != len(rows):
+        return []
+    largest = max((row for row in rows if row.get("added_mb") is not None), key=lambda row: row["added_mb"])
+    note = (
+        f"imports: a client process holds {client['rss_mb']:.0f} MB once it has imported fedsec's ClientApp; "
+        f"the largest step is {largest['step']} (+{largest['added_mb']:.0f} MB"
+    )
+    if largest["cuda_mb"]:
+        note += (
+            f"; {largest['cuda_mb']:.0f} MB resident in CUDA libraries after it, mapped whether or not "
+            "there is a GPU"
+        )
+    note += ")."
+    last = rows[-1]
+    if last is not client:
+        later = ", ".join(row["step"].lstrip("+ ") for row in rows[rows.index(client) + 1 :])
+        note += (
+            f" The libraries only some roles import, on first use ({later}), "
+            f"add {last['rss_mb'] - client['rss_mb']:.0f} MB: a client importing them all eagerly would hold "
+            f"{last['rss_mb']:.0f} MB."
+        )
+    return [note]

@@ -19,6 +19,7 @@ from simulations.bench.aggregation import bench_aggregation, fill_round_shares
 from simulations.bench.attacks import bench_attacks
 from simulations.bench.common import BENCH_FILE, MARKDOWN_FILE, BenchPlan, Context, machine
 from simulations.bench.findings import findings
+from simulations.bench.imports import bench_imports
 from simulations.bench.memory import bench_memory, foreign_flower_processes
 from simulations.bench.report import COLUMNS, markdown, print_tables
 from simulations.bench.rounds import bench_simulation, round_reference
@@ -73,6 +74,8 @@ def run_bench(
             sections["startup"] = bench_startup(ctx)
         if "memory" in wanted:
             sections["memory"] += bench_memory(ctx)
+        if "imports" in wanted:
+            sections["imports"] = bench_imports(ctx)
         if "scale" in wanted:
             sections["scale"] = bench_scale(ctx)
         if "aggregation" in wanted:

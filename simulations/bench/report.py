@@ -77,6 +77,16 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("server_rss_mb", "ServerApp MB", ".0f"),
         ("status", "status", "s"),
     ],
+    "imports": [
+        ("step", "step", "s"),
+        ("statement", "statement", "s"),
+        ("rss_mb", "RSS MB", ".0f"),
+        ("added_mb", "+MB", ".0f"),
+        ("seconds", "import s", ".2f"),
+        ("cuda_mb", "CUDA libraries MB", ".0f"),
+        ("loaded", "libraries it loaded", "s"),
+        ("status", "status", "s"),
+    ],
     "scale": [
         ("clients", "clients", "d"),
         ("fraction_fit", "fraction", ".2f"),
@@ -102,6 +112,7 @@ TITLES = {
     "fedsec vs its numpy floor, Flower and ByzFL",
     "attacks": "3. attack generation, seconds per 100 images (LeNet-5, MNIST-5k)",
     "memory": "4. memory of a simulation",
+    "imports": "4b. what a client process imports: RSS of a fresh interpreter after each step (cumulative)",
     "scale": "5. scale: 1000 simulated clients",
 }
 
@@ -127,7 +138,7 @@ def print_tables(console: Console, document: dict[str, Any]) -> None:
         table = Table(title=TITLES[name], title_justify="left")
         for _, header, fmt in columns:
             table.add_column(header, justify="left" if fmt == "s" else "right")
-        for row in document["sections"][name]:
+        for row in document["sections"].get(name, []):
             table.add_row(*(cell(row, key, fmt) for key, _, fmt in columns))
         console.print(table)
     console.print("[bold]notes[/bold]")
@@ -151,7 +162,7 @@ def markdown(document: dict[str, Any]) -> str:
         text += [f"**{TITLES[name]}**", ""]
         text.append("| " + " | ".join(header for _, header, _ in columns) + " |")
         text.append("|" + "|".join(":--" if fmt == "s" else "--:" for _, _, fmt in columns) + "|")
-        for row in document["sections"][name]:
+        for row in document["sections"].get(name, []):
             text.append("| " + " | ".join(cell(row, key, fmt) for key, _, fmt in columns) + " |")
         text.append("")
     text += ["Notes:", "", *(f"- {note}" for note in document["notes"]), ""]

@@ -391,6 +391,11 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
     monkeypatch.setattr(bench_main, "bench_aggregation", lambda ctx: agg_rows)
     monkeypatch.setattr(bench_main, "bench_attacks", lambda ctx: attacks)
     monkeypatch.setattr(bench_main, "bench_simulation", stub_simulation)
+    imports = [
+        {"step": "torch", "rss_mb": 700.0, "added_mb": 690.0, "cuda_mb": 0.0, "status": "ok"},
+        {"step": "fedsec ClientApp", "rss_mb": 720.0, "added_mb": 20.0, "cuda_mb": 0.0, "status": "ok"},
+    ]
+    monkeypatch.setattr(bench_main, "bench_imports", lambda ctx: imports)
     startup = [
         {"mode": "alone", "runs": 2, "first_startup_s": 12.0, "extra_startup_s": 11.0, "total_s": 50.0},
         {"mode": "shared", "runs": 2, "first_startup_s": 15.0, "extra_startup_s": 6.0, "total_s": 40.0},
@@ -413,6 +418,8 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
     assert document["sections"]["memory"] == [memory]  # quick mode: only the 10-client runs
     assert document["sections"]["scale"][0]["status"].startswith("skipped (quick mode")
     assert document["sections"]["startup"] == startup
+    assert document["sections"]["imports"] == imports
+    assert any(note.startswith("imports: a client process holds 720 MB") for note in document["notes"])
     assert any(note.startswith("start-up: a run alone takes 11.0s") for note in document["notes"])
     assert all(isinstance(n, str) for n in document["notes"])
     for rows in document["sections"].values():
@@ -532,3 +539,34 @@ def test_steady_fit_seconds_is_the_median_over_the_rounds_after_the_first():
     assert steady_fit_seconds(records) == 2.0
     assert steady_fit_seconds(records[:1]) is None
     assert steady_fit_seconds([{"round": 2, "seconds": 1.0}]) is None
+
+
+def test_a_client_process_imports_no_attack_plotting_or_dataset_library_until_a_role_needs_it():
+    from simulations.bench.imports import STEPS, import_steps
+
+    client = [step for step, _ in STEPS].index("fedsec ClientApp")
+    rows = import_steps((*STEPS[: client + 1], ("+ ART", "import fedsec.attacks.evasion")))
+    loaded = {row["step"]: set(row["loaded"].split(", ")) - {"–"} for row in rows}
+    before_roles = set().union(*(loaded[step] for step, _ in STEPS[: client + 1]))
+    assert "torch" in loaded["torch"]
+    assert before_roles.isdisjoint(
+        {"art", "sklearn", "torchvision", "flwr_datasets", "datasets", "matplotlib"}
+    )
+    assert "art" in loaded["+ ART"]
+    assert rows[client]["rss_mb"] > rows[0]["rss_mb"] and rows[-1]["added_mb"] > 0
+
+
+def test_import_findings_name_the_largest_step_and_what_eager_imports_would_hold():
+    from simulations.bench.findings import import_findings
+
+    rows = [
+        {"step": "interpreter", "rss_mb": 10.0, "added_mb": None, "cuda_mb": 0.0},
+        {"step": "torch", "rss_mb": 650.0, "added_mb": 640.0, "cuda_mb": 280.0},
+        {"step": "fedsec ClientApp", "rss_mb": 700.0, "added_mb": 50.0, "cuda_mb": 280.0},
+        {"step": "+ ART (attacking roles)", "rss_mb": 870.0, "added_mb": 170.0, "cuda_mb": 280.0},
+    ]
+    (note,) = import_findings(rows)
+    assert note.startswith("imports: a client process holds 700 MB once it has imported fedsec's ClientApp")
+    assert "the largest step is torch (+640 MB; 280 MB resident in CUDA libraries" in note
+    assert "add 170 MB: a client importing them all eagerly would hold 870 MB." in note
+    assert import_findings([{"step": "all", "status": "failed: boom"}]) == []
