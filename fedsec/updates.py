@@ -28,6 +28,7 @@ __all__ = [
     "flatten_into",
     "flatten_updates",
     "float_positions",
+    "gram_checked",
 ]
 
 
@@ -106,13 +107,15 @@ class _Shared:
     def scaled_gram(self) -> tuple[np.ndarray, np.ndarray]:
         if "gram" not in self.cache:
             rows = self.rows
-            product = rows @ rows.T  # one GEMM in the rows' precision
-            scales = np.ones(rows.shape[0], dtype=np.float64)
-            if not np.all(np.isfinite(product)):  # overflow (the rows are finite): scale, then redo
-                largest = np.maximum(rows.max(axis=1), -rows.min(axis=1)).astype(np.float64)
-                scales = np.where(largest > 0, largest, 1.0)
-                scaled = rows / scales[:, np.newaxis].astype(rows.dtype)
-                product = scaled @ scaled.T
+            # Overflow is expected and handled; NaN/Inf rows (gram_checked) stay non-finite.
+            with np.errstate(over="ignore", invalid="ignore"):
+                product = rows @ rows.T  # one GEMM in the rows' precision
+                scales = np.ones(rows.shape[0], dtype=np.float64)
+                if not np.all(np.isfinite(product)):  # overflow, or a non-finite row: scale, then redo
+                    largest = np.maximum(rows.max(axis=1), -rows.min(axis=1)).astype(np.float64)
+                    scales = np.where(largest > 0, largest, 1.0)
+                    scaled = rows / scales[:, np.newaxis].astype(rows.dtype)
+                    product = scaled @ scaled.T
             self.cache["gram"] = np.asarray(product, dtype=np.float64)
             self.cache["scales"] = scales
         return self.cache["gram"], self.cache["scales"]
@@ -295,3 +298,35 @@ def as_update_matrix(
         return UpdateMatrix(array)
     except ValueError as error:
         raise ValueError(str(error).replace("updates", name, 1)) from None
+
+
+def gram_checked(
+    array: np.ndarray | UpdateMatrix | Sequence[np.ndarray], *, name: str = "updates"
+) -> UpdateMatrix:
+    """``array`` as an :class:`UpdateMatrix` whose finiteness is read off its Gram matrix (computed here).
+
+    For defenses that need ``X Xᵀ`` anyway: a row holds NaN or Inf exactly when its diagonal entry
+    of the Gram matrix is not finite (the product is redone on rows scaled by their largest absolute
+    value when it overflows, which keeps finite rows finite and leaves NaN in the others), so the
+    separate O(n·d) ``isfinite`` pass of :func:`as_update_matrix` is skipped.  Arrays that are not
+    2-D, C-ordered float32/float64 with a row and a column go through :func:`as_update_matrix`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the rows if some row holds NaN or Inf (or as :func:`as_update_matrix`).
+    """
+    if not (
+        isinstance(array, np.ndarray)
+        and array.ndim == 2
+        and array.dtype in (np.float32, np.float64)
+        and array.flags.c_contiguous
+        and min(array.shape) >= 1
+    ):
+        return as_update_matrix(array, name=name)
+    matrix = UpdateMatrix(array, checked=True)
+    gram, _ = matrix._shared.scaled_gram()
+    bad = np.flatnonzero(~np.isfinite(np.diag(gram)))
+    if bad.size:
+        raise ValueError(f"{name} has non-finite values (NaN/Inf) in rows {bad.tolist()}")
+    return matrix

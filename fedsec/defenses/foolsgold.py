@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedsec.updates import UpdateMatrix, as_update_matrix
+from fedsec.updates import UpdateMatrix, as_update_matrix, gram_checked
 
 __all__ = ["FoolsGoldHistory", "foolsgold_aggregate", "foolsgold_weights"]
 
@@ -72,7 +72,7 @@ def foolsgold_weights(
         If ``history`` is not a finite 2-D array with at least one row, or
         ``kappa`` / ``eps`` is out of range (naming it).
     """
-    rows = as_update_matrix(history, name="history")
+    rows = gram_checked(history, name="history")  # the cosines below need the Gram matrix anyway
     if not (isinstance(kappa, int | float) and not isinstance(kappa, bool) and math.isfinite(kappa)):
         raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
     if kappa <= 0:

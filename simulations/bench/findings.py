@@ -150,16 +150,18 @@ def startup_findings(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def import_findings(rows: list[dict[str, Any]]) -> list[str]:
-    """The note on section 4b: what a benign client's imports hold, the largest step, and what the
-    libraries imported on first use would add if a client imported them eagerly."""
-    steps = {row["step"]: row for row in rows if row.get("rss_mb") is not None}
-    client = steps.get("fedsec ClientApp")
-    if client is None or len(steps) != len(rows):
+    """The note on section 4b: what every client process holds (the steps not marked ``+``), the
+    largest step, and what the libraries imported on first use (``+``) would add if imported eagerly."""
+    if not rows or any(row.get("rss_mb") is None for row in rows):
         return []
+    every = [row for row in rows if not row["step"].startswith("+ ")]
+    later = [row for row in rows if row["step"].startswith("+ ")]
+    client = every[-1]
     largest = max((row for row in rows if row.get("added_mb") is not None), key=lambda row: row["added_mb"])
     note = (
-        f"imports: a client process holds {client['rss_mb']:.0f} MB once it has imported fedsec's ClientApp; "
-        f"the largest step is {largest['step']} (+{largest['added_mb']:.0f} MB"
+        f"imports: every client process holds {client['rss_mb']:.0f} MB after "
+        f"{', '.join(row['step'] for row in every[1:])}; the largest step is {largest['step']} "
+        f"(+{largest['added_mb']:.0f} MB"
     )
     if largest["cuda_mb"]:
         note += (
@@ -167,12 +169,11 @@ def import_findings(rows: list[dict[str, Any]]) -> list[str]:
             "there is a GPU"
         )
     note += ")."
-    last = rows[-1]
-    if last is not client:
-        later = ", ".join(row["step"].lstrip("+ ") for row in rows[rows.index(client) + 1 :])
+    if later:
+        names = ", ".join(row["step"].removeprefix("+ ") for row in later)
         note += (
-            f" The libraries only some roles import, on first use ({later}), "
-            f"add {last['rss_mb'] - client['rss_mb']:.0f} MB: a client importing them all eagerly would hold "
-            f"{last['rss_mb']:.0f} MB."
+            f" The libraries only some roles import, on first use ({names}), add "
+            f"{later[-1]['rss_mb'] - client['rss_mb']:.0f} MB: a client importing them all eagerly would "
+            f"hold {later[-1]['rss_mb']:.0f} MB."
         )
     return [note]

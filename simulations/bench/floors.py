@@ -42,6 +42,8 @@ STEP_TEXT = {
     "float32 (n, d) matrix",
     "gram": "X Xᵀ: one float32 matrix product (every pairwise cosine, distance and norm follows from it)",
     "combine": "v X: one weighted sum of the rows",
+    "history": "H += X: the round's rows added in place to the clients' accumulated histories (FoolsGold "
+    "compares histories, not updates)",
     "sort": "every coordinate's n values sorted (transposed blocks of columns, numpy's vectorised sort, "
     "the blocks shared between the row's threads)",
 }
@@ -50,7 +52,8 @@ STEPS = tuple(STEP_TEXT)
 #: The steps of each defense's floor.  Pairwise defenses (Krum, the clustering and similarity
 #: defenses, the detectors) need the Gram matrix and a weighted sum of what they keep; averages only
 #: the weighted sum; coordinate-wise rules the sort; Bulyan both the Gram matrix (its Multi-Krum
-#: selection) and the sort.  The GAN audit has no matrix floor: it trains a GAN every round.
+#: selection) and the sort; FoolsGold also adds the round to its history.  The GAN audit has no
+#: matrix floor: it trains a GAN every round.
 FLOORS: dict[str, tuple[str, ...]] = {
     "fedavg": ("decode", "combine"),
     "fda3": ("decode", "combine"),
@@ -61,7 +64,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "bulyan": ("decode", "gram", "sort"),
     "layered": ("decode", "gram", "combine"),
     "flame": ("decode", "gram", "combine"),
-    "foolsgold": ("decode", "gram", "combine"),
+    "foolsgold": ("decode", "history", "gram", "combine"),
     "detectors": ("decode", "gram", "combine"),
 }
 
@@ -132,9 +135,11 @@ def time_steps(
         times["decode"] = measure(lambda: decode_matrix(replies, reference), repeat=repeat, warmup=1)
     matrix = decode_matrix(replies, reference)
     weights = np.full(len(replies), 1.0 / len(replies))
+    history = np.zeros_like(matrix) if "history" in steps else matrix
     calls: Mapping[str, Callable[[], object]] = {
         "gram": lambda: gram(matrix),
         "combine": lambda: weighted_sum(matrix, weights),
+        "history": lambda: np.add(history, matrix, out=history),
         "sort": lambda: column_sort_median(matrix, threads=threads),
     }
     times.update({step: measure(calls[step], repeat=repeat, warmup=1) for step in steps if step != "decode"})

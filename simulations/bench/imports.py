@@ -4,8 +4,8 @@ A simulated client is a Ray actor that imports fedsec's ClientApp; the libraries
 roles need (ART for clients that craft adversarial examples, ``torchvision.models`` for the
 ResNet, flwr-datasets for partitioning without the on-disk cache) are imported on first use.
 The steps run one after the other in one child process, so each row's RSS includes every
-step above it; the last rows show what a client would hold if it imported those libraries
-eagerly.
+step above it; the rows marked ``+`` are the libraries imported on first use, so the last row
+shows what a client would hold if it imported them eagerly.
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("torch", "import torch"),
     ("flwr", "import flwr.app, flwr.clientapp"),
     ("fedsec ClientApp", "import simulations.client_app"),
+    # torch's Optimizer methods are wrapped in torch._disable_dynamo, which imports torch._dynamo
+    # (and sympy) on the first call: every client that trains pays it.
+    (
+        "first torch optimizer",
+        "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).zero_grad()",
+    ),
     ("+ ART (attacking roles)", "import fedsec.attacks.evasion"),
     ("+ torchvision.models (ResNet)", "import torchvision.models"),
     ("+ flwr-datasets (no partition cache)", "import flwr_datasets"),

@@ -247,11 +247,12 @@ def test_floor_steps_compute_what_the_defenses_compute():
         median = floors.column_sort_median(x, block=5)  # blocks of 5 columns, the last one short
         np.testing.assert_allclose(median, np.median(x, axis=0), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(median, coordinate_median(UpdateMatrix(x)), rtol=1e-6, atol=1e-7)
-    steps = {"decode": 1.0, "gram": 2.0, "combine": 4.0, "sort": 8.0}
+    steps = {"decode": 1.0, "gram": 2.0, "combine": 4.0, "sort": 8.0, "history": 16.0}
     assert floors.floor_seconds("krum", steps) == 7.0 and floors.floor_seconds("fedmedian", steps) == 9.0
+    assert floors.floor_seconds("foolsgold", steps) == 23.0  # its history pass is part of the rule
     assert floors.floor_seconds("bulyan", steps) == 11.0 and floors.floor_seconds("gan-audit", steps) is None
-    timed = floors.time_steps(replies, reference, repeat=1, steps=("decode", "sort"))
-    assert set(timed) == {"decode", "sort"} and all(t > 0 for t in timed.values())
+    timed = floors.time_steps(replies, reference, repeat=1, steps=("decode", "sort", "history"))
+    assert set(timed) == {"decode", "sort", "history"} and all(t > 0 for t in timed.values())
 
 
 @pytest.mark.parametrize("label", ["krum", "multikrum", "fedmedian", "fedtrimmedavg", "fedavg"])
@@ -419,7 +420,7 @@ def test_bench_command_writes_the_layout_from_stubbed_sections(tmp_path, monkeyp
     assert document["sections"]["scale"][0]["status"].startswith("skipped (quick mode")
     assert document["sections"]["startup"] == startup
     assert document["sections"]["imports"] == imports
-    assert any(note.startswith("imports: a client process holds 720 MB") for note in document["notes"])
+    assert any(note.startswith("imports: every client process holds 720 MB") for note in document["notes"])
     assert any(note.startswith("start-up: a run alone takes 11.0s") for note in document["notes"])
     assert all(isinstance(n, str) for n in document["notes"])
     for rows in document["sections"].values():
@@ -544,10 +545,11 @@ def test_steady_fit_seconds_is_the_median_over_the_rounds_after_the_first():
 def test_a_client_process_imports_no_attack_plotting_or_dataset_library_until_a_role_needs_it():
     from simulations.bench.imports import STEPS, import_steps
 
-    client = [step for step, _ in STEPS].index("fedsec ClientApp")
-    rows = import_steps((*STEPS[: client + 1], ("+ ART", "import fedsec.attacks.evasion")))
+    every = tuple(step for step in STEPS if not step[0].startswith("+ "))  # what every client runs
+    rows = import_steps((*every, ("+ ART", "import fedsec.attacks.evasion")))
     loaded = {row["step"]: set(row["loaded"].split(", ")) - {"–"} for row in rows}
-    before_roles = set().union(*(loaded[step] for step, _ in STEPS[: client + 1]))
+    before_roles = set().union(*(loaded[step] for step, _ in every))
+    client = len(every) - 1
     assert "torch" in loaded["torch"]
     assert before_roles.isdisjoint(
         {"art", "sklearn", "torchvision", "flwr_datasets", "datasets", "matplotlib"}
@@ -566,7 +568,7 @@ def test_import_findings_name_the_largest_step_and_what_eager_imports_would_hold
         {"step": "+ ART (attacking roles)", "rss_mb": 870.0, "added_mb": 170.0, "cuda_mb": 280.0},
     ]
     (note,) = import_findings(rows)
-    assert note.startswith("imports: a client process holds 700 MB once it has imported fedsec's ClientApp")
+    assert note.startswith("imports: every client process holds 700 MB after torch, fedsec ClientApp;")
     assert "the largest step is torch (+640 MB; 280 MB resident in CUDA libraries" in note
     assert "add 170 MB: a client importing them all eagerly would hold 870 MB." in note
     assert import_findings([{"step": "all", "status": "failed: boom"}]) == []
