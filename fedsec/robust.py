@@ -104,13 +104,12 @@ def trimmed_mean(updates: UpdateMatrix, beta: float, *, threads: int = 1) -> np.
     if high <= low:
         raise ValueError(f"beta={beta} cuts every one of the {n} updates")
 
-    kept = np.ones(high - low, dtype=updates._full_rows().dtype)
-
     def rule(block: np.ndarray) -> np.ndarray:
         block.sort(axis=1)
-        # The kept values' sum as a matrix-vector product: 7x faster than .mean(axis=1) over the
-        # short rows of a block (a reduction per row).
-        return (block[:, low:high] @ kept) / (high - low)
+        # einsum's row sums: 2x faster than .mean(axis=1) over a block's short rows.  A BLAS
+        # matrix-vector product is faster still alone, but its own threads collide with the
+        # blocks' threads (2.4x slower with 2 of each on 2 cores).
+        return np.einsum("ij->i", block[:, low:high]) / (high - low)
 
     return _blockwise(updates, rule, threads)
 
