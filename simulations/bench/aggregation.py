@@ -360,6 +360,10 @@ def fill_round_shares(aggregation: list[dict[str, Any]], ctx: Context) -> None:
         round_s = ctx.round_seconds.get(row["model"]) or ctx.floor_seconds.get(row["model"])
         if row["ms"] is None or row["reference_ms"] is None or not round_s:
             continue
-        added = row["ms"] - row["reference_ms"]
-        row["added_pct_of_round"] = round(100.0 * added / (round_s * 1000.0 + row["reference_ms"]), 2)
+        whole = round_s * 1000.0 + row["reference_ms"]
+        row["added_pct_of_round"] = round(100.0 * (row["ms"] - row["reference_ms"]) / whole, 2)
+        if row.get("floor_ms") is not None:  # what the defense's floor alone would add
+            row["floor_added_pct_of_round"] = round(
+                100.0 * (row["floor_ms"] - row["reference_ms"]) / whole, 2
+            )
         row["round_s"] = round(round_s, 3)

@@ -148,7 +148,31 @@ def test_aggregation_rows_ratio_floor_ratio_and_share_of_a_round():
     aggregation.fill_round_shares([reference, krum, skipped], ctx)
     assert krum["added_pct_of_round"] == pytest.approx(100 * 500 / (9800 + 200))  # 5.0%
     assert krum["round_s"] == 9.8
+    assert krum["floor_added_pct_of_round"] == pytest.approx(100 * 150 / (9800 + 200))  # 1.5%
     assert reference["added_pct_of_round"] == 0.0 and skipped["added_pct_of_round"] is None
+
+
+def test_the_share_note_gives_the_floors_own_share_for_a_defense_past_ten_percent():
+    from simulations.bench.findings import share_note
+
+    rows = [
+        {
+            "strategy": "krum+guard",
+            "added_pct_of_round": 8.0,
+            "floor_added_pct_of_round": 6.0,
+            "round_s": 3.5,
+        },
+        {
+            "strategy": "bulyan+guard",
+            "added_pct_of_round": 20.5,
+            "floor_added_pct_of_round": 19.0,
+            "round_s": 3.5,
+        },
+    ]
+    assert share_note(rows, 2) == (
+        "aggregation cnn x100, 2 thread(s), share of a round (3.50s, the 10-client cnn round): "
+        "bulyan +20.5% (its floor alone +19.0%), krum +8.0% over Flower's FedAvg; 1 of 2 add at most 10%."
+    )
 
 
 class StubStrategy:
