@@ -17,7 +17,9 @@ and the named paper-style tables (all of them without ``tables=``); ``rounds="as
 adds, per metric, a table of its value per round for every run (runs repeated over seeds: their
 mean ± std).  Paper numbers recorded with the runs stand in ``COLUMN (paper)`` columns.
 ``<!-- bench: NAME -->`` … ``<!-- /bench -->`` blocks hold the tables and notes of
-``docs/results/NAME/bench.json`` (``fedsec bench``).  ``tests/test_docs.py`` fails when a
+``docs/results/NAME/bench.json`` (``fedsec bench``), ``<!-- bench-table: NAME model="cnn"
+clients="100" -->`` … ``<!-- /bench-table -->`` one aggregation cell of it as a compact table
+(the README's).  ``tests/test_docs.py`` fails when a
 committed page differs from what this module generates.
 """
 
@@ -192,6 +194,55 @@ def bench_block(name: str, root: Path | None = None) -> str:
     )
 
 
+_BENCH_TABLE = re.compile(
+    r"(?P<open><!-- bench-table: (?P<name>[\w./-]+) "
+    r"model=\"(?P<model>\w+)\" clients=\"(?P<clients>\d+)\" -->\n)"
+    r"(?P<body>.*?)(?P<close><!-- /bench-table -->)",
+    flags=re.DOTALL,
+)
+
+
+def bench_table(name: str, model: str, clients: int, root: Path | None = None) -> str:
+    """One row per defense of the recorded bench's aggregation cell (``model``, ``clients``): fedsec's
+    ms and its ratio to the floor at one thread, Flower's and ByzFL's ms, and the share of a round it
+    adds at one and two threads (for a README)."""
+    from simulations.bench.report import cell
+
+    root = ROOT if root is None else root
+    path = root / "docs" / "results" / name / "bench.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"docs/results/{name} holds no bench.json")
+    document = json.loads(path.read_text())
+    rows = [
+        r
+        for r in document["sections"]["aggregation"]
+        if r["model"] == model and r["clients"] == clients and r["strategy"] != "flower-fedavg"
+    ]
+    one = {r["strategy"]: r for r in rows if r["threads"] == 1}
+    two = {r["strategy"]: r for r in rows if r["threads"] == 2}
+    if not one:
+        raise KeyError(f"docs/results/{name} has no aggregation cell {model} x{clients} at 1 thread")
+    lines = [
+        f"{model} × {clients} clients, recorded with `{_command(path.parent)}` on {document['date']} "
+        f"(`docs/results/{name}/`; Flower's FedAvg {next(iter(one.values()))['reference_ms']:.0f} ms):",
+        "",
+        "| defense | fedsec ms | × floor | Flower ms | ByzFL ms | +% of round, 1 thread | 2 threads |",
+        "| --- | --: | --: | --: | --: | --: | --: |",
+    ]
+    for strategy, row in one.items():
+        paired = two.get(strategy, {})
+        values = [
+            cell(row, "ms", ".0f"),
+            cell(row, "floor_ratio", ".2f"),
+            cell(row, "flower_ms", ".0f"),
+            cell(row, "byzfl_ms", ".0f"),
+            cell(row, "added_pct_of_round", ".1f"),
+            cell(paired, "added_pct_of_round", ".1f"),
+        ]
+        lines.append(f"| {strategy.removesuffix('+guard')} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 _HEADLINE = re.compile(
     r"(?P<open><!-- headline: (?P<name>[\w./-]+) table=\"(?P<table>[^\"]+)\" cells=\"(?P<cells>[^\"]+)\" -->)"
     r"(?P<body>.*?)(?P<close><!-- /headline -->)",
@@ -244,6 +295,9 @@ def fill_results(text: str, root: Path | None = None) -> str:
     text = _BENCH_BLOCK.sub(
         lambda match: match["open"] + bench_block(match["name"], root) + match["close"], text
     )
+    text = _BENCH_TABLE.sub(
+        lambda m: m["open"] + bench_table(m["name"], m["model"], int(m["clients"]), root) + m["close"], text
+    )
 
     def block(match: re.Match[str]) -> str:
         wanted = match["tables"]
@@ -260,7 +314,7 @@ def _pages(root: Path) -> dict[str, str]:
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         relative = str(path.relative_to(root))
         text = path.read_text() if path.is_file() else ""
-        generated = any(f"<!-- {kind}: " in text for kind in ("results", "bench", "headline"))
+        generated = any(f"<!-- {kind}: " in text for kind in ("results", "bench", "bench-table", "headline"))
         if relative not in pages and generated:
             pages[relative] = fill_results(text, root)
     return pages

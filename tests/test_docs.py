@@ -101,6 +101,23 @@ def test_bench_blocks_hold_the_recorded_bench_tables(tmp_path):
         docgen.bench_block("none", tmp_path)
 
 
+def test_a_readme_bench_table_shows_one_aggregation_cell_of_the_recorded_bench(tmp_path):
+    from tests.simulations.test_bench import _document
+
+    base = tmp_path / "docs" / "results" / "bench-demo"
+    base.mkdir(parents=True)
+    (base / "bench.json").write_text(json.dumps(_document()))
+    (base / "command.txt").write_text("fedsec bench\n")
+    readme = '<!-- bench-table: bench-demo model="cnn" clients="100" -->\nold\n<!-- /bench-table -->\n'
+    text = docgen.fill_results(readme, tmp_path)
+    assert "old" not in text and "recorded with `fedsec bench`" in text
+    assert "Flower's FedAvg 20 ms" in text
+    assert "| krum | 50 | 5.00 | 80 | 60 | 2.5 | – |" in text.splitlines()
+    assert "bulyan" not in text  # its cell is at 200 clients
+    with pytest.raises(KeyError, match="no aggregation cell cnn x20 at 1 thread"):
+        docgen.bench_table("bench-demo", "cnn", 20, tmp_path)
+
+
 def test_per_round_tables_give_runs_repeated_over_seeds_one_mean_std_column():
     runs = [
         ("dba/layered/seed=1", {}, [{"round": 1, "asr": 0.2}, {"round": 2, "asr": 0.4}]),
