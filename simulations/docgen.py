@@ -223,13 +223,19 @@ def bench_table(name: str, model: str, clients: int, root: Path | None = None) -
     if not one:
         raise KeyError(f"docs/results/{name} has no aggregation cell {model} x{clients} at 1 thread")
     lines = [
-        f"{model} × {clients} clients, recorded with `{_command(path.parent)}` on {document['date']} "
-        f"(`docs/results/{name}/`; Flower's FedAvg {next(iter(one.values()))['reference_ms']:.0f} ms):",
+        f"What each defense costs per round at {clients} clients of `{model}`, on one float32 matrix of "
+        "the round's updates: fedsec's ms, its ratio to the least numpy work the rule needs (its floor), "
+        "Flower's and ByzFL's version of the same rule, and the share of a 10-client round it adds over "
+        f"Flower's FedAvg ({next(iter(one.values()))['reference_ms']:.0f} ms). Recorded with "
+        f"`{_command(path.parent)}` on {document['date']} (`docs/results/{name}/`); "
+        "[docs/benchmarks.md](docs/benchmarks.md) has the whole record and how to read it.",
         "",
         "| defense | fedsec ms | × floor | Flower ms | ByzFL ms | +% of round, 1 thread | 2 threads |",
         "| --- | --: | --: | --: | --: | --: | --: |",
     ]
     for strategy, row in one.items():
+        if row.get("floor_ms") is None:  # no matrix floor (the GAN audit trains a GAN): in the full record
+            continue
         paired = two.get(strategy, {})
         values = [
             cell(row, "ms", ".0f"),

@@ -49,7 +49,7 @@ def python_block(marker: str) -> str:
 def test_the_readme_starts_with_the_two_commands_and_stays_short():
     first = blocks("bash")[0]
     assert first.splitlines()[0].startswith("make run") and first.splitlines()[1].startswith("make test")
-    assert len(README.splitlines()) <= 260
+    assert len(README.splitlines()) <= 275  # with the speed table generated from the recorded bench
 
 
 def test_every_python_block_passes_mypy_with_the_project_settings(tmp_path):
