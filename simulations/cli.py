@@ -260,6 +260,22 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from simulations import compare
+
+    labels = tuple(args.labels.split(",", 1)) if args.labels else None
+    if labels is not None and len(labels) != 2:
+        raise FedsecError(f"--labels wants two names separated by a comma, got {args.labels!r}")
+    comparison = compare.compare_dirs(
+        Path(args.a), Path(args.b), rtol=args.rtol, labels=labels, matched_only=args.matched_only
+    )
+    sys.stdout.write(compare.markdown(comparison))
+    if args.json:
+        compare.write_json(comparison, Path(args.json).expanduser())
+        console.print(f"wrote {args.json}")
+    return 0 if comparison.agrees else EXIT_FAILED
+
+
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from fedsec.bench import SECTIONS
     from simulations.bench import run_bench
@@ -341,6 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--html", metavar="FILE", help="write one self-contained HTML page (tables, curves, heatmaps) instead"
     )
     report.set_defaults(handler=cmd_report)
+    compare = sub.add_parser(
+        "compare", help="say whether two records of the same runs agree, bit for bit or within --rtol"
+    )
+    compare.add_argument(
+        "a", help="a run directory, or a directory of runs (sweep, seeds, docs/results/NAME)"
+    )
+    compare.add_argument("b", help="the same runs recorded again (matched by their path below A and B)")
+    compare.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-6,
+        help="largest relative difference of a number still counted as agreeing (default 1e-6)",
+    )
+    compare.add_argument(
+        "--matched-only",
+        action="store_true",
+        help="compare the runs found in both A and B; runs in only one are counted, not failed "
+        "(e.g. A = docs/results, B = a few of its runs re-run)",
+    )
+    compare.add_argument("--labels", metavar="A,B", help="names for A and B in the table and the JSON")
+    compare.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    compare.set_defaults(handler=cmd_compare)
     bench = sub.add_parser("bench", help="time rounds, defenses and attacks against their references")
     bench.add_argument("--quick", action="store_true", help="small sizes; finishes in under 5 minutes")
     bench.add_argument(

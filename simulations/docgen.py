@@ -249,6 +249,27 @@ def bench_table(name: str, model: str, clients: int, root: Path | None = None) -
     return "\n".join(lines) + "\n"
 
 
+_COMPARE_BLOCK = re.compile(
+    r"(?P<open><!-- compare: (?P<name>[\w./-]+) -->\n)(?P<body>.*?)(?P<close><!-- /compare -->)",
+    flags=re.DOTALL,
+)
+
+
+def compare_block(name: str, root: Path | None = None) -> str:
+    """The table of the recorded ``docs/results/NAME/compare.json`` (``fedsec compare A B --json``)."""
+    from simulations.compare import Comparison, markdown
+
+    root = ROOT if root is None else root
+    path = root / "docs" / "results" / name / "compare.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"docs/results/{name} holds no compare.json")
+    comparison = Comparison.from_json(json.loads(path.read_text()))
+    return (
+        f"Recorded with `{_command(path.parent)}` on {comparison.machine} "
+        f"(records: `docs/results/{name}/`).\n\n" + markdown(comparison)
+    )
+
+
 _HEADLINE = re.compile(
     r"(?P<open><!-- headline: (?P<name>[\w./-]+) table=\"(?P<table>[^\"]+)\" cells=\"(?P<cells>[^\"]+)\" -->)"
     r"(?P<body>.*?)(?P<close><!-- /headline -->)",
@@ -301,6 +322,7 @@ def fill_results(text: str, root: Path | None = None) -> str:
     text = _BENCH_BLOCK.sub(
         lambda match: match["open"] + bench_block(match["name"], root) + match["close"], text
     )
+    text = _COMPARE_BLOCK.sub(lambda m: m["open"] + compare_block(m["name"], root) + m["close"], text)
     text = _BENCH_TABLE.sub(
         lambda m: m["open"] + bench_table(m["name"], m["model"], int(m["clients"]), root) + m["close"], text
     )
@@ -320,7 +342,9 @@ def _pages(root: Path) -> dict[str, str]:
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         relative = str(path.relative_to(root))
         text = path.read_text() if path.is_file() else ""
-        generated = any(f"<!-- {kind}: " in text for kind in ("results", "bench", "bench-table", "headline"))
+        generated = any(
+            f"<!-- {kind}: " in text for kind in ("results", "bench", "bench-table", "headline", "compare")
+        )
         if relative not in pages and generated:
             pages[relative] = fill_results(text, root)
     return pages
