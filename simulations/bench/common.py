@@ -65,6 +65,12 @@ class BenchPlan:
     scale_fractions: tuple[float, ...]
     scale_clients: int
     scale_rounds: int
+    #: Federation sizes tried, ascending, at ``scale_search_fraction`` until one does not complete its
+    #: ``scale_search_rounds`` within ``scale_search_seconds`` (the largest that does is reported).
+    scale_search: tuple[int, ...]
+    scale_search_fraction: float
+    scale_search_rounds: int
+    scale_search_seconds: float
     #: One-round runs timed alone and in a shared federation (start-up section); < 2 skips it.
     startup_runs: int
     deadline_seconds: float
@@ -92,6 +98,10 @@ class BenchPlan:
                 scale_fractions=(),
                 scale_clients=1000,
                 scale_rounds=2,
+                scale_search=(),
+                scale_search_fraction=0.1,
+                scale_search_rounds=2,
+                scale_search_seconds=0.0,
                 startup_runs=2,
                 deadline_seconds=290.0,
             )
@@ -115,6 +125,10 @@ class BenchPlan:
             scale_fractions=(0.01, 0.1),
             scale_clients=1000,
             scale_rounds=3,
+            scale_search=(2000, 4000, 8000),
+            scale_search_fraction=0.1,
+            scale_search_rounds=2,
+            scale_search_seconds=600.0,
             startup_runs=5,
             deadline_seconds=math.inf,
         )

@@ -7,6 +7,7 @@ from typing import Any
 from simulations.bench.common import BenchPlan
 from simulations.bench.floors import STEP_TEXT
 from simulations.bench.peers import NOT_INSTALLED
+from simulations.bench.scale import largest_completed
 
 
 def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list[str]:
@@ -74,11 +75,40 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
                 f"{row['ray_other_rss_mb'] or 0:.0f} MB."
             )
     notes += import_findings(sections.get("imports", []))
-    if sections["scale"] and sections["scale"][0].get("fraction_fit") is not None:
-        notes.append(
-            "scale: MNIST-5k leaves 3800 training examples, so 1000 clients hold 3-4 examples each; "
-            "the figures measure orchestration cost, not learning."
-        )
+    notes += scale_findings(sections.get("scale", []), plan)
+    return notes
+
+
+def scale_findings(rows: list[dict[str, Any]], plan: BenchPlan) -> list[str]:
+    """The scale section's notes: what its clients hold, and the largest federation that completed."""
+    if not rows or rows[0].get("fraction_fit") is None:
+        return []
+    notes = [
+        "scale: MNIST-5k leaves 3800 training examples, so 1000 clients hold 3-4 examples each; "
+        "the figures measure orchestration cost, not learning. Start-up includes fedsec asking every "
+        "node its partition id once (one query message per node), which seeded sampling needs."
+    ]
+    searched = [row for row in rows if row.get("search")]
+    if not searched:
+        return notes
+    best = largest_completed(searched)
+    stop = searched[-1]
+    done = (
+        f"{best['clients']} clients ({best['dataset']}) completed {best['rounds']} rounds at "
+        f"{best['s_per_round']} s per steady round (round 1 {best['round1_s']} s, start-up "
+        f"{best['startup_s']} s, peak RSS {best['peak_rss_mb']:.0f} MB)"
+        if best
+        else "no size completed"
+    )
+    after = (
+        f"; {stop['clients']} clients did not: {stop['status']}"
+        if not stop.get("completed")
+        else " (the largest size tried)"
+    )
+    notes.append(
+        f"scale search: the largest federation with fraction-fit {plan.scale_search_fraction:g} that "
+        f"completed its rounds within {plan.scale_search_seconds:.0f} s per run here: {done}{after}."
+    )
     return notes
 
 

@@ -216,11 +216,12 @@ class SimulationResult:
     foreign: int
 
 
-def simulate(config: RunConfig) -> SimulationResult:
+def simulate(config: RunConfig, *, timeout: float = launcher.RUN_TIMEOUT) -> SimulationResult:
     """Run ``config`` like :func:`simulations.launcher.run_simulation`, sampling memory and timing startup.
 
     It opens the :class:`~simulations.flower_session.FlowerSession` itself (instead of calling
-    ``run_simulation``) to know the session's process tag, which the memory sampler needs.
+    ``run_simulation``) to know the session's process tag, which the memory sampler needs. A run
+    that has not finished after ``timeout`` seconds is stopped and reported as failed.
     """
     out = Path(config.out_dir)
     shutil.rmtree(out, ignore_errors=True)  # stale metrics.jsonl would be read as this run's progress
@@ -233,7 +234,7 @@ def simulate(config: RunConfig) -> SimulationResult:
         superlink = time.perf_counter() - start
         federation = launcher.simulation_federation(config.num_clients)
         try:
-            outcome = launcher.submit_and_wait(session, config, federation_config=federation)
+            outcome = launcher.submit_and_wait(session, config, federation_config=federation, timeout=timeout)
             status = outcome.status
             startup, total = outcome.startup_seconds, outcome.seconds
         except LaunchError as error:

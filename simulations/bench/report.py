@@ -91,6 +91,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("clients", "clients", "d"),
         ("fraction_fit", "fraction", ".2f"),
         ("clients_per_round", "per round", "d"),
+        ("dataset", "dataset", "s"),
         ("rounds", "rounds", "d"),
         ("completed", "completed", "s"),
         ("peak_rss_mb", "peak RSS MB", ".0f"),
@@ -113,7 +114,7 @@ TITLES = {
     "attacks": "3. attack generation, seconds per 100 images (LeNet-5, MNIST-5k)",
     "memory": "4. memory of a simulation",
     "imports": "4b. what a client process imports: RSS of a fresh interpreter after each step (cumulative)",
-    "scale": "5. scale: 1000 simulated clients",
+    "scale": "5. scale: 1000 simulated clients, then ever larger federations at 10% per round",
 }
 
 

@@ -596,3 +596,48 @@ def test_import_findings_name_the_largest_step_and_what_eager_imports_would_hold
     assert "the largest step is torch (+640 MB; 280 MB resident in CUDA libraries" in note
     assert "add 170 MB: a client importing them all eagerly would hold 870 MB." in note
     assert import_findings([{"step": "all", "status": "failed: boom"}]) == []
+
+
+def test_the_scale_search_stops_at_the_first_size_that_does_not_complete():
+    from simulations.bench.common import BenchPlan
+    from simulations.bench.findings import scale_findings
+    from simulations.bench.scale import largest_completed, search
+
+    ran: list[int] = []
+
+    def run(clients):
+        ran.append(clients)
+        completed = clients <= 4000
+        return {
+            "clients": clients,
+            "dataset": "fashion-mnist",
+            "rounds": 2,
+            "completed": completed,
+            "s_per_round": clients / 1000,
+            "round1_s": 1.0,
+            "startup_s": 9.0,
+            "peak_rss_mb": 4000.0,
+            "status": "finished:completed" if completed else "failed: run 7 did not finish within 600s",
+        }
+
+    rows = search((8000, 2000, 4000, 16000), run, train_examples=60000)
+    assert ran == [2000, 4000, 8000]  # ascending, and nothing after the first failure
+    assert all(row["search"] for row in rows)
+    assert largest_completed(rows)["clients"] == 4000
+    plan = BenchPlan.for_mode(quick=False)
+    scale = [{"clients": 1000, "fraction_fit": 0.1, "completed": True}, *rows]
+    note = scale_findings(scale, plan)[-1]
+    assert "4000 clients (fashion-mnist) completed 2 rounds at 4.0 s per steady round" in note
+    assert "8000 clients did not: failed: run 7 did not finish within 600s" in note
+
+
+def test_a_search_size_that_leaves_clients_too_few_examples_is_not_run():
+    from simulations.bench.scale import largest_completed, search
+
+    def run(clients):
+        return {"clients": clients, "completed": True}
+
+    rows = search((1000, 2000, 4000), run, train_examples=3800)
+    assert [row["clients"] for row in rows] == [1000, 2000]
+    assert rows[-1]["status"].startswith("not run: data-bound (3800 training examples")
+    assert largest_completed(rows)["clients"] == 1000
