@@ -20,10 +20,13 @@ Nothing here imports Flower.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,6 +55,15 @@ Timer = Callable[[], float]
 SECTIONS: tuple[str, ...] = ("simulation", "startup", "aggregation", "attacks", "memory", "imports", "scale")
 
 _SCALAR = (str, int, float, bool, type(None))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the platform's processor or architecture."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------- timing

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsec.bench import cpu_model
 from fedsec.errors import FedsecError
 from fedsec.results import METRICS_FILE, read_metrics
 
@@ -150,7 +150,7 @@ class Comparison:
     only_a: tuple[str, ...] = ()
     only_b: tuple[str, ...] = ()
     matched_only: bool = False  # runs in only one of A and B are listed, not counted against agreement
-    machine: str = field(default_factory=lambda: platform.processor() or platform.machine())
+    machine: str = field(default_factory=cpu_model)
 
     @property
     def agrees(self) -> bool:

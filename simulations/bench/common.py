@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from fedsec.bench import Budget, measure_samples
+from fedsec.bench import Budget, cpu_model, measure_samples
 from fedsec.config import RunConfig
 from fedsec.config_values import ConfigValue
 
@@ -168,12 +168,7 @@ def package_version(package: str) -> str | None:
 
 def machine() -> dict[str, Any]:
     """Cores, GPU, CPU model, memory and the versions that matter."""
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     memory_gb = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
