@@ -160,10 +160,13 @@ def markdown(document: dict[str, Any]) -> str:
         "",
     ]
     for name, columns in COLUMNS.items():
+        rows = document["sections"].get(name, [])
+        if not rows:  # a section left out (--sections): its notes say so
+            continue
         text += [f"**{TITLES[name]}**", ""]
         text.append("| " + " | ".join(header for _, header, _ in columns) + " |")
         text.append("|" + "|".join(":--" if fmt == "s" else "--:" for _, _, fmt in columns) + "|")
-        for row in document["sections"].get(name, []):
+        for row in rows:
             text.append("| " + " | ".join(cell(row, key, fmt) for key, _, fmt in columns) + " |")
         text.append("")
     text += ["Notes:", "", *(f"- {note}" for note in document["notes"]), ""]
