@@ -85,7 +85,7 @@ def scale_findings(rows: list[dict[str, Any]], plan: BenchPlan) -> list[str]:
         return []
     notes = [
         "scale: MNIST-5k leaves 3800 training examples, so 1000 clients hold 3-4 examples each; "
-        "the figures measure orchestration cost, not learning. Start-up includes fedsec asking every "
+        "the figures measure orchestration cost, not learning. Round 1 includes fedsec asking every "
         "node its partition id once (one query message per node), which seeded sampling needs."
     ]
     searched = [row for row in rows if row.get("search")]
