@@ -19,6 +19,7 @@ from typing import Any
 
 from fedsec.bench import cpu_model
 from fedsec.errors import FedsecError
+from fedsec.numbers import is_real
 from fedsec.results import METRICS_FILE, read_metrics
 
 COMPARISON_VERSION = 1
@@ -51,10 +52,6 @@ def _timing(key: str) -> bool:
     return key.endswith("seconds")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _relative(a: float, b: float) -> float:
     if a == b or (math.isnan(a) and math.isnan(b)):
         return 0.0
@@ -65,7 +62,7 @@ def _relative(a: float, b: float) -> float:
 
 def _differences(a: Any, b: Any, path: str) -> Iterator[tuple[str, float | None]]:
     """``(path, relative difference)`` for every number that differs; ``(path, None)`` for the rest."""
-    if _number(a) and _number(b):
+    if is_real(a) and is_real(b):
         relative = _relative(float(a), float(b))
         if relative:
             yield path, relative
@@ -85,7 +82,7 @@ def _differences(a: Any, b: Any, path: str) -> Iterator[tuple[str, float | None]
 
 
 def _count_numbers(value: Any) -> int:
-    if _number(value):
+    if is_real(value):
         return 1
     if isinstance(value, Mapping):
         return sum(_count_numbers(v) for k, v in value.items() if not _timing(str(k)))
@@ -96,7 +93,7 @@ def _count_numbers(value: Any) -> int:
 
 def _final_accuracy(rounds: Sequence[Mapping[str, Any]]) -> float | None:
     value: Any = rounds[-1].get("accuracy") if rounds else None
-    return float(value) if _number(value) else None
+    return float(value) if is_real(value) else None
 
 
 def compare_rounds(run: str, a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> RunComparison:

@@ -2,8 +2,8 @@
 federation that completes its rounds here with ``fraction-fit = 0.1``.
 
 The search runs ever larger federations (``BenchPlan.scale_search``) until one does not complete its
-rounds within ``BenchPlan.scale_search_seconds``; its rows say where the time went (start-up, which
-includes fedsec asking every node its partition id once, round 1 and the steady rounds).
+rounds within ``BenchPlan.scale_search_seconds``; its rows say where the time went (start-up; round 1,
+which includes fedsec asking every node its partition id once; the steady rounds).
 """
 
 from __future__ import annotations
