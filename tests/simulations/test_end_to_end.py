@@ -84,6 +84,8 @@ def test_ray_run_samples_what_the_seeded_sampler_draws_with_one_attacker_per_rou
     assert all(len(set(s) & {4, 5}) == 1 for s in sampled)
 
 
+# FDA³'s rounds are crossed in process (tests/strategies/test_fda3.py, tests/clients/test_adversarial.py)
+@pytest.mark.extended
 def test_fda3_through_flower_improves_robust_accuracy_and_writes_its_table(tmp_path):
     out = tmp_path / "fda3"
     completed = fedsec(

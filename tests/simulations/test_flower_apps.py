@@ -114,6 +114,7 @@ MODELS.register("wide-mlp", wide_mlp)
 '''
 
 
+@pytest.mark.extended  # the plugins key is crossed in process (tests/examples/test_extension.py)
 def test_fedsec_run_with_a_users_plugin_from_a_directory_holding_a_fedsec_app_decoy(tmp_path):
     (tmp_path / "fedsec").mkdir()
     (tmp_path / "fedsec" / "pyproject.toml").write_text("[project]\nname = 'decoy'\n")
@@ -133,6 +134,8 @@ def test_fedsec_run_with_a_users_plugin_from_a_directory_holding_a_fedsec_app_de
     assert summary["config"]["model"] == "wide-mlp" and summary["final"]["accuracy"] > 0.7
 
 
+# crossed in process: test_server_app.test_a_run_whose_every_client_fails_ends_failed_with_the_first_reason
+@pytest.mark.extended
 def test_a_run_in_which_every_client_fails_exits_non_zero_with_the_reason(tmp_path):
     out = tmp_path / "run"
     completed = subprocess.run(
