@@ -343,6 +343,8 @@ def _agg_row(
         "byzfl_status": byzfl_status,
         "added_pct_of_round": None,  # filled in once a round was measured (fill_round_shares)
         "round_s": None,
+        "added_pct_of_own_round": None,  # against a simulated round at this many clients, where one ran
+        "own_round_s": None,
         "predicted_ms": rounded(predicted_ms, 1),
         "repeats": repeats,
         "status": status,
@@ -350,20 +352,34 @@ def _agg_row(
 
 
 def fill_round_shares(aggregation: list[dict[str, Any]], ctx: Context) -> None:
-    """``added_pct_of_round``: a strategy's extra ms over Flower's FedAvg, as % of a 10-client round.
+    """``added_pct_of_round``: a strategy's extra ms over Flower's FedAvg, as % of a 10-client round;
+    ``added_pct_of_own_round``: the same, as % of a simulated round at the row's own client count.
 
     The reference round is the steady simulation round of the same model with 10 clients
     (else its in-process compute floor): the same data and epochs as any client count, so
-    a round at 100 clients is at least as long and the percentage an upper bound.
+    a round at 100 clients is at least as long and the percentage an upper bound.  Where the
+    simulation section also ran the row's ``(model, clients)`` (``plan.sim_extra``), that
+    round, in which every one of the clients trains and sends its update, is the second
+    reference: what the defense adds to a round of the federation it aggregates.
     """
     for row in aggregation:
         round_s = ctx.round_seconds.get(row["model"]) or ctx.floor_seconds.get(row["model"])
         if row["ms"] is None or row["reference_ms"] is None or not round_s:
             continue
-        whole = round_s * 1000.0 + row["reference_ms"]
-        row["added_pct_of_round"] = round(100.0 * (row["ms"] - row["reference_ms"]) / whole, 2)
-        if row.get("floor_ms") is not None:  # what the defense's floor alone would add
-            row["floor_added_pct_of_round"] = round(
-                100.0 * (row["floor_ms"] - row["reference_ms"]) / whole, 2
-            )
+        row.update(_shares(row, round_s, ""))
         row["round_s"] = round(round_s, 3)
+        own = ctx.rounds_at.get((row["model"], row["clients"]))
+        if own:
+            row.update(_shares(row, own, "_own"))
+            row["own_round_s"] = round(own, 3)
+
+
+def _shares(row: dict[str, Any], round_s: float, suffix: str) -> dict[str, float]:
+    """The row's added ms over Flower's FedAvg (and its floor's, if measured) as % of ``round_s`` + FedAvg."""
+    whole = round_s * 1000.0 + row["reference_ms"]
+    shares = {f"added_pct_of{suffix}_round": round(100.0 * (row["ms"] - row["reference_ms"]) / whole, 2)}
+    if row.get("floor_ms") is not None:  # what the defense's floor alone would add
+        shares[f"floor_added_pct_of{suffix}_round"] = round(
+            100.0 * (row["floor_ms"] - row["reference_ms"]) / whole, 2
+        )
+    return shares

@@ -48,6 +48,9 @@ class BenchPlan:
     quick: bool
     sim_models: tuple[str, ...]
     sim_rounds: dict[str, int]
+    #: (model, clients) simulations beside the 10-client ones: the round a defense's share at that many
+    #: clients is also taken against (every client training, the same data split more ways).
+    sim_extra: tuple[tuple[str, int], ...]
     local_epochs: int | None  # None: the quickstart scenario's
     floor_rounds: int
     floor_one_thread_clients: int | None  # clients fitted for the 1-thread floor (scaled to N); None: all
@@ -82,6 +85,7 @@ class BenchPlan:
                 quick=True,
                 sim_models=("lenet", "cnn"),
                 sim_rounds={"lenet": 3, "cnn": 2},
+                sim_extra=(),
                 local_epochs=1,
                 floor_rounds=1,
                 floor_one_thread_clients=2,
@@ -109,6 +113,7 @@ class BenchPlan:
             quick=False,
             sim_models=("lenet", "cnn"),
             sim_rounds={"lenet": 5, "cnn": 5},
+            sim_extra=(("cnn", 100),),
             local_epochs=None,
             floor_rounds=2,
             floor_one_thread_clients=None,
@@ -143,7 +148,9 @@ class Context:
     console: Console
     budget: Budget
     started: float = field(default_factory=time.perf_counter)
-    round_seconds: dict[str, float] = field(default_factory=dict)  # model -> steady sim round (s)
+    round_seconds: dict[str, float] = field(default_factory=dict)  # model -> steady 10-client round (s)
+    #: (model, clients) -> steady simulated round (s), the 10-client ones and ``plan.sim_extra``'s
+    rounds_at: dict[tuple[str, int], float] = field(default_factory=dict)
     floor_seconds: dict[str, float] = field(default_factory=dict)  # model -> floor round (s)
     notes: list[str] = field(default_factory=list)
 

@@ -175,21 +175,36 @@ def startup_findings(rows: list[dict[str, Any]]) -> list[str]:
 
 def share_note(shares: list[dict[str, Any]], threads: int) -> str:
     """What each defense adds to the 10-client cnn round at 100 clients, and, past 10%, what its floor
-    alone would add (a defense whose floor alone passes 10% cannot meet it by being faster)."""
+    alone would add (a defense whose floor alone passes 10% cannot meet it by being faster); then the
+    same against the simulated 100-client cnn round, where the simulation section ran one."""
 
-    def one(row: dict[str, Any]) -> str:
-        text = f"{row['strategy'].removesuffix('+guard')} {row['added_pct_of_round']:+.1f}%"
-        floor = row.get("floor_added_pct_of_round")
-        if row["added_pct_of_round"] > 10.0 and floor is not None:
-            text += f" (its floor alone {floor:+.1f}%)"
-        return text
+    def listed(rows: list[dict[str, Any]], suffix: str) -> str:
+        def one(row: dict[str, Any]) -> str:
+            added = row[f"added_pct_of{suffix}_round"]
+            text = f"{row['strategy'].removesuffix('+guard')} {added:+.1f}%"
+            floor = row.get(f"floor_added_pct_of{suffix}_round")
+            if added > 10.0 and floor is not None:
+                text += f" (its floor alone {floor:+.1f}%)"
+            return text
 
-    ordered = sorted(shares, key=lambda r: -r["added_pct_of_round"])
-    return (
+        ordered = sorted(rows, key=lambda r: -r[f"added_pct_of{suffix}_round"])
+        within = sum(1 for r in rows if r[f"added_pct_of{suffix}_round"] <= 10.0)
+        return (
+            f"{', '.join(one(r) for r in ordered)} over Flower's FedAvg; {within} of {len(rows)} add at "
+            "most 10%."
+        )
+
+    note = (
         f"aggregation cnn x100, {threads} thread(s), share of a round ({shares[0]['round_s']:.2f}s, the "
-        f"10-client cnn round): {', '.join(one(r) for r in ordered)} over Flower's FedAvg; "
-        f"{sum(1 for r in shares if r['added_pct_of_round'] <= 10.0)} of {len(shares)} add at most 10%."
+        f"10-client cnn round): {listed(shares, '')}"
     )
+    own = [r for r in shares if r.get("added_pct_of_own_round") is not None]
+    if own:
+        note += (
+            f" Share of the simulated round at 100 cnn clients ({own[0]['own_round_s']:.2f}s: the same "
+            f"data as the 10-client round, a hundredth of it on each client): {listed(own, '_own')}"
+        )
+    return note
 
 
 def import_findings(rows: list[dict[str, Any]]) -> list[str]:

@@ -53,6 +53,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("reference_ms", "Flower FedAvg ms", ".1f"),
         ("ratio", "x FedAvg", ".2f"),
         ("added_pct_of_round", "+% of round", ".2f"),
+        ("added_pct_of_own_round", "+% of its N's round", ".2f"),
         ("status", "status", "s"),
     ],
     "attacks": [

@@ -17,6 +17,7 @@ import torch
 
 from fedsec.bench import ratio
 from fedsec.config import RunConfig
+from fedsec.config_values import ConfigValue
 from simulations.bench.common import Context, rounded, torch_threads
 from simulations.bench.memory import memory_row, sim_config, simulate
 
@@ -77,7 +78,8 @@ def compute_floor(
 
 
 def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Sections 1 and 4 (10 clients): simulation round vs compute floor, and the run's memory.
+    """Sections 1 and 4 (10 clients, and ``plan.sim_extra``'s sizes): simulation round vs compute floor,
+    and the run's memory.
 
     The floor is the faster of two in-process ways to do a round's compute on this machine:
     the clients one after the other with torch's default threads, or with one thread each
@@ -88,9 +90,13 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
     sim_rows: list[dict[str, Any]] = []
     memory_rows: list[dict[str, Any]] = []
     threads = torch.get_num_threads()
-    for model_name in plan.sim_models:
+    cells = [(model_name, None) for model_name in plan.sim_models] + list(plan.sim_extra)
+    for model_name, clients in cells:
         rounds = plan.sim_rounds[model_name]
-        config = sim_config(ctx, f"sim-{model_name}-10", {"model": model_name, "num-server-rounds": rounds})
+        overrides: dict[str, ConfigValue] = {"model": model_name, "num-server-rounds": rounds}
+        if clients is not None:
+            overrides["num-clients"] = clients
+        config = sim_config(ctx, f"sim-{model_name}-{clients or 10}", overrides)
         n = config.num_clients
         row: dict[str, Any] = {
             "model": model_name,
@@ -132,7 +138,8 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
         one = compute_floor(config, rounds=plan.floor_rounds, threads=1, subset=subset)
         one_thread = one["train"] + one["server"]
         floor_s = min(sequential, one_thread / 2)
-        ctx.floor_seconds[model_name] = floor_s
+        if clients is None:
+            ctx.floor_seconds[model_name] = floor_s
         row.update(
             floor_train_s=round(floor["train"], 3),
             floor_server_s=round(floor["server"], 3),
@@ -151,7 +158,9 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
         ctx.say(f"simulation: flwr run, {model_name}, {n} clients, {rounds} rounds (about {predicted:.0f}s)")
         result = simulate(config)
         if result.round_seconds is not None:
-            ctx.round_seconds[model_name] = result.round_seconds
+            ctx.rounds_at[(model_name, n)] = result.round_seconds
+            if clients is None:  # the scenario's 10 clients: the reference round of every share
+                ctx.round_seconds[model_name] = result.round_seconds
         actors = int(result.memory.get("actors") or min(n, os.cpu_count() or 1))
         actor_fit = None if result.fit_seconds is None else result.fit_seconds / actors
         row.update(

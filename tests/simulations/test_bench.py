@@ -150,6 +150,14 @@ def test_aggregation_rows_ratio_floor_ratio_and_share_of_a_round():
     assert krum["round_s"] == 9.8
     assert krum["floor_added_pct_of_round"] == pytest.approx(100 * 150 / (9800 + 200))  # 1.5%
     assert reference["added_pct_of_round"] == 0.0 and skipped["added_pct_of_round"] is None
+    assert krum["added_pct_of_own_round"] is None and krum["own_round_s"] is None  # no 100-client round ran
+    ctx.rounds_at[("cnn", 100)] = 19.8  # a simulated round in which all 100 clients train
+    ten = aggregation._agg_row("cnn", 10, 10, "krum", ms=300.0, reference_ms=200.0, floor_ms=250.0)
+    aggregation.fill_round_shares([krum, ten], ctx)
+    assert krum["added_pct_of_own_round"] == pytest.approx(100 * 500 / (19800 + 200))  # 2.5%
+    assert krum["floor_added_pct_of_own_round"] == pytest.approx(100 * 150 / (19800 + 200))
+    assert krum["own_round_s"] == 19.8 and krum["added_pct_of_round"] == pytest.approx(5.0)
+    assert ten["added_pct_of_own_round"] is None  # only the sizes that were simulated
 
 
 def test_the_share_note_gives_the_floors_own_share_for_a_defense_past_ten_percent():
@@ -172,6 +180,13 @@ def test_the_share_note_gives_the_floors_own_share_for_a_defense_past_ten_percen
     assert share_note(rows, 2) == (
         "aggregation cnn x100, 2 thread(s), share of a round (3.50s, the 10-client cnn round): "
         "bulyan +20.5% (its floor alone +19.0%), krum +8.0% over Flower's FedAvg; 1 of 2 add at most 10%."
+    )
+    rows[0].update(added_pct_of_own_round=4.5, floor_added_pct_of_own_round=3.4, own_round_s=6.25)
+    rows[1].update(added_pct_of_own_round=11.5, floor_added_pct_of_own_round=10.6, own_round_s=6.25)
+    assert share_note(rows, 1).endswith(
+        "krum +8.0% over Flower's FedAvg; 1 of 2 add at most 10%. Share of the simulated round at 100 cnn "
+        "clients (6.25s: the same data as the 10-client round, a hundredth of it on each client): "
+        "bulyan +11.5% (its floor alone +10.6%), krum +4.5% over Flower's FedAvg; 1 of 2 add at most 10%."
     )
 
 
@@ -335,6 +350,7 @@ def _document():
         ),
     ]
     aggregation_rows[1]["added_pct_of_round"] = 2.5
+    aggregation_rows[1]["added_pct_of_own_round"] = 1.25
     return bench_document(
         date="2026-01-01 00:00 UTC",
         machine=MACHINE,
@@ -360,16 +376,13 @@ def test_markdown_renders_each_section_and_its_cells():
     header = lines[lines.index(f"**{report.TITLES['aggregation']}**") + 2]
     assert header == (
         "| model | clients | threads | strategy | fedsec ms | floor ms | x floor | Flower ms | ByzFL ms "
-        "| Flower FedAvg ms | x FedAvg | +% of round | status |"
+        "| Flower FedAvg ms | x FedAvg | +% of round | +% of its N's round | status |"
     )
-    assert (
-        "| cnn | 100 | 1 | krum+guard | 50.0 | 10.0 | 5.00 | 80.0 | 60.0 | 20.0 | 2.50 | 2.50 | ok |" in lines
-    )
-    assert "| cnn | 100 | 1 | flower-fedavg | 20.0 | – | – | – | – | 20.0 | 1.00 | – | ok |" in lines
-    assert (
-        "| cnn | 200 | 1 | bulyan+guard | – | – | – | – | – | – | – | – | skipped (budget; ~90s predicted) |"
-        in lines
-    )
+    krum = "| krum+guard | 50.0 | 10.0 | 5.00 | 80.0 | 60.0 | 20.0 | 2.50 | 2.50 | 1.25 | ok |"
+    assert f"| cnn | 100 | 1 {krum}" in lines
+    assert "| cnn | 100 | 1 | flower-fedavg | 20.0 | – | – | – | – | 20.0 | 1.00 | – | – | ok |" in lines
+    skipped = "| – | – | – | – | – | – | – | – | – | skipped (budget; ~90s predicted) |"
+    assert f"| cnn | 200 | 1 | bulyan+guard {skipped}" in lines
     assert "| fgsm | 100 | 0.012 | – | – | – | ok | – |" in lines
     assert lines[-3:] == ["Notes:", "", "- a note"]
 
@@ -382,7 +395,7 @@ def test_print_tables_prints_every_title_row_and_note():
     krum = next(line for line in out.splitlines() if "krum+guard" in line)
     cells = [cell.strip() for cell in krum.split("│")[1:-1]]
     expected = ["cnn", "100", "1", "krum+guard", "50.0", "10.0", "5.00", "80.0", "60.0", "20.0", "2.50"]
-    assert cells == [*expected, "2.50", "ok"]
+    assert cells == [*expected, "2.50", "1.25", "ok"]
     assert "- a note" in out and "skipped (budget; ~90s predicted)" in out
 
 
