@@ -228,7 +228,8 @@ def bench_table(name: str, model: str, clients: int, root: Path | None = None) -
         "Flower's and ByzFL's version of the same rule, and the share of a round it adds over Flower's "
         f"FedAvg ({next(iter(one.values()))['reference_ms']:.0f} ms): of the 10-client round, and of a "
         f"simulated round at {clients} clients (the same data split {clients} ways). Recorded with "
-        f"`{_command(path.parent)}` on {document['date']} (`docs/results/{name}/`); "
+        f"`{_command(path.parent)}` on {document['date']}, {document['machine'].get('cores')} cores "
+        f"({document['machine'].get('cpu') or 'unknown CPU'}) (`docs/results/{name}/`); "
         "[docs/benchmarks.md](docs/benchmarks.md) has the whole record and how to read it.",
         "",
         "| defense | fedsec ms | × floor | Flower ms | ByzFL ms | +% of round, 1 thread | 2 threads "

@@ -111,7 +111,7 @@ def test_a_readme_bench_table_shows_one_aggregation_cell_of_the_recorded_bench(t
     readme = '<!-- bench-table: bench-demo model="cnn" clients="100" -->\nold\n<!-- /bench-table -->\n'
     text = docgen.fill_results(readme, tmp_path)
     assert "old" not in text and "Recorded with `fedsec bench`" in text
-    assert "over Flower's FedAvg (20 ms)" in text
+    assert "over Flower's FedAvg (20 ms)" in text and "2 cores (Test CPU)" in text
     assert "| krum | 50 | 5.00 | 80 | 60 | 2.5 | – | 1.2 | – |" in text.splitlines()
     assert "bulyan" not in text  # its cell is at 200 clients
     with pytest.raises(KeyError, match="no aggregation cell cnn x20 at 1 thread"):

@@ -31,10 +31,10 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
         if row.get("round_s") is None or row.get("floor_s") is None:
             continue
         gap = row["round_s"] - row["floor_s"]
+        cell = f"{row['model']} x{row['clients']}"
         note = (
-            f"overhead, simulation {row['model']}: steady round {row['round_s']:.2f}s vs floor "
-            f"{row['floor_s']:.2f}s ({row.get('floor_kind') or 'in process'}; ratio {row['ratio']:.2f}, "
-            f"{gap:+.2f}s a round)."
+            f"overhead, simulation {cell}: steady round {row['round_s']:.2f}s vs floor {row['floor_s']:.2f}s "
+            f"({row.get('floor_kind') or 'in process'}; ratio {row['ratio']:.2f}, {gap:+.2f}s a round)."
         )
         if row.get("actor_fit_s") is not None:
             note += (
@@ -51,7 +51,7 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
         )
         notes.append(note)
         notes.append(
-            f"overhead, startup {row['model']}: {row['superlink_start_s']:.1f}s to start the SuperLink, "
+            f"overhead, startup {cell}: {row['superlink_start_s']:.1f}s to start the SuperLink, "
             f"{row['startup_s']:.1f}s from `flwr run` to round 0 (Ray start, ServerApp import, data) and "
             f"round 1 at {row['round1_s']:.1f}s ({row['round1_s'] - row['round_s']:+.1f}s over a steady "
             "round: the actors start, import torch and flwr, and load the dataset). A SuperLink and Ray "
@@ -128,7 +128,7 @@ def aggregation_findings(rows: list[dict[str, Any]], plan: BenchPlan) -> list[st
         "row's count (threadpoolctl, torch.set_num_threads).",
     ]
     measured = [r for r in rows if r["ms"] is not None and r["floor_ratio"] is not None]
-    for model, n in {(r["model"], r["clients"]) for r in measured if r["threads"] == 1}:
+    for model, n in sorted({(r["model"], r["clients"]) for r in measured if r["threads"] == 1}):
         cell = [r for r in measured if r["model"] == model and r["clients"] == n and r["threads"] == 1]
         worst = max(cell, key=lambda r: r["floor_ratio"])
         within = sum(1 for r in cell if r["floor_ratio"] <= 2.0)

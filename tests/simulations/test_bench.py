@@ -3,6 +3,7 @@
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -655,3 +656,18 @@ def test_a_search_size_that_leaves_clients_too_few_examples_is_not_run():
     assert [row["clients"] for row in rows] == [1000, 2000]
     assert rows[-1]["status"].startswith("not run: data-bound (3800 training examples")
     assert largest_completed(rows)["clients"] == 1000
+
+
+def test_the_notes_keep_a_models_simulated_sizes_apart():
+    from simulations.bench.findings import findings
+
+    record = Path(__file__).resolve().parents[2] / "docs" / "results" / "bench-shares" / "bench.json"
+    document = json.loads(record.read_text())
+    sections = document["sections"]
+    notes = findings(sections, common.BenchPlan.for_mode(quick=False))
+    simulated = [n.split(":")[0] for n in notes if n.startswith("overhead, simulation cnn")]
+    assert simulated == ["overhead, simulation cnn x10", "overhead, simulation cnn x100"]
+    rounds = [f"steady round {r['round_s']:.2f}s" for r in sections["simulation"] if r["model"] == "cnn"]
+    assert [sum(1 for n in notes if r in n) for r in rounds] == [1, 1] and rounds[0] != rounds[1]
+    shares = next(n for n in notes if n.startswith("aggregation cnn x100, 1 thread(s), share"))
+    assert "Share of the simulated round at 100 cnn clients (16.24s" in shares
