@@ -27,7 +27,7 @@ run: $(STAMP)  ## the main job: a real federated run of $(SCENARIO) with a resul
 test: $(STAMP) lint  ## ruff + mypy + the CI suite: unit, in-process and the slow end-to-end runs not marked `extended` (< 15 min)
 	$(PY) -m pytest -m "not extended" $(PYTEST_ARGS)
 
-test-all: $(STAMP) lint  ## ruff + mypy + every test, the nine `extended` end-to-end runs included
+test-all: $(STAMP) lint  ## ruff + mypy + every test, the nine `extended` end-to-end runs included (about 27 min on 2 slow cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)  ## the fast tests only
