@@ -206,7 +206,7 @@ def bench_table(name: str, model: str, clients: int, root: Path | None = None) -
     """One row per defense of the recorded bench's aggregation cell (``model``, ``clients``): fedsec's
     ms and its ratio to the floor at one thread, Flower's and ByzFL's ms, and the share of a round it
     adds at one and two threads (for a README)."""
-    from simulations.bench.report import cell
+    from simulations.bench.report import cell, cores_text
 
     root = ROOT if root is None else root
     path = root / "docs" / "results" / name / "bench.json"
@@ -228,8 +228,8 @@ def bench_table(name: str, model: str, clients: int, root: Path | None = None) -
         "Flower's and ByzFL's version of the same rule, and the share of a round it adds over Flower's "
         f"FedAvg ({next(iter(one.values()))['reference_ms']:.0f} ms): of the 10-client round, and of a "
         f"simulated round at {clients} clients (the same data split {clients} ways). Recorded with "
-        f"`{_command(path.parent)}` on {document['date']}, {document['machine'].get('cores')} cores "
-        f"({document['machine'].get('cpu') or 'unknown CPU'}) (`docs/results/{name}/`); "
+        f"`{_command(path.parent)}` on {document['date']}, {cores_text(document['machine'])} "
+        f"(`docs/results/{name}/`); "
         "[docs/benchmarks.md](docs/benchmarks.md) has the whole record and how to read it.",
         "",
         "| defense | fedsec ms | × floor | Flower ms | ByzFL ms | +% of round, 1 thread | 2 threads "

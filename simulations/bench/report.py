@@ -148,6 +148,11 @@ def print_tables(console: Console, document: dict[str, Any]) -> None:
         console.print(f"- {note}", markup=False)
 
 
+def cores_text(machine: dict[str, Any]) -> str:
+    """``"2 cores (AMD EPYC)"``: the cores and CPU a bench record was measured on."""
+    return f"{machine['cores']} cores ({machine['cpu']})"
+
+
 def markdown(document: dict[str, Any]) -> str:
     """The tables and notes in Markdown, headed by the date and the machine (for the README)."""
     m = document["machine"]
@@ -155,7 +160,7 @@ def markdown(document: dict[str, Any]) -> str:
     byzfl = f", ByzFL {m['byzfl']}" if m.get("byzfl") else ", ByzFL not installed"
     text = [
         f"Benchmark of {document['date']} ({'quick' if document['quick'] else 'full'} run, "
-        f"{document['wall_seconds']} s): {m['cores']} cores ({m['cpu']}), {gpu}, {m['memory_gb']} GB; "
+        f"{document['wall_seconds']} s): {cores_text(m)}, {gpu}, {m['memory_gb']} GB; "
         f"Python {m['python']}, torch {m['torch']}, flwr {m['flwr']}, ray {m['ray']}, ART {m['art']}"
         f"{byzfl}.",
         "",
