@@ -8,7 +8,8 @@ distances come from its one Gram matrix, medians and trimmed means from every
 coordinate's values sorted in transposed blocks of columns (shared between
 ``threads`` threads where the caller allows more than one).  Distances, medians and means are
 translation invariant, so working on updates gives the aggregate of the
-weights minus ``w``.  Pure numpy; returns update vectors, never mutates inputs.
+weights minus ``w``.  numpy, and torch for one tiled transpose; returns update
+vectors, never mutates inputs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from fedsec.updates import UpdateMatrix
 
@@ -69,8 +71,14 @@ def _blockwise(updates: UpdateMatrix, rule: Callable[[np.ndarray], np.ndarray], 
 
     def one(start: int) -> None:
         columns = slice(start, min(start + BLOCK, updates.d))
-        part = rows[:, columns] if everyone else rows[updates.index, columns]
-        out[columns] = rule(np.array(part.T, order="C"))
+        if everyone:
+            out[columns] = rule(np.array(rows[:, columns].T, order="C"))
+        else:
+            # A selection is gathered (one C-ordered copy of its rows' columns, a row at a time),
+            # then transposed by torch's tiled copy: numpy's copy of that block's transpose took
+            # 0.43 s at θ = 60 of n = 100, d = 1.66M, torch's 0.13 s.  On a view of every row
+            # numpy's transposed copy is as fast as torch's (0.22 s against 0.27 s at n = 100).
+            out[columns] = rule(torch.from_numpy(rows[updates.index, columns]).t().contiguous().numpy())
 
     starts = range(0, updates.d, BLOCK)
     if threads == 1 or len(starts) == 1:
@@ -130,22 +138,36 @@ def bulyan(updates: UpdateMatrix, num_malicious: int, *, threads: int = 1) -> np
     theta = n - 2 * f
     beta = theta - 2 * f
     selected = updates.take(multikrum_select(updates, f, theta))
-    # Row ``s`` of ``windows`` marks the window of β sorted positions that starts at ``s``.
-    position, starts = np.arange(theta), np.arange(theta - beta + 1)[:, np.newaxis]
-    windows = ((position >= starts) & (position < starts + beta)).astype(selected._full_rows().dtype)
+    return _blockwise(selected, lambda block: nearest_median_mean(block, beta), threads)
 
-    def rule(block: np.ndarray) -> np.ndarray:
-        block.sort(axis=1)
-        middle = theta // 2
-        median = block[:, middle] if theta % 2 else (block[:, middle - 1] + block[:, middle]) / 2
-        # In sorted order the β values nearest the median are a window of β neighbours: the window
-        # whose farther end is nearest the median (the first one on ties).
-        reach = np.maximum(
-            median[:, np.newaxis] - block[:, : theta - beta + 1], block[:, beta - 1 :] - median[:, np.newaxis]
-        )
-        # The window's mean as one masked row-wise dot product, its mask a row of ``windows``
-        # (building the mask per block cost 3.5x the dot product; prefix sums along the short
-        # client axis, np.cumsum with axis=1, measured about 4x slower at n = 100).
-        return np.einsum("ij,ij->i", block, windows.take(np.argmin(reach, axis=1), axis=0)) / beta
 
-    return _blockwise(selected, rule, threads)
+def nearest_median_mean(block: np.ndarray, beta: int) -> np.ndarray:
+    """Per row of ``block``, the mean of the ``beta`` values nearest the row's median (Bulyan's second step).
+
+    Sorts ``block`` in place along its rows.  In sorted order the ``beta`` values nearest the median
+    are a window of neighbours, found by sliding a window from the lowest that can hold them: it
+    moves one place up while the value it would take in is strictly nearer the median than the one
+    it would drop, ``m − b[s] > b[s + β] − m``.  That test weakens as ``s`` grows, so the moves are
+    a prefix of the ``β`` candidate steps and their count is a sum, and the window's sum is the
+    first window's plus the change of each move made.  Where two values are equally near, either
+    one is a correct choice; the window keeps the lower one.
+    """
+    theta = block.shape[1]
+    if isinstance(beta, bool) or not isinstance(beta, int | np.integer) or not 1 <= beta <= theta:
+        raise ValueError(f"beta must be an integer in [1, {theta}], got {beta!r}")
+    block.sort(axis=1)
+    middle = theta // 2
+    if theta % 2:
+        twice_median, low = 2 * block[:, middle], middle - beta + 1
+    else:
+        twice_median, low = block[:, middle - 1] + block[:, middle], middle - beta
+    # The window holds the value nearest the median (at ``middle``, or ``middle − 1`` and ``middle``
+    # for even θ), so it starts in [low, middle]; starts below ``low`` could only tie with values
+    # equal to the median, which give the same sum.
+    low = max(low, 0)
+    steps = min(middle, theta - beta) - low
+    dropped, taken = block[:, low : low + steps], block[:, low + beta : low + beta + steps]
+    change = np.subtract(taken, dropped)
+    change *= np.add(dropped, taken) < twice_median[:, np.newaxis]  # the moves made: m − b[s] > b[s + β] − m
+    # einsum's row sums, as in trimmed_mean.
+    return (np.einsum("ij->i", block[:, low : low + beta]) + np.einsum("ij->i", change)) / beta

@@ -5,7 +5,7 @@ import pytest
 from flwr.app import ArrayRecord
 
 from fedsec.config import RunConfig
-from fedsec.robust import BLOCK, bulyan, coordinate_median, krum_scores, trimmed_mean
+from fedsec.robust import BLOCK, bulyan, coordinate_median, krum_scores, nearest_median_mean, trimmed_mean
 from fedsec.updates import UpdateMatrix
 from strategies import build_strategy
 from tests.flower_fakes import configure, train_reply
@@ -57,6 +57,29 @@ def test_trimmed_mean_and_bulyan_on_hand_made_columns():
     assert bulyan(UpdateMatrix(seven), 1)[0] == pytest.approx(1.0, abs=0.06)
     with pytest.raises(ValueError, match="4f \\+ 3"):
         bulyan(UpdateMatrix(seven[:6]), 1)
+
+
+def test_bulyan_keeps_the_values_nearest_the_median_when_windows_tie():
+    # Multi-Krum drops the two far rows; in column 1 the median of the five kept is 1 and its three
+    # nearest values are 1, 1.5 and one 0 (mean 5/6).  The windows {0, 0, 1} and {0, 1, 1.5} reach
+    # equally far from the median; only the second holds the nearest three.
+    rows = np.array([[0, 0], [0, 0], [0, 1], [0, 1.5], [0, 9], [1000, 0], [-1000, 0]], dtype=np.float32)
+    assert bulyan(UpdateMatrix(rows), 1)[1] == pytest.approx(2.5 / 3)
+
+
+@pytest.mark.parametrize(("theta", "beta"), [(5, 3), (6, 2), (7, 7), (12, 4), (13, 5), (60, 20), (9, 1)])
+def test_nearest_median_mean_is_the_mean_of_the_beta_nearest_values(theta, beta):
+    rng = np.random.default_rng(theta * 100 + beta)
+    block = rng.integers(0, 6, size=(500, theta)).astype(np.float32)  # small integers: many ties
+    expected = []
+    for row in block:
+        median = np.median(row)
+        # the β nearest, an equally near lower value first (the rule's choice on ties)
+        nearest = row[np.lexsort((row, np.abs(row - median)))[:beta]]
+        expected.append(nearest.mean())
+    np.testing.assert_allclose(nearest_median_mean(block.copy(), beta), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="beta must be an integer"):
+        nearest_median_mean(block.copy(), theta + 1)
 
 
 def test_the_matrix_strategies_work_without_the_guard_too():
