@@ -18,9 +18,10 @@ passes the device down as an argument; nothing is global.  The conventions:
 The defenses' and aggregators' matrix work (:mod:`fedsec.updates`,
 :mod:`fedsec.robust`, :mod:`fedsec.aggregation`) stays on the CPU (numpy, and one
 torch CPU copy in :mod:`fedsec.robust`): it is a Gram matrix of at most a few
-hundred updates per round, which the CPU computes in milliseconds, about what copying the update matrix to a GPU would cost; and
-its decisions (who is dropped, clustered, clipped) must not change with the
-machine, which GPU reductions, ordered differently, cannot promise near ties.
+hundred updates per round, which the CPU computes in milliseconds, about what
+copying the update matrix to a GPU would cost; and its decisions (who is
+dropped, clustered, clipped) must not change with the machine, which GPU
+reductions, ordered differently, cannot promise near ties.
 """
 
 from __future__ import annotations

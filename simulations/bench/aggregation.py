@@ -224,7 +224,11 @@ def _cell_rows(cell: Cell, params: int, labels: Sequence[str]) -> list[dict[str,
     n, model, f = cell.n, cell.model, assumed_malicious(cell.n)
     beta = bench_config("fedtrimmedavg", n, model).trim_beta
     steps = floors.time_steps(
-        cell.replies, cell.initial, repeat=max(1, cell.ctx.plan.agg_repeat), threads=cell.threads
+        cell.replies,
+        cell.initial,
+        repeat=max(1, cell.ctx.plan.agg_repeat),
+        threads=cell.threads,
+        kept=n - 2 * f,  # Bulyan's θ
     )
 
     def build_reference() -> Strategy:

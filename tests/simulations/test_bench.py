@@ -287,12 +287,17 @@ def test_floor_steps_compute_what_the_defenses_compute():
         median = floors.column_sort_median(x, block=5)  # blocks of 5 columns, the last one short
         np.testing.assert_allclose(median, np.median(x, axis=0), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(median, coordinate_median(UpdateMatrix(x)), rtol=1e-6, atol=1e-7)
-    steps = {"decode": 1.0, "gram": 2.0, "combine": 4.0, "sort": 8.0, "history": 16.0}
+    steps = {"decode": 1.0, "gram": 2.0, "combine": 4.0, "sort": 8.0, "history": 16.0, "sort-kept": 32.0}
     assert floors.floor_seconds("krum", steps) == 7.0 and floors.floor_seconds("fedmedian", steps) == 9.0
     assert floors.floor_seconds("foolsgold", steps) == 23.0  # its history pass is part of the rule
-    assert floors.floor_seconds("bulyan", steps) == 11.0 and floors.floor_seconds("gan-audit", steps) is None
-    timed = floors.time_steps(replies, reference, repeat=1, steps=("decode", "sort", "history"))
-    assert set(timed) == {"decode", "sort", "history"} and all(t > 0 for t in timed.values())
+    # Bulyan sorts only the θ = n − 2f updates its Multi-Krum keeps
+    assert floors.floor_seconds("bulyan", steps) == 35.0 and floors.floor_seconds("gan-audit", steps) is None
+    timed = floors.time_steps(
+        replies, reference, repeat=1, steps=("decode", "sort", "history", "sort-kept"), kept=2
+    )
+    assert set(timed) == {"decode", "sort", "history", "sort-kept"} and all(t > 0 for t in timed.values())
+    with pytest.raises(ValueError, match="kept must be an integer in"):
+        floors.time_steps(replies, reference, repeat=1, steps=("sort-kept",), kept=len(replies) + 1)
 
 
 @pytest.mark.parametrize("label", ["krum", "multikrum", "fedmedian", "fedtrimmedavg", "fedavg"])
@@ -670,4 +675,5 @@ def test_the_notes_keep_a_models_simulated_sizes_apart():
     rounds = [f"steady round {r['round_s']:.2f}s" for r in sections["simulation"] if r["model"] == "cnn"]
     assert [sum(1 for n in notes if r in n) for r in rounds] == [1, 1] and rounds[0] != rounds[1]
     shares = next(n for n in notes if n.startswith("aggregation cnn x100, 1 thread(s), share"))
-    assert "Share of the simulated round at 100 cnn clients (16.24s" in shares
+    hundred = next(r for r in sections["simulation"] if r["model"] == "cnn" and r["clients"] == 100)
+    assert f"Share of the simulated round at 100 cnn clients ({hundred['round_s']:.2f}s" in shares
