@@ -147,9 +147,9 @@ def nearest_median_mean(block: np.ndarray, beta: int) -> np.ndarray:
     Sorts ``block`` in place along its rows.  In sorted order the ``beta`` values nearest the median
     are a window of neighbours, found by sliding a window from the lowest that can hold them: it
     moves one place up while the value it would take in is strictly nearer the median than the one
-    it would drop, ``m − b[s] > b[s + β] − m``.  That test weakens as ``s`` grows, so the moves are
-    a prefix of the ``β`` candidate steps and their count is a sum, and the window's sum is the
-    first window's plus the change of each move made.  Where two values are equally near, either
+    it would drop, ``m − b[s] > b[s + β] − m``.  That test weakens as ``s`` grows, so the moves made
+    are a prefix of the candidate moves, and the window's sum is the first window's plus the change
+    of each move made.  Where two values are equally near, either
     one is a correct choice; the window keeps the lower one.
     """
     theta = block.shape[1]

@@ -7,8 +7,8 @@ weighted sum ``v X``, a coordinate-wise median or trimmed mean needs every
 coordinate's ``n`` values sorted (Bulyan: the ``n − 2f`` values it keeps).
 :data:`FLOORS` names the steps each defense's floor is made of; :func:`time_steps`
 times every step once on a round's replies, and a defense's floor is the sum of
-its steps.  Every step returns what it
-computes, so tests can check it against fedsec's own results.
+its steps.  Every step returns what it computes, so tests can check it against
+fedsec's own results.
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ STEPS = tuple(STEP_TEXT)
 #: defenses, the detectors) need the Gram matrix and a weighted sum of what they keep; averages only
 #: the weighted sum; coordinate-wise rules the sort; Bulyan both the Gram matrix (its Multi-Krum
 #: selection) and the sort of the θ rows that selection keeps; FoolsGold also adds the round to its
-#: history.  The GAN audit has no
-#: matrix floor: it trains a GAN every round.
+#: history.  The GAN audit has no matrix floor: it trains a GAN every round.
 FLOORS: dict[str, tuple[str, ...]] = {
     "fedavg": ("decode", "combine"),
     "fda3": ("decode", "combine"),
