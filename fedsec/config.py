@@ -64,6 +64,12 @@ class RunConfig:
         "", "absolute directory for metrics.jsonl, summary.json and plots", _absolute_or_empty
     )
     torch_threads: int = _option(1, "intra-op threads per process (per simulated client)", _at_least(1))
+    eval_threads: int = _option(
+        0,
+        "intra-op threads of the server's per-round evaluation (0: one per core this process may use); "
+        "the clients wait while it runs",
+        _at_least(0),
+    )
     device: str = _option(
         "auto",
         "where models train and run: 'auto' (CUDA if this process sees a GPU, else the CPU), 'cpu' or "

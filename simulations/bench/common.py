@@ -21,6 +21,7 @@ from rich.console import Console
 from fedsec.bench import Budget, cpu_model, measure_samples
 from fedsec.config import RunConfig
 from fedsec.config_values import ConfigValue
+from fedsec.contexts import torch_threads
 
 BENCH_FILE = "bench.json"
 MARKDOWN_FILE = "bench.md"
@@ -205,17 +206,6 @@ def time_cell(fn: Callable[[], object], *, repeat: int, cell_seconds: float) -> 
     if more > 0:
         samples += measure_samples(fn, repeat=more)
     return float(statistics.median(samples)), len(samples)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` inside the block."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

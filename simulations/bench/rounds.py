@@ -18,7 +18,8 @@ import torch
 from fedsec.bench import ratio
 from fedsec.config import RunConfig
 from fedsec.config_values import ConfigValue
-from simulations.bench.common import Context, rounded, torch_threads
+from fedsec.contexts import torch_threads
+from simulations.bench.common import Context, rounded
 from simulations.bench.memory import memory_row, sim_config, simulate
 
 

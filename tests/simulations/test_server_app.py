@@ -166,3 +166,42 @@ def test_a_noisy_model_scores_the_same_at_a_round_whatever_ran_before_and_leaves
     assert score(1, 0) == score(1, 123)
     losses = {score(r, 0)[1] for r in (1, 2, 3)}
     assert len(losses) == 3  # each round draws its own noise (the layer is not switched off)
+
+
+@pytest.mark.parametrize("model_name", ["lenet", "cnn", "dipsen"])
+def test_the_server_evaluates_on_eval_threads_and_records_the_same_at_one_and_two(tmp_path, model_name):
+    """``eval-threads`` sets the evaluation's intra-op threads (restored after); the records do not change."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from fedsec.config import RunConfig
+    from fedsec.experiment import load_bundle, new_model, server_data
+    from fedsec.results import RunRecorder
+    from fedsec.training import get_weights
+    from simulations.server_app import make_evaluate_fn
+
+    base = {"dataset": "synthetic", "model": model_name, "validation-size": 30}
+    bundle = load_bundle(RunConfig.from_run_config(base))
+    torch.manual_seed(3)
+    model = new_model(RunConfig.from_run_config(base), bundle)
+    arrays = ArrayRecord(get_weights(model))
+    test = server_data(RunConfig.from_run_config(base), bundle)["test"]
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+
+    def score(threads: int) -> tuple[float, float]:
+        config = RunConfig.from_run_config({**base, "eval-threads": threads})
+        recorder = RunRecorder(out_dir=tmp_path / f"t{threads}", scenario="t", config={})
+        seen.clear()
+        before = torch.get_num_threads()
+        metrics = make_evaluate_fn(config, model, test, bundle.num_classes, recorder)(1, arrays)
+        assert torch.get_num_threads() == before
+        assert seen and set(seen) == {threads}
+        return float(metrics["accuracy"]), float(metrics["loss"])
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert score(1) == score(2)
+    finally:
+        torch.set_num_threads(previous)
