@@ -45,6 +45,19 @@ def findings(sections: dict[str, list[dict[str, Any]]], plan: BenchPlan) -> list
                 f"per-message work (building the clients: {row['client_build_s']:.2f} CPU-s a round), the "
                 "guard, the aggregation and the server's evaluation."
             )
+        if row.get("engine_round_s") is not None:
+            note += (
+                f" Flower's engine alone (an empty app: Flower's FedAvg, clients that send back what they "
+                f"receive, the same nodes and array size) takes {row['engine_round_s']:.2f}s a round, so on "
+                f"this engine a round can come no nearer than {row['ratio_bound']:.2f}x its floor"
+            )
+            if row.get("rest_s") is not None:
+                note += (
+                    f"; beyond its actors' fit() and the engine's round, fedsec's round spends "
+                    f"{row['rest_s']:.2f}s (building the clients, the guard, the aggregation, the "
+                    "evaluation, the checkpoint, the actors' uneven shares)"
+                )
+            note += "."
         note += (
             f" The launcher asked Flower for the run's status {row['cli_polls']} times "
             f"({row['cli_poll_cpu_s']:.0f} CPU-s), only while no round record was arriving."

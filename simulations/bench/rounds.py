@@ -3,7 +3,9 @@
 The in-process floor (:func:`compute_floor`) is every client's ``fit`` one after
 the other, FedAvg and the server's evaluation, timed with torch's default
 threads and with one thread; a steady Flower round over the faster of the two
-is the simulation's overhead ratio.
+is the simulation's overhead ratio.  :func:`engine_cell` adds the round of an
+empty Flower App on the same federation (:mod:`simulations.bench.engine`): the
+engine's own share, which no app running on it can avoid.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fedsec.config import RunConfig
 from fedsec.config_values import ConfigValue
 from fedsec.contexts import torch_threads
 from simulations.bench.common import Context, rounded
+from simulations.bench.engine import engine_round
 from simulations.bench.memory import memory_row, sim_config, simulate
 
 
@@ -28,8 +31,9 @@ def compute_floor(
 ) -> dict[str, float]:
     """The same clients' rounds in process: fits one after the other, FedAvg, the server's evaluation.
 
-    Returns the median per-round ``train`` and ``server`` seconds and ``build``: the seconds
-    to construct all clients once (the simulation does that for every message).  With
+    Returns the median per-round ``train`` and ``server`` seconds, ``build``: the seconds
+    to construct all clients once (the simulation does that for every message), and
+    ``parameters``: the model's number of parameters.  With
     ``subset``, only the first ``subset`` clients are built and fitted and their times are
     scaled to all ``num-clients`` (IID partitions are equally large).
     """
@@ -75,6 +79,7 @@ def compute_floor(
         "train": float(statistics.median(trains)) * n / k,
         "server": float(statistics.median(servers)),
         "build": build,
+        "parameters": float(sum(w.size for w in weights)),
     }
 
 
@@ -124,6 +129,10 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
             "actor_fit_s": None,
             "floor_actor_train_s": None,
             "outside_fit_s": None,
+            "engine_round_s": None,
+            "ratio_bound": None,
+            "rest_s": None,
+            "engine_status": None,
             "cli_polls": None,
             "cli_poll_cpu_s": None,
             "status": "ok",
@@ -183,10 +192,38 @@ def bench_simulation(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str,
             status=result.status
             + (f"; {result.foreign} foreign Flower processes ran" if result.foreign else ""),
         )
+        engine_cell(ctx, row, clients=n, parameters=int(floor["parameters"]), rounds=rounds, floor_s=floor_s)
         sim_rows.append(row)
         if n in plan.memory_clients:
             memory_rows.append(memory_row(model_name, n, config.fraction_fit, result))
     return sim_rows, memory_rows
+
+
+def engine_cell(
+    ctx: Context, row: dict[str, Any], *, clients: int, parameters: int, rounds: int, floor_s: float
+) -> None:
+    """Add Flower's engine round at ``clients`` nodes to ``row``: the empty app's steady round, the
+    ratio a round would have if it were the floor plus that (``ratio_bound``), and what the fedsec
+    round spent beyond its actors' ``fit()`` and the engine round (``rest_s``)."""
+    predicted = 40.0 + rounds * (0.05 * clients + parameters * clients * 2e-8)
+    if not ctx.budget.allows(predicted):
+        row["engine_status"] = f"skipped (budget: about {predicted:.0f}s needed)"
+        return
+    ctx.say(f"simulation: Flower's engine alone (empty app), {clients} clients, {parameters} floats")
+    engine = engine_round(
+        ctx.out / "runs" / f"engine-{row['model']}-{clients}",
+        clients=clients,
+        parameters=parameters,
+        rounds=max(rounds, 3),
+    )
+    seconds = engine.steady_seconds
+    row["engine_status"] = engine.status
+    if seconds is None:
+        return
+    row["engine_round_s"] = round(seconds, 3)
+    row["ratio_bound"] = rounded(ratio(floor_s + seconds, floor_s), 3)
+    if row["round_s"] is not None and row["actor_fit_s"] is not None:
+        row["rest_s"] = round(row["round_s"] - row["actor_fit_s"] - seconds, 3)
 
 
 def round_reference(ctx: Context, models: list[str]) -> None:
