@@ -76,9 +76,10 @@ def make_evaluate_fn(
     ``attack_sets`` maps a record key to a test set whose accuracy is recorded
     each round (see :func:`attack_test_sets`).  The evaluation runs on
     ``eval-threads`` intra-op threads (every usable core by default), since the
-    clients are idle while the server evaluates.  The models fedsec ships give
-    bitwise the same outputs at 1 and 2 threads (the tests check it), so the
-    records do not change with it; ``eval-threads = 1`` is the old behaviour.
+    clients are idle while the server evaluates.  LeNet, the CNN and DiPSeN
+    record bitwise the same accuracy and loss at 1 and 2 threads (tested);
+    ``eval-threads = 1`` keeps the evaluation on the one thread the rest of the
+    ServerApp uses.
     """
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
