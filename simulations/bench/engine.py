@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsec.bench import steady_round_seconds
 from simulations import launcher
 from simulations.flower_session import FlowerSession
 from simulations.processes import LaunchError
@@ -39,8 +39,8 @@ class EngineRound:
     @property
     def steady_seconds(self) -> float | None:
         """The median seconds of rounds 2 and later (round 1 carries the actors' start), or None."""
-        later = self.round_seconds[1:]
-        return float(statistics.median(later)) if later else None
+        records = [{"round": i, "seconds": s} for i, s in enumerate(self.round_seconds, start=1)]
+        return steady_round_seconds(records)[1]
 
 
 def engine_round(
